@@ -1,0 +1,83 @@
+/* core/disp.h — the function dispatcher: a bounded queue of invocations and
+ * the worker threads that run them (DESIGN.md §5).
+ *
+ * The HTTP threads parse and validate a request into a disp_job, submit it
+ * and suspend the connection; a worker (with its own PostgreSQL and Redis
+ * connections) runs the function and calls job->done with the result, which
+ * resumes the connection. The HTTP threads never wait on a database.
+ */
+#ifndef CQRSD_DISP_H
+#define CQRSD_DISP_H
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "core/fn.h"
+
+enum disp_kind {
+    DISP_COMMAND,
+    DISP_QUERY,
+    DISP_STREAM,  /* GET /streams/{stream_id}: raw events */
+    DISP_HEALTH,  /* GET /healthz */
+};
+
+/* A route parameter or query-string argument, owned by the job. */
+struct disp_param {
+    char *name;
+    char *value;
+};
+
+struct disp_job {
+    enum disp_kind kind;
+    const struct fn_command *command; /* DISP_COMMAND */
+    const struct fn_query *query;     /* DISP_QUERY */
+    json_t *cmd;                      /* DISP_COMMAND: body + route params + occurred_at; owned */
+    char *request;                    /* canonical request text for idempotency; owned */
+    char *idempotency_key;            /* owned, may be NULL */
+    int64_t expected;                 /* Expected-Version header; -2 = none given */
+    struct disp_param *params;        /* owned */
+    size_t nparams;
+
+    /* result, set by the worker before done() */
+    int status;        /* HTTP status */
+    json_t *body;      /* owned; a problem object when status >= 400 */
+    int retry_after;   /* seconds, 0 = none */
+
+    void (*done)(struct disp_job *job); /* called on a worker thread; owns nothing */
+    void *user;                          /* for done() */
+};
+
+#define DISP_NO_EXPECTED (-2)
+
+struct disp_config {
+    const char *database_url;
+    const char *redis_url;
+    int workers;      /* threads running commands and queries */
+    int queue_size;   /* bound of the invocation queue */
+    int max_attempts; /* command re-runs on a version conflict */
+};
+
+/* Starts the workers. Returns 0, or ERR_INVALID for a bad config. */
+int disp_start(const struct disp_config *cfg, struct err *e);
+
+/* Queues a job. Returns 0, or ERR_BUSY when the queue is full (the caller
+ * answers 503 with Retry-After) or ERR_UNAVAILABLE when stopping. On error
+ * the job stays the caller's. */
+int disp_submit(struct disp_job *job, struct err *e);
+
+/* Stops taking jobs, finishes the queued ones, joins the workers. */
+void disp_stop(void);
+
+/* Frees a job and everything it owns (NULL: no-op). */
+void disp_job_free(struct disp_job *job);
+
+/* Sets job's result to an RFC 9457 problem for code with detail msg. */
+void disp_problem(struct disp_job *job, int code, const char *msg);
+
+/* Runs one job on the calling thread with the given connections (either may
+ * be NULL: the job then answers 503). For tests and the worker loop. */
+void disp_run(struct disp_job *job, PGconn *pg, redisContext *redis);
+
+#endif

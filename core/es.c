@@ -1,0 +1,281 @@
+/* core/es.c — the event store over libpq (see es.h, DESIGN.md §3).
+ *
+ * Appends go through the SQL function cqrsd_append (one round trip, one
+ * transaction: stream compare-and-set, events, idempotency key, notify).
+ * Reads of the global stream compare the (txid, seq) pair as a row and stop
+ * below pg_snapshot_xmin(pg_current_snapshot()): a transaction still in
+ * progress may yet commit events with a smaller pair, so nothing at or above
+ * the oldest open transaction is returned until it ends.
+ */
+#include "core/es.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+static int pg_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
+{
+    if (PQstatus(pg) != CONNECTION_OK) {
+        if (r)
+            PQclear(r);
+        return err_set(e, ERR_UNAVAILABLE, "could not %s: database connection lost", what);
+    }
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char m[400];
+    snprintf(m, sizeof m, "%s", msg ? msg : PQerrorMessage(pg));
+    size_t l = strlen(m);
+    while (l && m[l - 1] == '\n')
+        m[--l] = '\0';
+    int code = ERR_INTERNAL;
+    if (state && !strcmp(state, "CQ409")) {
+        code = ERR_CONFLICT;
+    } else if (state && !strcmp(state, "23505")) {
+        const char *c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+        code = c && !strcmp(c, "commands_pkey") ? ERR_IDEMPOTENCY : ERR_CONFLICT;
+    } else if (state && (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) ||
+                         !strcmp(state, "53300"))) {
+        code = ERR_UNAVAILABLE; /* connection exception, shutdown, too many connections */
+    } else if (state && (!strncmp(state, "22", 2) || !strcmp(state, "23514"))) {
+        code = ERR_INVALID; /* data exception, check violation */
+    }
+    if (r)
+        PQclear(r);
+    if (code == ERR_CONFLICT || code == ERR_INVALID)
+        return err_set(e, code, "%s", m);
+    return err_set(e, code, "could not %s: %s", what, m);
+}
+
+PGconn *es_connect(const char *url, struct err *e)
+{
+    const char *keys[] = {"dbname", "options", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {url, "-c TimeZone=UTC -c statement_timeout=30000 -c client_min_messages=warning", "5", "cqrsd", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        char m[300];
+        snprintf(m, sizeof m, "%s", PQerrorMessage(pg));
+        size_t l = strlen(m);
+        while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+            m[--l] = '\0';
+        err_set(e, ERR_UNAVAILABLE, "could not connect to PostgreSQL: %s", m);
+        PQfinish(pg);
+        return NULL;
+    }
+    return pg;
+}
+
+int es_ensure(PGconn *pg, struct err *e)
+{
+    if (PQstatus(pg) == CONNECTION_OK)
+        return 0;
+    PQreset(pg);
+    if (PQstatus(pg) == CONNECTION_OK)
+        return 0;
+    return err_set(e, ERR_UNAVAILABLE, "could not reconnect to PostgreSQL");
+}
+
+int es_position_valid(const char *tok)
+{
+    if (!tok)
+        return 0;
+    size_t n = strlen(tok);
+    if (n == 0)
+        return 1;
+    if (n != ES_POSITION_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((tok[i] >= '0' && tok[i] <= '9') || (tok[i] >= 'a' && tok[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static char *category_of(const char *stream_id)
+{
+    const char *dash = strchr(stream_id, '-');
+    size_t n = dash ? (size_t)(dash - stream_id) : strlen(stream_id);
+    char *c = xmalloc(n + 1);
+    memcpy(c, stream_id, n);
+    c[n] = '\0';
+    return c;
+}
+
+int es_append(PGconn *pg, const char *command_id, const char *request, int status,
+              const json_t *reply_extra, const struct es_stream_append *streams, size_t nstreams,
+              json_t **reply, struct err *e)
+{
+    if (nstreams == 0)
+        return err_set(e, ERR_INVALID, "nothing to append");
+    json_t *batch = json_array();
+    for (size_t i = 0; i < nstreams; i++) {
+        const struct es_stream_append *s = &streams[i];
+        if (s->n == 0) {
+            json_decref(batch);
+            return err_set(e, ERR_INVALID, "no events to append to stream \"%s\"", s->stream_id);
+        }
+        json_t *evs = json_array();
+        for (size_t j = 0; j < s->n; j++) {
+            const struct es_new_event *ne = &s->events[j];
+            json_t *o = json_pack("{s:s, s:O}", "type", ne->type, "data", ne->data);
+            if (ne->metadata)
+                json_object_set(o, "metadata", (json_t *)ne->metadata);
+            if (ne->event_id)
+                json_object_set_new(o, "event_id", json_string(ne->event_id));
+            json_array_append_new(evs, o);
+        }
+        char *cat = s->category ? xstrdup(s->category) : category_of(s->stream_id);
+        json_array_append_new(batch, json_pack("{s:s, s:s, s:I, s:o}", "stream", s->stream_id,
+                                               "category", cat, "expected",
+                                               (json_int_t)s->expected, "events", evs));
+        free(cat);
+    }
+    char *batch_txt = json_dumps(batch, JSON_COMPACT);
+    json_decref(batch);
+    char *extra_txt = reply_extra ? json_dumps(reply_extra, JSON_COMPACT) : NULL;
+    char status_txt[16];
+    snprintf(status_txt, sizeof status_txt, "%d", status);
+    const char *params[5] = {command_id, request ? request : "", status_txt, extra_txt, batch_txt};
+    PGresult *r = PQexecParams(pg, "SELECT cqrsd_append($1, $2, $3::int, $4::jsonb, $5::jsonb)::text",
+                               5, NULL, params, NULL, NULL, 0);
+    free(batch_txt);
+    free(extra_txt);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(pg, r, "append", e);
+    json_error_t je;
+    *reply = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!*reply)
+        return err_set(e, ERR_INTERNAL, "could not decode append reply: %s", je.text);
+    return 0;
+}
+
+void es_events_clear(struct es_events *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        struct es_event *ev = &l->ev[i];
+        free(ev->stream_id);
+        free(ev->event_id);
+        free(ev->type);
+        json_decref(ev->data);
+        json_decref(ev->metadata);
+    }
+    free(l->ev);
+    l->ev = NULL;
+    l->n = 0;
+}
+
+/* Columns: stream_id, version, event_id, type, data, metadata, position, recorded_at */
+#define EVENT_COLUMNS                                                                    \
+    "stream_id, version, event_id::text, type, data::text, metadata::text, "             \
+    "cqrsd_position(txid, seq), "                                                        \
+    "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+static int collect(PGresult *r, struct es_events *out, struct err *e)
+{
+    int rows = PQntuples(r);
+    if (rows == 0)
+        return 0;
+    out->ev = xrealloc(out->ev, (out->n + (size_t)rows) * sizeof *out->ev);
+    for (int i = 0; i < rows; i++) {
+        struct es_event *ev = &out->ev[out->n];
+        json_error_t je;
+        memset(ev, 0, sizeof *ev);
+        ev->stream_id = xstrdup(PQgetvalue(r, i, 0));
+        ev->version = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        ev->event_id = xstrdup(PQgetvalue(r, i, 2));
+        ev->type = xstrdup(PQgetvalue(r, i, 3));
+        ev->data = json_loads(PQgetvalue(r, i, 4), JSON_DECODE_ANY, &je);
+        ev->metadata = json_loads(PQgetvalue(r, i, 5), JSON_DECODE_ANY, &je);
+        snprintf(ev->position, sizeof ev->position, "%s", PQgetvalue(r, i, 6));
+        snprintf(ev->recorded_at, sizeof ev->recorded_at, "%s", PQgetvalue(r, i, 7));
+        out->n++;
+        if (!ev->data || !ev->metadata) {
+            PQclear(r);
+            return err_set(e, ERR_INTERNAL, "could not decode event %s/%" PRId64 ": %s",
+                           ev->stream_id, ev->version, je.text);
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, size_t max,
+                   struct es_events *out, struct err *e)
+{
+    char after[24], lim[24];
+    snprintf(after, sizeof after, "%" PRId64, after_version);
+    snprintf(lim, sizeof lim, "%zu", max);
+    const char *params[3] = {stream_id, after, lim};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT " EVENT_COLUMNS " FROM events WHERE stream_id = $1 "
+                               "AND version > $2::bigint ORDER BY version LIMIT $3::bigint",
+                               3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(pg, r, "read stream", e);
+    return collect(r, out, e);
+}
+
+int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e)
+{
+    char tx[24] = "0", seq[24] = "0", lim[24];
+    if (!es_position_valid(after ? after : ""))
+        return err_set(e, ERR_INVALID, "position \"%.40s\" is not a position token", after);
+    if (after && *after) {
+        char h[17];
+        memcpy(h, after, 16);
+        h[16] = '\0';
+        snprintf(tx, sizeof tx, "%" PRIu64, (uint64_t)strtoull(h, NULL, 16));
+        snprintf(seq, sizeof seq, "%" PRId64, (int64_t)strtoull(after + 16, NULL, 16));
+    } else {
+        snprintf(seq, sizeof seq, "-1");
+    }
+    snprintf(lim, sizeof lim, "%zu", max);
+    const char *params[3] = {tx, seq, lim};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT " EVENT_COLUMNS " FROM events "
+                               "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
+                               "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                               "ORDER BY txid, seq LIMIT $3::bigint",
+                               3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(pg, r, "read the global stream", e);
+    return collect(r, out, e);
+}
+
+int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e)
+{
+    PGresult *r = PQexec(pg, "SELECT coalesce((SELECT cqrsd_position(txid, seq) FROM events "
+                             "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                             "ORDER BY txid DESC, seq DESC LIMIT 1), '')");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(pg, r, "read the head position", e);
+    snprintf(buf, ES_POSITION_LEN + 1, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
+}
+
+int es_command_lookup(PGconn *pg, const char *command_id, const char *request, int *status,
+                      json_t **reply, int *same, struct err *e)
+{
+    const char *params[2] = {command_id, request ? request : ""};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT status, reply::text, request_hash = "
+                               "encode(sha256(convert_to($2, 'UTF8')), 'hex') "
+                               "FROM commands WHERE command_id = $1",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(pg, r, "look up idempotency key", e);
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return 0;
+    }
+    *status = atoi(PQgetvalue(r, 0, 0));
+    *reply = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
+    *same = PQgetvalue(r, 0, 2)[0] == 't';
+    PQclear(r);
+    if (!*reply)
+        return err_set(e, ERR_INTERNAL, "could not decode the stored reply of \"%s\"", command_id);
+    return 1;
+}

@@ -1,0 +1,118 @@
+/* core/es.h — the event store: streams with optimistic concurrency and the
+ * commit-safe global stream, in PostgreSQL 15 through libpq (DESIGN.md §3,
+ * migrations/0001_event_store.sql).
+ *
+ * Every call takes the caller's PGconn (one per thread; libpq connections are
+ * not shared between threads) and returns 0 or a negative ERR_* code:
+ * ERR_UNAVAILABLE when PostgreSQL cannot be reached (the caller may retry
+ * after es_reconnect), ERR_CONFLICT on a version conflict, ERR_INVALID on bad
+ * arguments, ERR_INTERNAL otherwise; details in struct err.
+ */
+#ifndef CQRSD_ES_H
+#define CQRSD_ES_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+/* Expected versions. N >= 1 means "exactly N". */
+#define ES_ANY (-1)
+#define ES_NO_STREAM 0
+
+/* A global position token: 32 lowercase hex digits (16 of txid, 16 of seq);
+ * tokens compare with strcmp in global order. "" is before everything. */
+#define ES_POSITION_LEN 32
+
+/* One event to append; all borrowed. event_id NULL: the store makes one
+ * (derived from the command id when there is one). metadata may be NULL. */
+struct es_new_event {
+    const char *type;
+    const json_t *data;
+    const json_t *metadata;
+    const char *event_id;
+};
+
+/* The events of one stream in an append. category: the stream id up to its
+ * first '-' when NULL. */
+struct es_stream_append {
+    const char *stream_id;
+    const char *category;
+    int64_t expected;          /* ES_ANY, ES_NO_STREAM or exact version */
+    const struct es_new_event *events;
+    size_t n;
+};
+
+/*
+ * Appends to one or more streams in one transaction. command_id (may be NULL)
+ * is the Idempotency-Key, stored with request (the canonical request text,
+ * hashed by the store) and status (the HTTP status to replay) in the same
+ * transaction. reply_extra (borrowed, may be NULL) is merged into the reply.
+ * On success *reply is a new reference {..extra, stream, version, streams,
+ * position}; the caller decrefs it.
+ * Errors: ERR_CONFLICT (version conflict, message names stream and versions),
+ * ERR_IDEMPOTENCY (the command id was stored concurrently: look it up again),
+ * ERR_UNAVAILABLE, ERR_INVALID, ERR_INTERNAL.
+ */
+int es_append(PGconn *pg, const char *command_id, const char *request, int status,
+              const json_t *reply_extra, const struct es_stream_append *streams, size_t nstreams,
+              json_t **reply, struct err *e);
+
+/* A stored event. Owned by the es_events list that holds it. */
+struct es_event {
+    char *stream_id;
+    int64_t version;
+    char *event_id;
+    char *type;
+    json_t *data;     /* owned reference */
+    json_t *metadata; /* owned reference */
+    char position[ES_POSITION_LEN + 1];
+    char recorded_at[40];
+};
+
+struct es_events {
+    struct es_event *ev;
+    size_t n;
+};
+
+/* Frees the events (es_events_clear on a zeroed list is a no-op). */
+void es_events_clear(struct es_events *l);
+
+/* Reads up to max events of stream_id with version > after_version, in
+ * version order, appending them to out. Returns 0 (no events: the stream does
+ * not exist or has none after that version). */
+int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, size_t max,
+                   struct es_events *out, struct err *e);
+
+/* Reads up to max events of the global stream after position after ("" or
+ * NULL: from the start), in (txid, seq) order, never past the oldest
+ * transaction still in progress (so no event committed later can appear
+ * before one already returned). Appends to out. */
+int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e);
+
+/* The position of the newest readable event ("" when none) into buf. */
+int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e);
+
+/*
+ * Looks up an idempotency key. Returns 1 when found (sets *status, *reply (new
+ * reference), *same = whether request hashes equal), 0 when not found, or a
+ * negative error.
+ */
+int es_command_lookup(PGconn *pg, const char *command_id, const char *request, int *status,
+                      json_t **reply, int *same, struct err *e);
+
+/* Connects to url (a libpq connection string or URI). Returns NULL and sets e
+ * (ERR_UNAVAILABLE) on failure. The connection uses UTC and a statement
+ * timeout of 30 s. Caller closes with PQfinish. */
+PGconn *es_connect(const char *url, struct err *e);
+
+/* Ensures pg is usable: resets it when the connection broke. Returns 0 or
+ * ERR_UNAVAILABLE. */
+int es_ensure(PGconn *pg, struct err *e);
+
+/* Checks a position token's syntax ("" allowed). */
+int es_position_valid(const char *tok);
+
+#endif

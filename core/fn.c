@@ -1,0 +1,220 @@
+/* core/fn.c — the platform's implementation of the function ABI: decisions
+ * that commands fill, Redis write batches that projections fill, the query
+ * context that queries read through. Invariant: every string a batch holds is
+ * owned by it; every json_t a decision holds is one reference it owns. */
+#include "core/fn_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+void fn_decision_init(struct fn_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->reply = json_object();
+}
+
+void fn_decision_free(struct fn_decision *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->ev[i].stream_id);
+        free(d->ev[i].type);
+        json_decref(d->ev[i].data);
+    }
+    free(d->ev);
+    json_decref(d->reply);
+    memset(d, 0, sizeof *d);
+}
+
+void fn_decision_clear(struct fn_decision *d)
+{
+    fn_decision_free(d);
+    fn_decision_init(d);
+}
+
+static void emit(struct fn_decision *d, const char *stream_id, const char *type, json_t *data)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 4;
+        d->ev = xrealloc(d->ev, d->cap * sizeof *d->ev);
+    }
+    d->ev[d->n].stream_id = stream_id ? xstrdup(stream_id) : NULL;
+    d->ev[d->n].type = xstrdup(type);
+    d->ev[d->n].data = data ? data : json_object();
+    d->n++;
+}
+
+void fn_emit(struct fn_decision *d, const char *type, json_t *data)
+{
+    emit(d, NULL, type, data);
+}
+
+void fn_emit_new_stream(struct fn_decision *d, const char *stream_id, const char *type,
+                        json_t *data)
+{
+    emit(d, stream_id, type, data);
+}
+
+void fn_reply_set(struct fn_decision *d, const char *key, json_t *value)
+{
+    json_object_set_new(d->reply, key, value);
+}
+
+/* ---------- batches ---------- */
+
+void fn_batch_init(struct fn_batch *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void fn_batch_clear(struct fn_batch *b)
+{
+    for (size_t i = 0; i < b->argc; i++)
+        free(b->argv[i]);
+    free(b->argv);
+    free(b->prefix);
+    fn_batch_init(b);
+}
+
+void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version)
+{
+    free(b->prefix);
+    b->prefix = xasprintf("%s:v%d:", projection, version);
+}
+
+static void push(struct fn_batch *b, char *s)
+{
+    if (b->argc == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->argv = xrealloc(b->argv, b->cap * sizeof *b->argv);
+    }
+    b->argv[b->argc++] = s;
+}
+
+void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv)
+{
+    push(b, xasprintf("%d", argc));
+    for (int i = 0; i < argc; i++)
+        push(b, xstrdup(argv[i]));
+    b->ncmds++;
+}
+
+/* A command on a relative key: argv[1] gets the projection's prefix. */
+static void cmd(struct fn_batch *b, int argc, const char *const *argv)
+{
+    push(b, xasprintf("%d", argc));
+    for (int i = 0; i < argc; i++)
+        push(b, i == 1 ? xasprintf("%s%s", b->prefix ? b->prefix : "", argv[1]) : xstrdup(argv[i]));
+    b->ncmds++;
+}
+
+void fn_set(struct fn_batch *b, const char *key, const char *value)
+{
+    cmd(b, 3, (const char *[]){"SET", key, value});
+}
+
+void fn_del(struct fn_batch *b, const char *key)
+{
+    cmd(b, 2, (const char *[]){"DEL", key});
+}
+
+void fn_hset(struct fn_batch *b, const char *key, const char *field, const char *value)
+{
+    cmd(b, 4, (const char *[]){"HSET", key, field, value});
+}
+
+void fn_hsetnx(struct fn_batch *b, const char *key, const char *field, const char *value)
+{
+    cmd(b, 4, (const char *[]){"HSETNX", key, field, value});
+}
+
+void fn_hdel(struct fn_batch *b, const char *key, const char *field)
+{
+    cmd(b, 3, (const char *[]){"HDEL", key, field});
+}
+
+void fn_hincrby(struct fn_batch *b, const char *key, const char *field, int64_t by)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%" PRId64, by);
+    cmd(b, 4, (const char *[]){"HINCRBY", key, field, n});
+}
+
+void fn_sadd(struct fn_batch *b, const char *key, const char *member)
+{
+    cmd(b, 3, (const char *[]){"SADD", key, member});
+}
+
+void fn_zadd(struct fn_batch *b, const char *key, int64_t score, const char *member)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%" PRId64, score);
+    cmd(b, 4, (const char *[]){"ZADD", key, n, member});
+}
+
+void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *member)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%" PRId64, by);
+    cmd(b, 4, (const char *[]){"ZINCRBY", key, n, member});
+}
+
+/* ---------- queries ---------- */
+
+const char *fn_param(const struct fn_query_ctx *q, const char *name)
+{
+    for (size_t i = 0; i < q->nparams; i++)
+        if (!strcmp(q->names[i], name))
+            return q->values[i];
+    return NULL;
+}
+
+static redisReply *checked(struct fn_query_ctx *q, redisReply *r)
+{
+    if (!r || q->redis->err) {
+        if (r)
+            freeReplyObject(r);
+        q->redis_failed = 1;
+        return NULL;
+    }
+    return r;
+}
+
+redisReply *fn_redis(struct fn_query_ctx *q, const char *fmt, ...)
+{
+    if (!q->redis || q->redis->err) {
+        q->redis_failed = 1;
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(q->redis, fmt, ap);
+    va_end(ap);
+    return checked(q, r);
+}
+
+redisReply *fn_redis_argv(struct fn_query_ctx *q, int argc, const char **argv)
+{
+    if (!q->redis || q->redis->err) {
+        q->redis_failed = 1;
+        return NULL;
+    }
+    return checked(q, redisCommandArgv(q->redis, argc, argv, NULL));
+}
+
+char *fn_key(const char *projection, int version, const char *key)
+{
+    return xasprintf("%s:v%d:%s", projection, version, key);
+}
+
+const struct fn_projection *fn_projection_find(const char *name)
+{
+    for (size_t i = 0; fn_projections[i]; i++)
+        if (!strcmp(fn_projections[i]->name, name))
+            return fn_projections[i];
+    return NULL;
+}

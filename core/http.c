@@ -1,0 +1,539 @@
+/* core/http.c — the HTTP front (see http.h).
+ *
+ * One request's life: first call of the access handler (headers read): route
+ * it; refuse 404/405/413/415 at once, before any body is read. Following
+ * calls: collect the body up to max_body. Last call: decode and validate
+ * into a disp_job, suspend the connection, submit the job. A worker answers
+ * through job_done(), which resumes the connection; the access handler is
+ * then called again and queues the response. The connection is suspended
+ * before the job is submitted, so a fast worker cannot resume it too early.
+ */
+#include "core/http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/disp.h"
+#include "core/es.h"
+#include "core/fn.h"
+#include "core/util.h"
+
+#define ID_MAX 200
+
+static struct {
+    struct http_config cfg;
+    struct MHD_Daemon *d;
+} H;
+
+/* ---------- routing ---------- */
+
+struct route {
+    const char *method;
+    const char *pattern;
+    int kind;
+    const void *fn;
+};
+
+static const struct route builtins[] = {
+    {"GET", "/streams/{stream_id}", DISP_STREAM, NULL},
+    {"GET", "/healthz", DISP_HEALTH, NULL},
+};
+
+/* Matches one pattern; on success fills m (values owned). Returns the number
+ * of literal segments (the more, the more specific), or -1. */
+static int match(const char *pattern, const char *path, struct http_match *m)
+{
+    const char *p = pattern, *u = path;
+    int literals = 0;
+    m->nparams = 0;
+    while (*p && *u) {
+        if (*p != '/' || *u != '/')
+            goto no;
+        p++;
+        u++;
+        size_t pl = strcspn(p, "/"), ul = strcspn(u, "/");
+        if (*p == '{') {
+            if (ul == 0 || m->nparams == 8)
+                goto no;
+            m->names[m->nparams] = xasprintf("%.*s", (int)(pl - 2), p + 1);
+            m->values[m->nparams] = xasprintf("%.*s", (int)ul, u);
+            m->nparams++;
+        } else {
+            if (pl != ul || strncmp(p, u, pl))
+                goto no;
+            literals++;
+        }
+        p += pl;
+        u += ul;
+    }
+    if (*p || *u)
+        goto no;
+    return literals;
+no:
+    http_match_clear(m);
+    return -1;
+}
+
+void http_match_clear(struct http_match *m)
+{
+    for (size_t i = 0; i < m->nparams; i++) {
+        free(m->names[i]);
+        free(m->values[i]);
+    }
+    m->nparams = 0;
+}
+
+static size_t all_routes(struct route *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; fn_commands[i] && n < cap; i++)
+        out[n++] = (struct route){fn_commands[i]->method, fn_commands[i]->route, DISP_COMMAND,
+                                  fn_commands[i]};
+    for (size_t i = 0; fn_queries[i] && n < cap; i++)
+        out[n++] = (struct route){"GET", fn_queries[i]->route, DISP_QUERY, fn_queries[i]};
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0] && n < cap; i++)
+        out[n++] = builtins[i];
+    return n;
+}
+
+int http_route(const char *method, const char *path, struct http_match *m, char allow[64])
+{
+    struct route routes[128];
+    size_t n = all_routes(routes, 128);
+    int best = -1;
+    allow[0] = '\0';
+    memset(m, 0, sizeof *m);
+    for (size_t i = 0; i < n; i++) {
+        struct http_match t = {0};
+        int lit = match(routes[i].pattern, path, &t);
+        if (lit < 0)
+            continue;
+        if (strcmp(routes[i].method, method)) {
+            if (!strstr(allow, routes[i].method) && strlen(allow) + 8 < 64) {
+                if (*allow)
+                    strcat(allow, ", ");
+                strcat(allow, routes[i].method);
+            }
+            http_match_clear(&t);
+            continue;
+        }
+        if (lit > best) {
+            http_match_clear(m);
+            *m = t;
+            m->kind = routes[i].kind;
+            m->fn = routes[i].fn;
+            best = lit;
+        } else {
+            http_match_clear(&t);
+        }
+    }
+    if (best >= 0)
+        return 0;
+    return *allow ? ERR_METHOD : ERR_NOT_FOUND;
+}
+
+/* ---------- requests ---------- */
+
+struct req {
+    struct MHD_Connection *conn;
+    struct http_match m;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    struct disp_job *job; /* answered job, once resumed */
+    int early_code;       /* an error found on the first call */
+    char early_msg[400];
+    char allow[64];
+};
+
+/* A valid UTF-8 string without control characters (RFC 3629 §4). */
+static int text_ok(const char *s, size_t max, int allow_slash)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0;
+    while (*p) {
+        if (++n > max)
+            return 0;
+        if (*p < 0x20 || *p == 0x7f || (!allow_slash && *p == '/'))
+            return 0;
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (!len || (*p == 0xc0 || *p == 0xc1) || *p > 0xf4)
+            return 0;
+        unsigned cp = *p & (0x7f >> len);
+        for (int i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (len == 2 && cp < 0x80))
+            return 0;
+        p += len;
+    }
+    return n > 0;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body,
+                                 int retry_after, const char *allow)
+{
+    char *txt = json_dumps(body, JSON_COMPACT);
+    size_t len = strlen(txt);
+    txt = xrealloc(txt, len + 2);
+    txt[len++] = '\n';
+    txt[len] = '\0';
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            status >= 400 ? "application/problem+json" : "application/json");
+    if (retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (allow && *allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_problem(struct MHD_Connection *c, int code, const char *msg,
+                                    const char *allow)
+{
+    struct disp_job j = {0};
+    disp_problem(&j, code, msg);
+    enum MHD_Result ret = send_json(c, j.status, j.body, j.retry_after, allow);
+    json_decref(j.body);
+    return ret;
+}
+
+static void job_done(struct disp_job *job)
+{
+    struct req *rq = job->user;
+    rq->job = job;
+    MHD_resume_connection(rq->conn);
+}
+
+struct args_ctx {
+    struct disp_job *job;
+    int bad;
+    char badname[64];
+};
+
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
+{
+    (void)kind;
+    struct args_ctx *a = cls;
+    if (!text_ok(key, 100, 1) || (value && *value && !text_ok(value, 1000, 1))) {
+        a->bad = 1;
+        snprintf(a->badname, sizeof a->badname, "%.60s", text_ok(key, 60, 1) ? key : "?");
+        return MHD_NO;
+    }
+    for (size_t i = 0; i < a->job->nparams; i++)
+        if (!strcmp(a->job->params[i].name, key))
+            return MHD_YES; /* route parameters and the first occurrence win */
+    a->job->params = xrealloc(a->job->params, (a->job->nparams + 1) * sizeof *a->job->params);
+    a->job->params[a->job->nparams].name = xstrdup(key);
+    a->job->params[a->job->nparams].value = xstrdup(value ? value : "");
+    a->job->nparams++;
+    return MHD_YES;
+}
+
+/* Validates route parameters and copies them into the job. */
+static int take_params(struct req *rq, struct disp_job *job, struct err *e)
+{
+    for (size_t i = 0; i < rq->m.nparams; i++) {
+        if (!text_ok(rq->m.values[i], ID_MAX, 0))
+            return err_set(e, ERR_INVALID,
+                           "%s must be 1 to %d bytes of UTF-8 text without control characters "
+                           "or '/'",
+                           rq->m.names[i], ID_MAX);
+        job->params = xrealloc(job->params, (job->nparams + 1) * sizeof *job->params);
+        job->params[job->nparams].name = xstrdup(rq->m.names[i]);
+        job->params[job->nparams].value = xstrdup(rq->m.values[i]);
+        job->nparams++;
+    }
+    return 0;
+}
+
+static int parse_expected(const char *h, int64_t *out, struct err *e)
+{
+    if (!h) {
+        *out = DISP_NO_EXPECTED;
+        return 0;
+    }
+    if (!strcmp(h, "any")) {
+        *out = ES_ANY;
+        return 0;
+    }
+    if (!strcmp(h, "no-stream")) {
+        *out = ES_NO_STREAM;
+        return 0;
+    }
+    char *end;
+    long long v = strtoll(h, &end, 10);
+    if (!*h || *end || v < 0 || h[0] == '-' || h[0] == '+')
+        return err_set(e, ERR_INVALID,
+                       "Expected-Version must be a version number, \"any\" or \"no-stream\", got "
+                       "\"%.40s\"",
+                       h);
+    *out = v;
+    return 0;
+}
+
+static int build_command(struct req *rq, const char *method, const char *url,
+                         struct disp_job *job, struct err *e)
+{
+    const struct fn_command *fc = rq->m.fn;
+    json_t *body;
+    if (rq->len == 0) {
+        body = json_object();
+    } else {
+        json_error_t je;
+        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je);
+        if (!body)
+            return err_set(e, ERR_INVALID, "malformed JSON body at line %d, column %d: %s",
+                           je.line, je.column, je.text);
+        if (!json_is_object(body)) {
+            json_decref(body);
+            return err_set(e, ERR_INVALID, "JSON body must be an object");
+        }
+    }
+    char *canon_body = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    job->request = xasprintf("%s %s\n%s", method, url, canon_body);
+    free(canon_body);
+    job->cmd = body;
+    int rc = take_params(rq, job, e);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < job->nparams; i++) {
+        json_t *given = json_object_get(body, job->params[i].name);
+        if (given && !(json_is_string(given) && !strcmp(json_string_value(given), job->params[i].value)))
+            return err_set(e, ERR_INVALID, "%s in the body differs from the one in the path",
+                           job->params[i].name);
+        json_object_set_new(body, job->params[i].name, json_string(job->params[i].value));
+    }
+    json_t *id = json_object_get(body, fc->id_field);
+    if (!id || json_is_null(id)) {
+        if (!fc->creates)
+            return err_set(e, ERR_INVALID, "%s is required", fc->id_field);
+        char uuid[37];
+        util_uuid4(uuid);
+        json_object_set_new(body, fc->id_field, json_string(uuid));
+    } else if (!json_is_string(id) || !text_ok(json_string_value(id), ID_MAX, 0)) {
+        return err_set(e, ERR_INVALID,
+                       "%s must be a string of 1 to %d bytes without control characters or '/'",
+                       fc->id_field, ID_MAX);
+    }
+    json_t *at = json_object_get(body, "occurred_at");
+    char t[RTIME_BUFSZ];
+    if (!at || json_is_null(at)) {
+        rtime_now(t);
+    } else if (!json_is_string(at)) {
+        return err_set(e, ERR_INVALID, "occurred_at must be an RFC 3339 string");
+    } else if ((rc = rtime_normalize(json_string_value(at), t, e))) {
+        return rc;
+    }
+    json_object_set_new(body, "occurred_at", json_string(t));
+    const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    if (key) {
+        size_t kl = strlen(key);
+        for (size_t i = 0; i < kl; i++)
+            if (key[i] < 0x21 || key[i] > 0x7e)
+                kl = 0;
+        if (kl == 0 || kl > 255)
+            return err_set(e, ERR_INVALID,
+                           "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        job->idempotency_key = xstrdup(key);
+    }
+    return parse_expected(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Expected-Version"),
+                          &job->expected, e);
+}
+
+static int json_content_type(const char *ct)
+{
+    if (!ct)
+        return 0;
+    size_t n = strcspn(ct, ";");
+    while (n && ct[n - 1] == ' ')
+        n--;
+    return (n == 16 && !strncasecmp(ct, "application/json", 16)) ||
+           (n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5));
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    struct req *rq = *con_cls;
+    if (!rq) {
+        rq = xcalloc(1, sizeof *rq);
+        rq->conn = c;
+        *con_cls = rq;
+        int rc = http_route(method, url, &rq->m, rq->allow);
+        if (rc == ERR_NOT_FOUND) {
+            rq->early_code = rc;
+            snprintf(rq->early_msg, sizeof rq->early_msg, "no route for %.10s %.200s", method, url);
+        } else if (rc == ERR_METHOD) {
+            rq->early_code = rc;
+            snprintf(rq->early_msg, sizeof rq->early_msg, "%.10s is not allowed on %.200s (allowed: %s)",
+                     method, url, rq->allow);
+        } else if (rq->m.kind == DISP_COMMAND) {
+            const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+            const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+            const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+            int has_body = (cl && strtoull(cl, NULL, 10) > 0) || te;
+            if (cl && strtoull(cl, NULL, 10) > H.cfg.max_body) {
+                rq->early_code = ERR_TOO_LARGE;
+                snprintf(rq->early_msg, sizeof rq->early_msg,
+                         "request body of %.20s bytes is over the limit of %zu bytes", cl,
+                         H.cfg.max_body);
+            } else if (has_body && !json_content_type(ct)) {
+                rq->early_code = ERR_MEDIA_TYPE;
+                snprintf(rq->early_msg, sizeof rq->early_msg,
+                         "Content-Type must be application/json, got \"%.60s\"", ct ? ct : "");
+            }
+        }
+        if (rq->early_code)
+            return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
+        return MHD_YES;
+    }
+    if (rq->job) { /* resumed: the worker answered */
+        return send_json(c, rq->job->status, rq->job->body, rq->job->retry_after, NULL);
+    }
+    if (*upload_size) {
+        if (!rq->too_large && rq->len + *upload_size > H.cfg.max_body) {
+            rq->too_large = 1;
+            free(rq->body);
+            rq->body = NULL;
+            rq->len = rq->cap = 0;
+        }
+        if (!rq->too_large) {
+            if (rq->len + *upload_size + 1 > rq->cap) {
+                rq->cap = (rq->len + *upload_size + 1) * 2;
+                if (rq->cap > H.cfg.max_body + 1)
+                    rq->cap = H.cfg.max_body + 1;
+                rq->body = xrealloc(rq->body, rq->cap);
+            }
+            memcpy(rq->body + rq->len, upload_data, *upload_size);
+            rq->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (rq->too_large) {
+        char m[128];
+        snprintf(m, sizeof m, "request body is over the limit of %zu bytes", H.cfg.max_body);
+        return send_problem(c, ERR_TOO_LARGE, m, NULL);
+    }
+    /* the whole request is here: build the job */
+    struct disp_job *job = xcalloc(1, sizeof *job);
+    job->kind = rq->m.kind;
+    job->expected = DISP_NO_EXPECTED;
+    job->done = job_done;
+    job->user = rq;
+    struct err e = {0};
+    int rc = 0;
+    if (job->kind == DISP_COMMAND) {
+        job->command = rq->m.fn;
+        rc = build_command(rq, method, url, job, &e);
+    } else {
+        job->query = rq->m.fn;
+        rc = take_params(rq, job, &e);
+        if (!rc) {
+            struct args_ctx a = {job, 0, ""};
+            MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_arg, &a);
+            if (a.bad)
+                rc = err_set(&e, ERR_INVALID, "query parameter \"%s\" is not valid UTF-8 text",
+                             a.badname);
+        }
+    }
+    if (rc) {
+        disp_job_free(job);
+        return send_problem(c, rc, e.msg, NULL);
+    }
+    MHD_suspend_connection(c);
+    if ((rc = disp_submit(job, &e))) {
+        disp_problem(job, rc, e.msg);
+        job_done(job);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct req *rq = *con_cls;
+    if (!rq)
+        return;
+    disp_job_free(rq->job);
+    http_match_clear(&rq->m);
+    free(rq->body);
+    free(rq);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char m[512];
+    vsnprintf(m, sizeof m, fmt, ap);
+    size_t l = strlen(m);
+    while (l && m[l - 1] == '\n')
+        m[--l] = '\0';
+    log_debug("http: %s", m);
+}
+
+int http_start(const struct http_config *cfg, struct err *e)
+{
+    H.cfg = *cfg;
+    char host[64];
+    const char *colon = strrchr(cfg->addr, ':');
+    if (!colon || (size_t)(colon - cfg->addr) >= sizeof host)
+        return err_set(e, ERR_INVALID, "CQRSD_HTTP_ADDR \"%s\" is not host:port", cfg->addr);
+    memcpy(host, cfg->addr, (size_t)(colon - cfg->addr));
+    host[colon - cfg->addr] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (*end || port < 1 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return err_set(e, ERR_INVALID, "CQRSD_HTTP_ADDR \"%s\" is not IPv4-address:port", cfg->addr);
+    H.d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_EPOLL,
+        (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+        MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 1,
+        MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4000,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    if (!H.d)
+        return err_set(e, ERR_UNAVAILABLE, "could not listen on %s (is the port in use?)", cfg->addr);
+    return 0;
+}
+
+void http_quiesce(void)
+{
+    if (H.d)
+        MHD_quiesce_daemon(H.d);
+}
+
+void http_stop(void)
+{
+    if (H.d)
+        MHD_stop_daemon(H.d);
+    H.d = NULL;
+}

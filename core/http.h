@@ -1,0 +1,43 @@
+/* core/http.h — the HTTP server (libmicrohttpd 0.9.75): routes requests to
+ * command and query functions by their descriptors, validates input, hands
+ * work to the dispatcher and suspends the connection until a worker answers
+ * (DESIGN.md §5, §6). Errors are RFC 9457 application/problem+json.
+ */
+#ifndef CQRSD_HTTP_H
+#define CQRSD_HTTP_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+struct http_config {
+    const char *addr;       /* "127.0.0.1:8080" */
+    size_t max_body;        /* bytes; larger bodies get 413 */
+    unsigned timeout_s;     /* idle connection timeout, seconds */
+    unsigned threads;       /* HTTP threads (parse only, never wait on a database) */
+};
+
+/* Starts listening. Returns 0, ERR_INVALID (bad addr) or ERR_UNAVAILABLE
+ * (cannot bind) with a message. */
+int http_start(const struct http_config *cfg, struct err *e);
+
+/* Stops accepting new connections (pending jobs still answer). */
+void http_quiesce(void);
+
+/* Stops the server; call after disp_stop so no connection stays suspended. */
+void http_stop(void);
+
+/* Matches method and path (already percent-decoded) against the routes.
+ * Exposed for tests and the fuzzer. Returns 0 and fills *m, ERR_NOT_FOUND,
+ * or ERR_METHOD (allow gets the allowed methods, e.g. "GET"). */
+struct http_match {
+    int kind; /* enum disp_kind */
+    const void *fn; /* struct fn_command or fn_query */
+    size_t nparams;
+    char *names[8];
+    char *values[8]; /* owned; free with http_match_clear */
+};
+int http_route(const char *method, const char *path, struct http_match *m, char allow[64]);
+void http_match_clear(struct http_match *m);
+
+#endif

@@ -1,0 +1,256 @@
+/* core/main.c — the cqrsd command line: serve, migrate, load, replay.
+ *
+ * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
+ * REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
+ * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
+ * (1048576 bytes), CQRSD_QUEUE (1024 jobs).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/disp.h"
+#include "core/es.h"
+#include "core/fn_int.h"
+#include "core/http.h"
+#include "core/migrate.h"
+#include "core/proj.h"
+#include "core/rm.h"
+#include "core/rtime.h"
+#include "core/util.h"
+#include "tools/load/load.h"
+
+#define DEFAULT_DATABASE_URL "postgresql://cqrsd@127.0.0.1:55432/cqrsd"
+#define DEFAULT_REDIS_URL "redis://127.0.0.1:56379/0"
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+static int env_int(const char *name, int def, int lo, int hi)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < lo || n > hi) {
+        fprintf(stderr, "cqrsd: %s must be an integer from %d to %d, got \"%s\"\n", name, lo, hi, v);
+        exit(2);
+    }
+    return (int)n;
+}
+
+static int usage(FILE *f, int code)
+{
+    fputs("usage: cqrsd COMMAND [ARGS]\n"
+          "\n"
+          "  serve                  serve the HTTP API and run the projections\n"
+          "  migrate                apply the database migrations built into this binary\n"
+          "  load FILE.csv[.gz]     replay the Online Retail file through the HTTP API\n"
+          "       [--url URL] [--concurrency N] [--limit N] [--quiet]\n"
+          "  replay NAME...|--all   rebuild read models from the first event\n"
+          "  projections            list projections and their checkpoints\n"
+          "\n"
+          "environment: DATABASE_URL, REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
+          "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London)\n",
+          f);
+    return code;
+}
+
+static PGconn *connect_pg_or_die(void)
+{
+    struct err e = {0};
+    PGconn *pg = es_connect(env_or("DATABASE_URL", DEFAULT_DATABASE_URL), &e);
+    if (!pg) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        exit(1);
+    }
+    return pg;
+}
+
+static redisContext *connect_redis_or_die(void)
+{
+    struct err e = {0};
+    redisContext *rc = rm_connect(env_or("REDIS_URL", DEFAULT_REDIS_URL), 10000, &e);
+    if (!rc) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        exit(1);
+    }
+    return rc;
+}
+
+static int cmd_migrate(void)
+{
+    PGconn *pg = connect_pg_or_die();
+    struct err e = {0};
+    int n = 0;
+    int rc = migrate_run(pg, migrations_embedded, &n, &e);
+    PQfinish(pg);
+    if (rc) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        return 1;
+    }
+    if (n)
+        printf("applied %d migration%s\n", n, n == 1 ? "" : "s");
+    else
+        printf("database is up to date\n");
+    return 0;
+}
+
+/* Refuses to serve a database with migrations not yet applied. */
+static int check_schema(void)
+{
+    struct err e = {0};
+    PGconn *pg = es_connect(env_or("DATABASE_URL", DEFAULT_DATABASE_URL), &e);
+    if (!pg) {
+        log_warn("%s; serving anyway, answering 503 until it is back", e.msg);
+        return 0;
+    }
+    int missing = 0;
+    PGresult *r = PQexec(pg, "SELECT name FROM schema_migrations");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        missing = 1;
+    } else {
+        for (const struct migration *m = migrations_embedded; m->name; m++) {
+            int found = 0;
+            for (int i = 0; i < PQntuples(r) && !found; i++)
+                found = !strcmp(PQgetvalue(r, i, 0), m->name);
+            missing += !found;
+        }
+    }
+    PQclear(r);
+    PQfinish(pg);
+    if (missing) {
+        fprintf(stderr, "cqrsd: the database lacks %d migration%s of this binary: run `cqrsd migrate`\n",
+                missing ? missing : 1, missing == 1 ? "" : "s");
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_serve(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only sigwait sees them */
+    signal(SIGPIPE, SIG_IGN);
+    if (check_schema())
+        return 1;
+    struct err e = {0};
+    struct disp_config dc = {
+        .database_url = env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
+        .redis_url = env_or("REDIS_URL", DEFAULT_REDIS_URL),
+        .workers = env_int("CQRSD_WORKERS", 4, 1, 256),
+        .queue_size = env_int("CQRSD_QUEUE", 1024, 1, 1000000),
+        .max_attempts = 20,
+    };
+    struct http_config hc = {
+        .addr = env_or("CQRSD_HTTP_ADDR", "127.0.0.1:8080"),
+        .max_body = (size_t)env_int("CQRSD_MAX_BODY", 1 << 20, 1024, 64 << 20),
+        .timeout_s = (unsigned)env_int("CQRSD_HTTP_TIMEOUT", 30, 1, 3600),
+        .threads = 2,
+    };
+    struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
+    if (disp_start(&dc, &e) || http_start(&hc, &e)) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        return 1;
+    }
+    proj_start(&pc, &e);
+    log_info("cqrsd serving on http://%s (%d workers)", hc.addr, dc.workers);
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http_quiesce();
+    disp_stop();
+    proj_stop();
+    http_stop();
+    log_info("stopped");
+    return 0;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    int all = argc == 2 && !strcmp(argv[1], "--all");
+    for (int i = 1; i < argc && !all; i++)
+        if (!fn_projection_find(argv[i])) {
+            fprintf(stderr, "cqrsd: no projection \"%s\" (see `cqrsd projections`)\n", argv[i]);
+            return 2;
+        }
+    redisContext *rc = connect_redis_or_die();
+    struct err e = {0};
+    for (size_t i = 0; fn_projections[i]; i++) {
+        const struct fn_projection *p = fn_projections[i];
+        int chosen = all;
+        for (int k = 1; k < argc && !chosen; k++)
+            chosen = !strcmp(argv[k], p->name);
+        if (!chosen)
+            continue;
+        long long n = 0;
+        if (rm_reset(rc, p->name, p->version, &n, &e)) {
+            fprintf(stderr, "cqrsd: %s\n", e.msg);
+            redisFree(rc);
+            return 1;
+        }
+        printf("reset %s v%d: %lld keys deleted, replaying from the first event\n", p->name,
+               p->version, n);
+    }
+    PGconn *pg = connect_pg_or_die();
+    int64_t t0 = util_now_ms();
+    int code = proj_catch_up(pg, rc, &e);
+    if (code)
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+    else
+        printf("caught up in %.1f s\n", (double)(util_now_ms() - t0) / 1000.0);
+    PQfinish(pg);
+    redisFree(rc);
+    return code ? 1 : 0;
+}
+
+static int cmd_projections(void)
+{
+    redisContext *rc = connect_redis_or_die();
+    struct err e = {0};
+    for (size_t i = 0; fn_projections[i]; i++) {
+        char cp[33];
+        if (rm_checkpoint_get(rc, fn_projections[i]->name, fn_projections[i]->version, cp, &e)) {
+            fprintf(stderr, "cqrsd: %s\n", e.msg);
+            redisFree(rc);
+            return 1;
+        }
+        printf("%-12s v%-3d checkpoint %s\n", fn_projections[i]->name, fn_projections[i]->version,
+               *cp ? cp : "(none)");
+    }
+    redisFree(rc);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    log_set_level_from_env();
+    rtime_init();
+    if (argc < 2)
+        return usage(stderr, 2);
+    const char *c = argv[1];
+    if (!strcmp(c, "serve"))
+        return cmd_serve();
+    if (!strcmp(c, "migrate"))
+        return cmd_migrate();
+    if (!strcmp(c, "load"))
+        return load_main(argc - 1, argv + 1);
+    if (!strcmp(c, "replay"))
+        return cmd_replay(argc - 1, argv + 1);
+    if (!strcmp(c, "projections"))
+        return cmd_projections();
+    if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h"))
+        return usage(stdout, 0);
+    fprintf(stderr, "cqrsd: unknown command \"%s\"\n", c);
+    return usage(stderr, 2);
+}

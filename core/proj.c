@@ -1,0 +1,240 @@
+/* core/proj.c — the projection runner (see proj.h).
+ *
+ * Each projection (name, version) has a checkpoint in Redis: the position of
+ * the last event it has seen. A step reads the global stream after the
+ * smallest checkpoint (es_read_all, commit-safe order), gives each projection
+ * the events after its own checkpoint (filtered by its types), and applies all
+ * writes plus every moved checkpoint in one rm_apply. Checkpoints are read
+ * from Redis at every step, so a reset (cqrsd replay) or a second runner is
+ * seen at once; rm_apply's check makes a stale or retried batch a no-op.
+ * Wake-up: LISTEN cqrsd_events, and a poll every poll_ms, so a lost
+ * notification only delays.
+ */
+#include "core/proj.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/es.h"
+#include "core/fn_int.h"
+#include "core/rm.h"
+#include "core/util.h"
+
+static int wants(const struct fn_projection *p, const char *type)
+{
+    if (!p->types)
+        return 1;
+    for (const char *const *t = p->types; *t; t++)
+        if (!strcmp(*t, type))
+            return 1;
+    return 0;
+}
+
+int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct err *e)
+{
+    size_t np = 0;
+    while (fn_projections[np])
+        np++;
+    *applied = 0;
+    if (np == 0)
+        return 0;
+    char(*cp)[33] = xcalloc(np, sizeof *cp);
+    int rcode = 0;
+    const char *min = NULL;
+    for (size_t i = 0; i < np; i++) {
+        if ((rcode = rm_checkpoint_get(rc, fn_projections[i]->name, fn_projections[i]->version,
+                                       cp[i], e)))
+            goto out;
+        if (!min || strcmp(cp[i], min) < 0)
+            min = cp[i];
+    }
+    struct es_events evs = {0};
+    if ((rcode = es_read_all(pg, min, (size_t)batch_size, &evs, e)))
+        goto out;
+    if (evs.n == 0)
+        goto out;
+    const char *last = evs.ev[evs.n - 1].position;
+    struct fn_batch b;
+    fn_batch_init(&b);
+    struct rm_checkpoint *moves = xcalloc(np, sizeof *moves);
+    size_t nm = 0;
+    for (size_t i = 0; i < np; i++) {
+        const struct fn_projection *p = fn_projections[i];
+        if (strcmp(cp[i], last) >= 0)
+            continue;
+        fn_batch_set_prefix(&b, p->name, p->version);
+        for (size_t k = 0; k < evs.n; k++) {
+            const struct es_event *ev = &evs.ev[k];
+            if (strcmp(ev->position, cp[i]) <= 0 || !wants(p, ev->type))
+                continue;
+            struct fn_event fe = {ev->stream_id, ev->version,  ev->type,
+                                  ev->data,      ev->position, ev->recorded_at};
+            p->apply(&b, &fe);
+        }
+        moves[nm++] = (struct rm_checkpoint){p->name, p->version, cp[i], last};
+    }
+    rcode = rm_apply(rc, &b, moves, nm, e);
+    if (rcode == 0)
+        *applied = (int)evs.n;
+    free(moves);
+    fn_batch_clear(&b);
+    es_events_clear(&evs);
+out:
+    free(cp);
+    return rcode;
+}
+
+int proj_catch_up(PGconn *pg, redisContext *rc, struct err *e)
+{
+    for (int conflicts = 0;;) {
+        int n = 0;
+        int rc2 = proj_step(pg, rc, 1000, &n, e);
+        if (rc2 == ERR_CONFLICT && ++conflicts < 100)
+            continue;
+        if (rc2)
+            return rc2;
+        if (n == 0)
+            return 0;
+    }
+}
+
+/* ---------- the runner thread ---------- */
+
+static struct {
+    struct proj_config cfg;
+    pthread_t thread;
+    atomic_int stop;
+    int started;
+    pthread_mutex_t mu;
+    char failure[512];
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+int proj_failure(char *buf, size_t len)
+{
+    pthread_mutex_lock(&P.mu);
+    int failed = P.failure[0] != '\0';
+    snprintf(buf, len, "%s", P.failure);
+    pthread_mutex_unlock(&P.mu);
+    return failed;
+}
+
+static void wait_for_notify(PGconn *pg, int ms)
+{
+    struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
+    if (pfd.fd < 0)
+        return;
+    /* wake at least every 200 ms to notice a stop request */
+    for (int waited = 0; waited < ms && !atomic_load(&P.stop); waited += 200) {
+        int r = poll(&pfd, 1, 200);
+        if (r > 0) {
+            PQconsumeInput(pg);
+            PGnotify *n;
+            int got = 0;
+            while ((n = PQnotifies(pg))) {
+                PQfreemem(n);
+                got = 1;
+            }
+            if (got)
+                return;
+        }
+    }
+}
+
+static void *runner(void *arg)
+{
+    (void)arg;
+    PGconn *pg = NULL;
+    redisContext *rc = NULL;
+    struct err e = {0};
+    int warned = 0;
+    while (!atomic_load(&P.stop)) {
+        if (pg && PQstatus(pg) != CONNECTION_OK) {
+            PQfinish(pg);
+            pg = NULL;
+        }
+        if (rc && rc->err) {
+            redisFree(rc);
+            rc = NULL;
+        }
+        if (!pg && (pg = es_connect(P.cfg.database_url, &e))) {
+            PGresult *r = PQexec(pg, "LISTEN cqrsd_events");
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                PQfinish(pg);
+                pg = NULL;
+            }
+            PQclear(r);
+        }
+        if (!rc)
+            rc = rm_connect(P.cfg.redis_url, 5000, &e);
+        if (!pg || !rc) {
+            if (!warned++)
+                log_warn("projections waiting: %s", e.msg);
+            for (int i = 0; i < 10 && !atomic_load(&P.stop); i++)
+                poll(NULL, 0, 100);
+            continue;
+        }
+        if (warned) {
+            log_info("projections running again");
+            warned = 0;
+        }
+        int n = 0;
+        int code = proj_step(pg, rc, P.cfg.batch_size, &n, &e);
+        if (code == ERR_CONFLICT) {
+            log_info("projections: %s; reading checkpoints again", e.msg);
+            continue;
+        }
+        if (code == ERR_INTERNAL) {
+            /* a write failed inside the script: writes before it may have
+             * been applied, so retrying could double them. Halt, loudly. */
+            log_error("projections halted: %s; fix the projection, then `cqrsd replay` it", e.msg);
+            pthread_mutex_lock(&P.mu);
+            snprintf(P.failure, sizeof P.failure, "%s", e.msg);
+            pthread_mutex_unlock(&P.mu);
+            while (!atomic_load(&P.stop))
+                poll(NULL, 0, 100);
+            break;
+        }
+        if (code) {
+            log_error("projections: %s", e.msg);
+            if (code == ERR_UNAVAILABLE) {
+                if (rc->err || strstr(e.msg, "Redis")) {
+                    redisFree(rc);
+                    rc = NULL;
+                }
+            }
+            for (int i = 0; i < 10 && !atomic_load(&P.stop); i++)
+                poll(NULL, 0, 100);
+            continue;
+        }
+        if (n == 0)
+            wait_for_notify(pg, P.cfg.poll_ms);
+    }
+    if (pg)
+        PQfinish(pg);
+    if (rc)
+        redisFree(rc);
+    return NULL;
+}
+
+int proj_start(const struct proj_config *cfg, struct err *e)
+{
+    (void)e;
+    P.cfg = *cfg;
+    atomic_store(&P.stop, 0);
+    pthread_create(&P.thread, NULL, runner, NULL);
+    P.started = 1;
+    return 0;
+}
+
+void proj_stop(void)
+{
+    if (!P.started)
+        return;
+    atomic_store(&P.stop, 1);
+    pthread_join(P.thread, NULL);
+    P.started = 0;
+}

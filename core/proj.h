@@ -1,0 +1,40 @@
+/* core/proj.h — the projection runner: feeds the global event stream to every
+ * projection function and applies their Redis writes exactly once (DESIGN.md §4).
+ */
+#ifndef CQRSD_PROJ_H
+#define CQRSD_PROJ_H
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+
+#include "core/err.h"
+
+struct proj_config {
+    const char *database_url;
+    const char *redis_url;
+    int batch_size;    /* events read per batch */
+    int poll_ms;       /* wait for a notification at most this long, then poll */
+};
+
+/* Starts the runner thread. */
+int proj_start(const struct proj_config *cfg, struct err *e);
+
+/* Stops it after the batch in flight (which is applied whole or not at all). */
+void proj_stop(void);
+
+/*
+ * One step, on the caller's connections: reads up to batch_size events after
+ * the smallest checkpoint, applies them to every projection behind them and
+ * moves their checkpoints, atomically. *applied gets the number of events
+ * read (0: caught up). Returns 0, ERR_CONFLICT (checkpoints moved under us:
+ * call again), ERR_UNAVAILABLE, ERR_INTERNAL.
+ */
+int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct err *e);
+
+/* 1 and the message when the runner halted on a failed write, else 0. */
+int proj_failure(char *buf, size_t len);
+
+/* Runs proj_step until caught up (for `cqrsd replay` and tests). */
+int proj_catch_up(PGconn *pg, redisContext *rc, struct err *e);
+
+#endif

@@ -1,0 +1,193 @@
+/* core/rm.c — exactly-once application of projection batches into Redis (see
+ * rm.h). The script's ARGV: n, then n triples (checkpoint key, expected,
+ * new), then the batch's commands as (argc, args...). It checks every
+ * checkpoint before its first write and sets the checkpoints after its last. */
+#include "core/rm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+static const char APPLY_LUA[] =
+    "local n = tonumber(ARGV[1])\n"
+    "local i = 2\n"
+    "for p = 1, n do\n"
+    "  local cur = redis.call('GET', ARGV[i]) or ''\n"
+    "  if cur ~= ARGV[i + 1] then\n"
+    "    return redis.error_reply('CHECKPOINT ' .. ARGV[i] .. ' is \"' .. cur .. '\", batch expected \"' .. ARGV[i + 1] .. '\"')\n"
+    "  end\n"
+    "  i = i + 3\n"
+    "end\n"
+    "local j = i\n"
+    "while j <= #ARGV do\n"
+    "  local c = tonumber(ARGV[j])\n"
+    "  redis.call(unpack(ARGV, j + 1, j + c))\n"
+    "  j = j + c + 1\n"
+    "end\n"
+    "i = 2\n"
+    "for p = 1, n do\n"
+    "  redis.call('SET', ARGV[i], ARGV[i + 2])\n"
+    "  i = i + 3\n"
+    "end\n"
+    "return 'OK'\n";
+
+static const char RESET_LUA[] =
+    "local keys = redis.call('KEYS', ARGV[1])\n"
+    "for _, k in ipairs(keys) do redis.call('UNLINK', k) end\n"
+    "redis.call('DEL', ARGV[2])\n"
+    "return #keys\n";
+
+redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
+{
+    char host[256];
+    int port = 6379, db = 0;
+    if (!url || strncmp(url, "redis://", 8)) {
+        err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is not redis://host:port[/db]", url ? url : "");
+        return NULL;
+    }
+    const char *p = url + 8, *at = strchr(p, '@');
+    if (at)
+        p = at + 1; /* no authentication in this version: credentials ignored */
+    size_t hl = strcspn(p, ":/");
+    if (hl == 0 || hl >= sizeof host) {
+        err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has no host", url);
+        return NULL;
+    }
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    p += hl;
+    if (*p == ':') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || v < 1 || v > 65535) {
+            err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad port", url);
+            return NULL;
+        }
+        port = (int)v;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (*end || v < 0 || v > 15) {
+            err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad database number", url);
+            return NULL;
+        }
+        db = (int)v;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *rc = redisConnectWithTimeout(host, port, tv);
+    if (!rc || rc->err) {
+        err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", host, port,
+                rc ? rc->errstr : "out of memory");
+        if (rc)
+            redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    redisEnableKeepAlive(rc);
+    if (db) {
+        redisReply *r = redisCommand(rc, "SELECT %d", db);
+        int ok = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        if (!ok) {
+            err_set(e, ERR_UNAVAILABLE, "could not select Redis database %d", db);
+            redisFree(rc);
+            return NULL;
+        }
+    }
+    return rc;
+}
+
+static int lost(redisContext *rc, redisReply *r, const char *what, struct err *e)
+{
+    if (r)
+        freeReplyObject(r);
+    return err_set(e, ERR_UNAVAILABLE, "could not %s: %s", what,
+                   rc->err ? rc->errstr : "no reply from Redis");
+}
+
+int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpoint *cps,
+             size_t ncps, struct err *e)
+{
+    size_t argc = 4 + 3 * ncps + b->argc; /* EVAL, script, numkeys, n */
+    const char **argv = xmalloc(argc * sizeof *argv);
+    char **owned = xmalloc((ncps + 1) * sizeof *owned);
+    char n[24];
+    size_t k = 0;
+    argv[k++] = "EVAL";
+    argv[k++] = APPLY_LUA;
+    argv[k++] = "0";
+    snprintf(n, sizeof n, "%zu", ncps);
+    argv[k++] = n;
+    for (size_t i = 0; i < ncps; i++) {
+        owned[i] = xasprintf("cqrsd:checkpoint:%s:v%d", cps[i].projection, cps[i].version);
+        argv[k++] = owned[i];
+        argv[k++] = cps[i].from;
+        argv[k++] = cps[i].to;
+    }
+    for (size_t i = 0; i < b->argc; i++)
+        argv[k++] = b->argv[i];
+    redisReply *r = redisCommandArgv(rc, (int)k, argv, NULL);
+    for (size_t i = 0; i < ncps; i++)
+        free(owned[i]);
+    free(owned);
+    free(argv);
+    if (!r || rc->err)
+        return lost(rc, r, "apply a projection batch", e);
+    int rcode = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (strstr(r->str, "CHECKPOINT "))
+            rcode = err_set(e, ERR_CONFLICT, "checkpoint moved: %s", r->str);
+        else if (!strncmp(r->str, "LOADING", 7) || !strncmp(r->str, "BUSY", 4))
+            rcode = err_set(e, ERR_UNAVAILABLE, "Redis is not ready: %s", r->str);
+        else
+            rcode = err_set(e, ERR_INTERNAL, "projection batch failed in Redis: %s", r->str);
+    }
+    freeReplyObject(r);
+    return rcode;
+}
+
+int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
+                      struct err *e)
+{
+    redisReply *r = redisCommand(rc, "GET cqrsd:checkpoint:%s:v%d", projection, version);
+    if (!r || rc->err)
+        return lost(rc, r, "read a checkpoint", e);
+    buf[0] = '\0';
+    int code = 0;
+    if (r->type == REDIS_REPLY_STRING && r->len == 32)
+        memcpy(buf, r->str, 33);
+    else if (r->type == REDIS_REPLY_ERROR)
+        code = err_set(e, ERR_UNAVAILABLE, "could not read checkpoint of %s: %s", projection, r->str);
+    else if (r->type != REDIS_REPLY_NIL)
+        code = err_set(e, ERR_INTERNAL, "checkpoint of %s is not a position token", projection);
+    freeReplyObject(r);
+    return code;
+}
+
+int rm_reset(redisContext *rc, const char *projection, int version, long long *deleted,
+             struct err *e)
+{
+    char *pattern = xasprintf("%s:v%d:*", projection, version);
+    char *cp = xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
+    const char *argv[] = {"EVAL", RESET_LUA, "0", pattern, cp};
+    redisReply *r = redisCommandArgv(rc, 5, argv, NULL);
+    free(pattern);
+    free(cp);
+    if (!r || rc->err)
+        return lost(rc, r, "reset a projection", e);
+    int code = 0;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        if (deleted)
+            *deleted = r->integer;
+    } else {
+        code = err_set(e, ERR_INTERNAL, "could not reset projection %s: %s", projection,
+                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    freeReplyObject(r);
+    return code;
+}

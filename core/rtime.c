@@ -1,0 +1,156 @@
+/* core/rtime.c — RFC 3339 parsing and formatting (RFC 3339 §5.6), business day
+ * through the system tz database. Days from civil date: H. Hinnant,
+ * "chrono-Compatible Low-Level Date Algorithms" (days_from_civil). */
+#include "core/rtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void rtime_init(void)
+{
+    const char *tz = getenv("CQRSD_TIMEZONE");
+    setenv("TZ", tz && *tz ? tz : "Europe/London", 1);
+    tzset();
+}
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int digits(const char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
+{
+    int y, mo, d, h, mi, sec;
+    if (!s)
+        return err_set(e, ERR_INVALID, "time is missing");
+    size_t len = strlen(s);
+    if (len < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
+        digits(s + 17, 2, &sec))
+        goto bad;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || sec > 60)
+        goto bad;
+    if (sec == 60)
+        sec = 59; /* a leap second maps onto the second before it */
+    const char *p = s + 19;
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (n < 6) {
+                frac = frac * 10 + (*p - '0');
+                n++;
+            }
+            p++;
+        }
+        if (n == 0)
+            goto bad;
+        for (; n < 6; n++)
+            frac *= 10;
+    }
+    int off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            goto bad;
+        off = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        goto bad;
+    }
+    if (*p)
+        goto bad;
+    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)off * 60;
+    *us = secs * 1000000 + frac;
+    *offset_min = off;
+    return 0;
+bad:
+    return err_set(e, ERR_INVALID,
+                   "time \"%.60s\" is not RFC 3339 with an offset (YYYY-MM-DDTHH:MM:SS+HH:MM)", s);
+}
+
+char *rtime_format(int64_t us, int offset_min, char buf[RTIME_BUFSZ])
+{
+    int64_t local_us = us + (int64_t)offset_min * 60 * 1000000;
+    int64_t secs = local_us / 1000000, frac = local_us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs--;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    int n = (int)strftime(buf, RTIME_BUFSZ, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (frac)
+        n += snprintf(buf + n, RTIME_BUFSZ - (size_t)n, ".%06lld", (long long)frac);
+    int a = offset_min < 0 ? -offset_min : offset_min;
+    snprintf(buf + n, RTIME_BUFSZ - (size_t)n, "%c%02d:%02d", offset_min < 0 ? '-' : '+', a / 60,
+             a % 60);
+    return buf;
+}
+
+int rtime_normalize(const char *s, char buf[RTIME_BUFSZ], struct err *e)
+{
+    int64_t us;
+    int off;
+    int rc = rtime_parse(s, &us, &off, e);
+    if (rc)
+        return rc;
+    rtime_format(us, off, buf);
+    return 0;
+}
+
+char *rtime_now(char buf[RTIME_BUFSZ])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return rtime_format((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, 0, buf);
+}
+
+char *rtime_local_date(int64_t us, char buf[11])
+{
+    int64_t secs = us / 1000000 - (us % 1000000 < 0);
+    time_t t = (time_t)secs;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, 11, "%Y-%m-%d", &tm);
+    return buf;
+}
+
+int rtime_local_date_of(const char *s, char buf[11], struct err *e)
+{
+    int64_t us;
+    int off;
+    int rc = rtime_parse(s, &us, &off, e);
+    if (rc)
+        return rc;
+    rtime_local_date(us, buf);
+    return 0;
+}

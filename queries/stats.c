@@ -1,0 +1,240 @@
+/* queries/stats.c — GET /stats/summary, /stats/daily and /stats/countries
+ * from the stats read model (projections/stats.c).
+ *
+ * Invariants: stats never 404: what the read model lacks (nothing projected
+ * yet, a day without events) reads as zeros; every figure is parsed strictly.
+ */
+#include "projections/keys.h"
+
+#include <inttypes.h>
+
+/* Sets o[fields[i]] to the integer (or, for money, decimal string) figures of
+ * hash h, zero when absent. */
+static int stats_put(json_t *o, const struct query_hash *h, const char *const *ints,
+                     const char *const *money, struct err *e)
+{
+    int rc;
+    for (; *ints; ints++)
+        if ((rc = query_put_int(o, h, *ints, e)))
+            return rc;
+    for (; *money; money++)
+        if ((rc = query_put_money(o, h, *money, e)))
+            return rc;
+    return 0;
+}
+
+/* SCARD of the stats key rel (relative, already escaped) into *n. */
+static int stats_scard(struct fn_query_ctx *q, const char *rel, int64_t *n, struct err *e)
+{
+    redisReply *r;
+    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, rel);
+    int rc = query_exec(q, QUERY_WANT(REDIS_REPLY_INTEGER), &r, e, 2,
+                        (const char *[]){"SCARD", key});
+    free(key);
+    if (rc)
+        return rc;
+    *n = (int64_t)r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
+/*
+ * stats.summary: `{orders, revenue, units, cancelled, returns, returns_value,
+ * customers}`; money as decimal strings, customers = customers with at least
+ * one order. All zeros before anything is projected. Errors: ERR_UNAVAILABLE,
+ * ERR_INTERNAL. *out is a new reference owned by the caller.
+ */
+static int stats_summary(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    static const char *const ints[] = {"orders", "units", "cancelled", "returns", NULL};
+    static const char *const money[] = {"revenue", "returns_value", NULL};
+    struct query_hash h;
+    int64_t customers = 0;
+    json_t *o = json_object();
+    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "summary");
+    int rc = query_hgetall(q, key, &h, e);
+    free(key);
+    if (!rc && !(rc = stats_put(o, &h, ints, money, e)) &&
+        !(rc = stats_scard(q, "customers", &customers, e))) {
+        json_object_set_new(o, "customers", json_integer((json_int_t)customers));
+        *out = o;
+        o = NULL;
+    }
+    json_decref(o);
+    query_hash_free(&h);
+    return rc;
+}
+
+const struct fn_query query_stats_summary = {
+    .name = "stats.summary",
+    .route = "/stats/summary",
+    .run = stats_summary,
+};
+
+/* Reads the required date parameter name into *days. */
+static int stats_date_param(const struct fn_query_ctx *q, const char *name, int64_t *days,
+                            struct err *e)
+{
+    const char *v = fn_param(q, name);
+    if (!v || !*v)
+        return err_set(e, ERR_INVALID, "parameter \"%s\" is required (a date YYYY-MM-DD)", name);
+    if (query_parse_date(v, days))
+        return err_set(e, ERR_INVALID,
+                       "invalid value \"%.40s\" for parameter \"%s\": expected a date YYYY-MM-DD",
+                       v, name);
+    return 0;
+}
+
+/*
+ * stats.daily: `{from, to, days: [{date, orders, revenue, units, returns,
+ * returns_value}]}`, one entry per business-time-zone day from `from` to `to`
+ * inclusive (both required, real dates YYYY-MM-DD, from <= to, at most
+ * QUERY_DAILY_MAX_DAYS days), zeros for days without events. Errors:
+ * ERR_INVALID, ERR_UNAVAILABLE, ERR_INTERNAL. *out is a new reference owned
+ * by the caller.
+ */
+static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    static const char *const ints[] = {"orders", "units", "returns", NULL};
+    static const char *const money[] = {"revenue", "returns_value", NULL};
+    int64_t from, to;
+    int rc;
+
+    if ((rc = stats_date_param(q, "from", &from, e)) || (rc = stats_date_param(q, "to", &to, e)))
+        return rc;
+    if (from > to)
+        return err_set(e, ERR_INVALID, "invalid range: from %s is after to %s",
+                       fn_param(q, "from"), fn_param(q, "to"));
+    if (to - from + 1 > QUERY_DAILY_MAX_DAYS)
+        return err_set(e, ERR_INVALID,
+                       "invalid range: %" PRId64 " days from %s to %s, at most %d allowed",
+                       to - from + 1, fn_param(q, "from"), fn_param(q, "to"),
+                       QUERY_DAILY_MAX_DAYS);
+
+    json_t *days = json_array();
+    for (int64_t day = from; day <= to; day++) {
+        char date[11], rel[16];
+        struct query_hash h;
+        query_format_date(day, date);
+        snprintf(rel, sizeof rel, "day:%s", date);
+        char *key = fn_key(PROJ_STATS, PROJ_STATS_V, rel);
+        rc = query_hgetall(q, key, &h, e);
+        free(key);
+        if (!rc) {
+            json_t *d = json_object();
+            json_object_set_new(d, "date", json_string(date));
+            rc = stats_put(d, &h, ints, money, e);
+            json_array_append_new(days, d);
+        }
+        query_hash_free(&h);
+        if (rc) {
+            json_decref(days);
+            return rc;
+        }
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "from", json_string(fn_param(q, "from")));
+    json_object_set_new(o, "to", json_string(fn_param(q, "to")));
+    json_object_set_new(o, "days", days);
+    *out = o;
+    return 0;
+}
+
+const struct fn_query query_stats_daily = {
+    .name = "stats.daily",
+    .route = "/stats/daily",
+    .run = stats_daily,
+};
+
+/* One country's figures, kept for sorting. */
+struct stats_country {
+    const char *name; /* borrowed from the SMEMBERS reply */
+    size_t len;
+    int64_t revenue;
+    json_t *o;
+};
+
+/* Revenue descending, then name ascending (bytewise). */
+static int stats_country_cmp(const void *a, const void *b)
+{
+    const struct stats_country *x = a, *y = b;
+    if (x->revenue != y->revenue)
+        return x->revenue < y->revenue ? 1 : -1;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->name, y->name, n);
+    if (c)
+        return c;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+/*
+ * stats.countries: `{countries: [{country, orders, revenue, returns,
+ * returns_value, customers}]}`, sorted by revenue descending then country
+ * name ascending; money as decimal strings. Errors: ERR_UNAVAILABLE,
+ * ERR_INTERNAL. *out is a new reference owned by the caller.
+ */
+static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    redisReply *r;
+    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "countries");
+    int rc = query_exec(q, QUERY_WANT(REDIS_REPLY_ARRAY), &r, e, 2,
+                        (const char *[]){"SMEMBERS", key});
+    free(key);
+    if (rc)
+        return rc;
+    struct stats_country *v = calloc(r->elements + 1, sizeof *v);
+    size_t n = 0;
+    if (!v)
+        abort();
+    for (size_t i = 0; i < r->elements && !rc; i++) {
+        const redisReply *m = r->element[i];
+        struct query_hash h;
+        int64_t customers = 0;
+        if (!m || m->type != REDIS_REPLY_STRING) {
+            rc = err_set(e, ERR_INTERNAL, "redis answered SMEMBERS with a non-string member");
+            break;
+        }
+        char *ckey = query_key(PROJ_STATS, PROJ_STATS_V, "country:", m->str, "");
+        rc = query_hgetall(q, ckey, &h, e);
+        free(ckey);
+        if (!rc) {
+            char *rel = proj_key("country:", m->str, ":customers");
+            rc = stats_scard(q, rel, &customers, e);
+            free(rel);
+        }
+        if (!rc)
+            rc = query_hash_i64(&h, "revenue", &v[n].revenue, e);
+        if (!rc) {
+            json_t *o = json_object();
+            json_object_set_new(o, "country", json_stringn(m->str, m->len));
+            v[n].name = m->str;
+            v[n].len = m->len;
+            v[n].o = o;
+            n++;
+            if (!(rc = query_put_int(o, &h, "orders", e)) &&
+                !(rc = query_put_money(o, &h, "revenue", e)) &&
+                !(rc = query_put_int(o, &h, "returns", e)) &&
+                !(rc = query_put_money(o, &h, "returns_value", e)))
+                json_object_set_new(o, "customers", json_integer((json_int_t)customers));
+        }
+        query_hash_free(&h);
+    }
+    if (!rc) {
+        qsort(v, n, sizeof *v, stats_country_cmp);
+        json_t *list = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append(list, v[i].o);
+        *out = json_pack("{s:o}", "countries", list);
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(v[i].o);
+    free(v);
+    freeReplyObject(r);
+    return rc;
+}
+
+const struct fn_query query_stats_countries = {
+    .name = "stats.countries",
+    .route = "/stats/countries",
+    .run = stats_countries,
+};

@@ -1,0 +1,294 @@
+/* tests/integration/test_es.c — the event store against a real PostgreSQL
+ * (DATABASE_URL, migrated): optimistic concurrency, atomic multi-stream
+ * appends, idempotency by command id and by event id, the commit-safe global
+ * order with a transaction left open while others commit, and migrations
+ * refusing an edited file. Stream ids carry a per-run prefix so reruns do not
+ * collide. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/es.h"
+#include "core/migrate.h"
+#include "core/util.h"
+
+static char run_id[16];
+
+static PGconn *conn(void)
+{
+    struct err e = {0};
+    PGconn *pg = es_connect(getenv("DATABASE_URL"), &e);
+    if (!pg)
+        fail_msg("%s", e.msg);
+    return pg;
+}
+
+static char *sid(const char *name)
+{
+    return xasprintf("test%s-%s", run_id, name);
+}
+
+static int append1(PGconn *pg, const char *stream, int64_t expected, const char *type,
+                   const char *command_id, json_t **reply, struct err *e)
+{
+    json_t *data = json_pack("{s:s}", "k", type);
+    struct es_new_event ev = {type, data, NULL, NULL};
+    struct es_stream_append s = {stream, NULL, expected, &ev, 1};
+    json_t *r = NULL;
+    int rc = es_append(pg, command_id, "req", 200, NULL, &s, 1, &r, e);
+    json_decref(data);
+    if (reply)
+        *reply = r;
+    else
+        json_decref(r);
+    return rc;
+}
+
+static void expected_versions(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *s = sid("ev");
+    json_t *r = NULL;
+    assert_int_equal(append1(pg, s, ES_NO_STREAM, "A", NULL, &r, &e), 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "version")), 1);
+    assert_true(es_position_valid(json_string_value(json_object_get(r, "position"))));
+    json_decref(r);
+    assert_int_equal(append1(pg, s, ES_NO_STREAM, "B", NULL, NULL, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "expected no stream, found version 1"));
+    assert_int_equal(append1(pg, s, 2, "B", NULL, NULL, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "expected 2, found 1"));
+    assert_int_equal(append1(pg, s, 1, "B", NULL, NULL, &e), 0);
+    assert_int_equal(append1(pg, s, ES_ANY, "C", NULL, &r, &e), 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "version")), 3);
+    json_decref(r);
+    struct es_events l = {0};
+    assert_int_equal(es_read_stream(pg, s, 0, 100, &l, &e), 0);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.ev[0].type, "A");
+    assert_string_equal(l.ev[2].type, "C");
+    assert_int_equal(l.ev[2].version, 3);
+    assert_true(strcmp(l.ev[0].position, l.ev[1].position) < 0);
+    es_events_clear(&l);
+    assert_int_equal(es_read_stream(pg, s, 2, 100, &l, &e), 0);
+    assert_int_equal(l.n, 1);
+    es_events_clear(&l);
+    free(s);
+    PQfinish(pg);
+}
+
+static void multi_stream_is_atomic(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *a = sid("atomA"), *b = sid("atomB");
+    assert_int_equal(append1(pg, b, ES_NO_STREAM, "X", NULL, NULL, &e), 0);
+    json_t *d = json_object();
+    struct es_new_event ev = {"Y", d, NULL, NULL};
+    struct es_stream_append s[2] = {{a, NULL, ES_NO_STREAM, &ev, 1}, {b, NULL, ES_NO_STREAM, &ev, 1}};
+    json_t *r = NULL;
+    assert_int_equal(es_append(pg, NULL, "", 200, NULL, s, 2, &r, &e), ERR_CONFLICT);
+    struct es_events l = {0};
+    assert_int_equal(es_read_stream(pg, a, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 0); /* nothing of the failed append is stored */
+    s[1].expected = 1;
+    assert_int_equal(es_append(pg, NULL, "", 200, NULL, s, 2, &r, &e), 0);
+    assert_int_equal(json_array_size(json_object_get(r, "streams")), 2);
+    json_decref(r);
+    json_decref(d);
+    free(a);
+    free(b);
+    PQfinish(pg);
+}
+
+static void idempotency(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *s = sid("idem");
+    char *key = xasprintf("key-%s", run_id);
+    json_t *r1 = NULL, *r2 = NULL;
+    assert_int_equal(append1(pg, s, ES_ANY, "A", key, &r1, &e), 0);
+    int status = 0, same = 0;
+    assert_int_equal(es_command_lookup(pg, key, "req", &status, &r2, &same, &e), 1);
+    assert_true(same);
+    assert_int_equal(status, 200);
+    assert_true(json_equal(r1, r2));
+    json_decref(r2);
+    assert_int_equal(es_command_lookup(pg, key, "other request", &status, &r2, &same, &e), 1);
+    assert_false(same);
+    json_decref(r2);
+    /* a second append with the same key is refused by the store itself */
+    assert_int_equal(append1(pg, s, ES_ANY, "A", key, NULL, &e), ERR_IDEMPOTENCY);
+    struct es_events l = {0};
+    assert_int_equal(es_read_stream(pg, s, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 1);
+    es_events_clear(&l);
+    char *unknown = xasprintf("nokey-%s", run_id);
+    assert_int_equal(es_command_lookup(pg, unknown, "req", &status, &r2, &same, &e), 0);
+    json_decref(r1);
+    free(unknown);
+    free(key);
+    free(s);
+    PQfinish(pg);
+}
+
+static void event_id_idempotency(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *s = sid("evid");
+    char id1[37], id2[37];
+    util_uuid4(id1);
+    util_uuid4(id2);
+    json_t *d = json_object();
+    struct es_new_event evs[2] = {{"A", d, NULL, id1}, {"B", d, NULL, id2}};
+    struct es_stream_append sa = {s, NULL, ES_ANY, evs, 2};
+    json_t *r1 = NULL, *r2 = NULL;
+    assert_int_equal(es_append(pg, NULL, "", 200, NULL, &sa, 1, &r1, &e), 0);
+    assert_int_equal(es_append(pg, NULL, "", 200, NULL, &sa, 1, &r2, &e), 0);
+    assert_int_equal(json_integer_value(json_object_get(r2, "version")), 2);
+    assert_string_equal(json_string_value(json_object_get(r1, "position")),
+                        json_string_value(json_object_get(r2, "position")));
+    struct es_events l = {0};
+    assert_int_equal(es_read_stream(pg, s, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 2);
+    es_events_clear(&l);
+    /* part of the ids stored: a conflict, not a silent partial append */
+    char id3[37];
+    util_uuid4(id3);
+    struct es_new_event mixed[2] = {{"A", d, NULL, id1}, {"C", d, NULL, id3}};
+    sa.events = mixed;
+    assert_int_equal(es_append(pg, NULL, "", 200, NULL, &sa, 1, &r2, &e), ERR_CONFLICT);
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(d);
+    free(s);
+    PQfinish(pg);
+}
+
+/* position of the newest event of the global stream */
+static void read_all_after(PGconn *pg, const char *after, struct es_events *l)
+{
+    struct err e = {0};
+    if (es_read_all(pg, after, 100000, l, &e))
+        fail_msg("%s", e.msg);
+}
+
+static int has(const struct es_events *l, const char *stream)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->ev[i].stream_id, stream))
+            return 1;
+    return 0;
+}
+
+static void late_commit_is_not_skipped(void **st)
+{
+    (void)st;
+    PGconn *a = conn(), *b = conn(), *reader = conn();
+    struct err e = {0};
+    char head[33];
+    assert_int_equal(es_head(reader, head, &e), 0);
+    char *sa = sid("lateA"), *sb = sid("lateB");
+    PQclear(PQexec(a, "BEGIN"));
+    assert_int_equal(append1(a, sa, ES_ANY, "Early", NULL, NULL, &e), 0); /* txid taken first */
+    assert_int_equal(append1(b, sb, ES_ANY, "Late", NULL, NULL, &e), 0);  /* commits first */
+    struct es_events l = {0};
+    read_all_after(reader, head, &l);
+    /* b committed, but a is open with a smaller txid: b must not be seen yet */
+    assert_false(has(&l, sb));
+    assert_false(has(&l, sa));
+    es_events_clear(&l);
+    PQclear(PQexec(a, "COMMIT"));
+    read_all_after(reader, head, &l);
+    assert_true(has(&l, sa));
+    assert_true(has(&l, sb));
+    size_t ia = 0, ib = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (!strcmp(l.ev[i].stream_id, sa))
+            ia = i;
+        if (!strcmp(l.ev[i].stream_id, sb))
+            ib = i;
+    }
+    assert_true(ia < ib); /* (txid, seq) order */
+    es_events_clear(&l);
+
+    /* a rolled-back append leaves no stall */
+    assert_int_equal(es_head(reader, head, &e), 0);
+    char *sc = sid("rolled"), *sd = sid("after");
+    PQclear(PQexec(a, "BEGIN"));
+    assert_int_equal(append1(a, sc, ES_ANY, "Gone", NULL, NULL, &e), 0);
+    assert_int_equal(append1(b, sd, ES_ANY, "Kept", NULL, NULL, &e), 0);
+    PQclear(PQexec(a, "ROLLBACK"));
+    read_all_after(reader, head, &l);
+    assert_true(has(&l, sd));
+    assert_false(has(&l, sc));
+    es_events_clear(&l);
+    free(sa);
+    free(sb);
+    free(sc);
+    free(sd);
+    PQfinish(a);
+    PQfinish(b);
+    PQfinish(reader);
+}
+
+static void migrations(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    int n = -1;
+    assert_int_equal(migrate_run(pg, migrations_embedded, &n, &e), 0);
+    assert_int_equal(n, 0); /* already applied by make test */
+    struct migration edited[] = {{migrations_embedded[0].name, "SELECT 1; -- edited"}, {0, 0}};
+    assert_int_equal(migrate_run(pg, edited, &n, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "was edited after it was applied"));
+    assert_non_null(strstr(e.msg, migrations_embedded[0].name));
+    struct migration none[] = {{0, 0}};
+    assert_int_equal(migrate_run(pg, none, &n, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "does not know"));
+    PQfinish(pg);
+}
+
+static void bad_position(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    struct es_events l = {0};
+    assert_int_equal(es_read_all(pg, "xyz", 10, &l, &e), ERR_INVALID);
+    assert_int_equal(es_read_all(pg, "0000000000000000000000000000000G", 10, &l, &e), ERR_INVALID);
+    assert_false(es_position_valid("00000000000000000000000000000000a"));
+    assert_true(es_position_valid(""));
+    PQfinish(pg);
+}
+
+int main(void)
+{
+    if (!getenv("DATABASE_URL")) {
+        fprintf(stderr, "test_es: DATABASE_URL is not set\n");
+        return 1;
+    }
+    char u[37];
+    util_uuid4(u);
+    snprintf(run_id, sizeof run_id, "%.8s", u);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(expected_versions),   cmocka_unit_test(multi_stream_is_atomic),
+        cmocka_unit_test(idempotency),         cmocka_unit_test(event_id_idempotency),
+        cmocka_unit_test(late_commit_is_not_skipped), cmocka_unit_test(migrations),
+        cmocka_unit_test(bad_position),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

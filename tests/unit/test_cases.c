@@ -1,0 +1,498 @@
+/* tests/unit/test_cases.c — the given/when/then runner of the command
+ * functions: one cmocka test per folder tests/cases/<function name>/<case>/.
+ *
+ * A case folder holds
+ *   given.jsonl  events already in the command's stream, {"type","data"} per
+ *                line (absent or empty: the stream does not exist, version 0);
+ *   when.json    the cmd object exactly as decide receives it;
+ *   then.jsonl   the expected emitted events, {"stream": null|"id", "type",
+ *                "data"} per line, in order; optionally reply.json, the exact
+ *                expected reply object; or
+ *   error.json   {"code": "REJECTED"|"INVALID"|"NOT_FOUND"|"CONFLICT"|...,
+ *                 "message_contains": "substring"}.
+ *
+ * Invariants: the runner uses only the function ABI (core/fn.h) plus the
+ * concrete decision (core/fn_int.h); state is zeroed, evolved with versions
+ * 1..n, decided on, then — on success — evolved further with what decide
+ * emitted (own-stream events on the same state, new-stream events on a fresh
+ * state of a command of that category) so evolve meets every event shape
+ * decide writes; then released. A case with an unknown function name, with
+ * neither or both of then.jsonl and error.json, or unreadable files fails (it
+ * is never skipped). Each failure names the case folder and shows expected
+ * and actual JSON. The cases root is $CQRSD_CASES or "tests/cases" (run from
+ * the repository root). Exit status: the number of failed tests, or 1 when
+ * no case is found.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "core/fn_int.h"
+
+struct tcase {
+    char *fn;    /* folder name = function name */
+    char *dir;   /* path of the case folder */
+    char *label; /* "<fn>/<case>" */
+};
+
+static const char *cases_root;
+
+/* ---------- small helpers ---------- */
+
+/* Appends printf-style text to *msg (a malloc'd string or NULL). */
+__attribute__((format(printf, 2, 3))) static void addf(char **msg, const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    size_t old = *msg ? strlen(*msg) : 0, n = strlen(s);
+    char *m = realloc(*msg, old + n + 1);
+    if (!m)
+        abort();
+    memcpy(m + old, s, n + 1);
+    *msg = m;
+    free(s);
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", a, b) < 0)
+        abort();
+    return p;
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int file_exists(const char *dir, const char *name)
+{
+    char *p = path_join(dir, name);
+    struct stat st;
+    int ok = stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    free(p);
+    return ok;
+}
+
+/* Compact JSON with sorted keys; caller frees. */
+static char *dump(const json_t *j)
+{
+    if (!j)
+        return strdup("(nothing)");
+    char *s = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT | JSON_SORT_KEYS);
+    return s ? s : strdup("(unprintable)");
+}
+
+static const struct fn_command *find_command(const char *name)
+{
+    for (size_t i = 0; fn_commands[i]; i++)
+        if (!strcmp(fn_commands[i]->name, name))
+            return fn_commands[i];
+    return NULL;
+}
+
+/* A command whose stream category is cat (the evolve of that stream). */
+static const struct fn_command *find_category(const char *cat, size_t len)
+{
+    for (size_t i = 0; fn_commands[i]; i++)
+        if (strlen(fn_commands[i]->category) == len && !strncmp(fn_commands[i]->category, cat, len))
+            return fn_commands[i];
+    return NULL;
+}
+
+/* Loads a JSON file (must hold one value). NULL with a message on failure. */
+static json_t *load_json(const char *dir, const char *name, char **msg)
+{
+    char *p = path_join(dir, name);
+    json_error_t je;
+    json_t *j = json_load_file(p, JSON_DECODE_ANY, &je);
+    if (!j)
+        addf(msg, "%s: line %d: %s\n", p, je.line, je.text);
+    free(p);
+    return j;
+}
+
+/* Loads a JSON-lines file into a new array (blank lines skipped). A missing
+ * file gives an empty array when optional, else an error. NULL on error. */
+static json_t *load_jsonl(const char *dir, const char *name, int optional, char **msg)
+{
+    char *p = path_join(dir, name);
+    FILE *f = fopen(p, "r");
+    json_t *arr = json_array();
+    if (!f) {
+        if (!optional) {
+            addf(msg, "%s: cannot open\n", p);
+            json_decref(arr);
+            arr = NULL;
+        }
+        free(p);
+        return arr;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t k = strspn(line, " \t\r\n");
+        if ((ssize_t)k == len)
+            continue;
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        if (!j || !json_is_object(j)) {
+            addf(msg, "%s:%d: %s\n", p, lineno, j ? "not a JSON object" : je.text);
+            json_decref(j);
+            json_decref(arr);
+            arr = NULL;
+            break;
+        }
+        json_array_append_new(arr, j);
+    }
+    free(line);
+    fclose(f);
+    free(p);
+    return arr;
+}
+
+/* Folds the events of a given/then array into state, versions from+1.. */
+static void fold(const struct fn_command *c, void *state, const char *stream, json_t *events,
+                 int64_t from)
+{
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev) {
+        struct fn_event fe = {
+            .stream_id = stream,
+            .version = from + (int64_t)i + 1,
+            .type = json_string_value(json_object_get(ev, "type")),
+            .data = json_object_get(ev, "data"),
+            .position = "",
+            .recorded_at = "",
+        };
+        c->evolve(state, &fe);
+    }
+}
+
+/* Folds what decide emitted: own-stream events into state (after version n),
+ * new-stream events into a fresh state of their category's command. */
+static void fold_emitted(const struct fn_command *c, void *state, int64_t n,
+                         const struct fn_decision *d, char **msg)
+{
+    int64_t v = n;
+    for (size_t i = 0; i < d->n; i++) {
+        const struct fn_emitted *em = &d->ev[i];
+        struct fn_event fe = {
+            .stream_id = em->stream_id,
+            .version = 1,
+            .type = em->type,
+            .data = em->data,
+            .position = "",
+            .recorded_at = "",
+        };
+        if (!em->stream_id) {
+            fe.version = ++v;
+            c->evolve(state, &fe);
+            continue;
+        }
+        const char *dash = strchr(em->stream_id, '-');
+        const struct fn_command *other =
+            dash ? find_category(em->stream_id, (size_t)(dash - em->stream_id)) : NULL;
+        if (!other) {
+            addf(msg, "emitted event %zu opens stream \"%s\", of no known category\n", i + 1,
+                 em->stream_id);
+            continue;
+        }
+        void *st = calloc(1, other->state_size ? other->state_size : 1);
+        other->evolve(st, &fe);
+        if (other->release)
+            other->release(st);
+        free(st);
+    }
+}
+
+/* ---------- comparing ---------- */
+
+static json_t *emitted_json(const struct fn_emitted *em)
+{
+    return json_pack("{s:o, s:s, s:O}", "stream",
+                     em->stream_id ? json_string(em->stream_id) : json_null(), "type", em->type,
+                     "data", em->data);
+}
+
+static json_t *all_emitted(const struct fn_decision *d)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(a, emitted_json(&d->ev[i]));
+    return a;
+}
+
+static void compare_events(json_t *then, const struct fn_decision *d, char **msg)
+{
+    if (json_array_size(then) != d->n) {
+        json_t *act = all_emitted(d);
+        char *es = dump(then), *as = dump(act);
+        addf(msg, "expected %zu events, decide emitted %zu\n  expected: %s\n  actual:   %s\n",
+             json_array_size(then), d->n, es, as);
+        free(es);
+        free(as);
+        json_decref(act);
+        return;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        json_t *exp = json_array_get(then, i);
+        json_t *act = emitted_json(&d->ev[i]);
+        const json_t *es = json_object_get(exp, "stream");
+        int stream_ok = es ? json_equal(es, json_object_get(act, "stream")) : !d->ev[i].stream_id;
+        const char *et = json_string_value(json_object_get(exp, "type"));
+        int type_ok = et && !strcmp(et, d->ev[i].type);
+        int data_ok = json_equal(json_object_get(exp, "data"), d->ev[i].data);
+        if (!stream_ok || !type_ok || !data_ok) {
+            char *xs = dump(exp), *as = dump(act);
+            addf(msg, "event %zu differs (%s%s%s)\n  expected: %s\n  actual:   %s\n", i + 1,
+                 stream_ok ? "" : "stream ", type_ok ? "" : "type ", data_ok ? "" : "data", xs,
+                 as);
+            free(xs);
+            free(as);
+        }
+        json_decref(act);
+    }
+}
+
+/* Messages are PostgreSQL style: non-empty, lowercase start, no final period. */
+static void check_message_style(const char *m, char **msg)
+{
+    size_t n = strlen(m);
+    if (n == 0)
+        addf(msg, "error message is empty\n");
+    else if (m[0] >= 'A' && m[0] <= 'Z')
+        addf(msg, "error message \"%s\" starts with a capital\n", m);
+    else if (m[n - 1] == '.')
+        addf(msg, "error message \"%s\" ends with a period\n", m);
+}
+
+static void compare_error(const json_t *want, int rc, const struct err *e,
+                          const struct fn_decision *d, char **msg)
+{
+    const char *code = json_string_value(json_object_get(want, "code"));
+    const char *sub = json_string_value(json_object_get(want, "message_contains"));
+    if (!code) {
+        addf(msg, "error.json has no string \"code\"\n");
+        return;
+    }
+    if (rc == 0) {
+        json_t *act = all_emitted(d);
+        char *as = dump(act);
+        addf(msg, "expected error %s (message containing \"%s\"), decide succeeded\n"
+                  "  emitted: %s\n", code, sub ? sub : "", as);
+        free(as);
+        json_decref(act);
+        return;
+    }
+    if (strcmp(err_name(rc), code))
+        addf(msg, "expected error %s, got %s: %s\n", code, err_name(rc), e->msg);
+    if (e->code != rc)
+        addf(msg, "decide returned %s but set err.code to %s\n", err_name(rc), err_name(e->code));
+    if (sub && !strstr(e->msg, sub))
+        addf(msg, "expected the message to contain \"%s\"\n  actual message: \"%s\"\n", sub,
+             e->msg);
+    check_message_style(e->msg, msg);
+    if (d->n)
+        addf(msg, "decide failed with %s but emitted %zu events\n", err_name(rc), d->n);
+}
+
+/* Runs one case; appends every problem to *msg. */
+static void check_case(const struct tcase *tc, char **msg)
+{
+    const struct fn_command *c = find_command(tc->fn);
+    if (!c) {
+        addf(msg, "unknown function \"%s\": no such name in fn_commands\n", tc->fn);
+        return;
+    }
+    int has_then = file_exists(tc->dir, "then.jsonl");
+    int has_error = file_exists(tc->dir, "error.json");
+    if (has_then == has_error) {
+        addf(msg, "%s: needs exactly one of then.jsonl and error.json\n", tc->dir);
+        return;
+    }
+    json_t *given = load_jsonl(tc->dir, "given.jsonl", 1, msg);
+    json_t *cmd = load_json(tc->dir, "when.json", msg);
+    json_t *then = has_then ? load_jsonl(tc->dir, "then.jsonl", 0, msg) : NULL;
+    json_t *want_err = has_error ? load_json(tc->dir, "error.json", msg) : NULL;
+    json_t *reply = file_exists(tc->dir, "reply.json") ? load_json(tc->dir, "reply.json", msg)
+                                                        : NULL;
+    if (*msg || !json_is_object(cmd)) {
+        if (cmd && !json_is_object(cmd))
+            addf(msg, "when.json is not a JSON object\n");
+        goto out;
+    }
+
+    const char *id = json_string_value(json_object_get(cmd, c->id_field));
+    char *stream = NULL;
+    if (asprintf(&stream, "%s-%s", c->category, id ? id : "") < 0)
+        abort();
+    void *state = calloc(1, c->state_size ? c->state_size : 1);
+    int64_t n = (int64_t)json_array_size(given);
+    fold(c, state, stream, given, 0);
+
+    struct fn_decision d;
+    struct err e = {0};
+    fn_decision_init(&d);
+    int rc = c->decide(state, n, cmd, &d, &e);
+
+    if (then) {
+        if (rc) {
+            addf(msg, "expected events, decide failed with %s: %s\n", err_name(rc), e.msg);
+        } else {
+            compare_events(then, &d, msg);
+            if (reply && !json_equal(reply, d.reply)) {
+                char *xs = dump(reply), *as = dump(d.reply);
+                addf(msg, "reply differs\n  expected: %s\n  actual:   %s\n", xs, as);
+                free(xs);
+                free(as);
+            }
+        }
+    } else {
+        compare_error(want_err, rc, &e, &d, msg);
+    }
+    if (rc == 0)
+        fold_emitted(c, state, n, &d, msg);
+
+    fn_decision_clear(&d);
+    json_decref(d.reply);
+    if (c->release)
+        c->release(state);
+    free(state);
+    free(stream);
+out:
+    json_decref(given);
+    json_decref(cmd);
+    json_decref(then);
+    json_decref(want_err);
+    json_decref(reply);
+}
+
+static void run_case(void **cm_state)
+{
+    const struct tcase *tc = *cm_state;
+    char *msg = NULL;
+    check_case(tc, &msg);
+    if (msg) {
+        print_error("case %s (%s):\n%s", tc->label, tc->dir, msg);
+        free(msg);
+        fail();
+    }
+}
+
+/* Fails when a registered command has no case folder at all. */
+static void every_command_has_cases(void **cm_state)
+{
+    (void)cm_state;
+    char *msg = NULL;
+    for (size_t i = 0; fn_commands[i]; i++) {
+        char *p = path_join(cases_root, fn_commands[i]->name);
+        if (!is_dir(p))
+            addf(&msg, "command %s has no case folder %s\n", fn_commands[i]->name, p);
+        free(p);
+    }
+    if (msg) {
+        print_error("%s", msg);
+        free(msg);
+        fail();
+    }
+}
+
+/* ---------- discovery ---------- */
+
+static int visible(const struct dirent *de)
+{
+    return de->d_name[0] != '.';
+}
+
+/* Appends every case folder under root to *cases; returns the count. */
+static size_t discover(const char *root, struct tcase **cases)
+{
+    struct dirent **fns = NULL;
+    size_t n = 0, cap = 0;
+    int nf = scandir(root, &fns, visible, alphasort);
+    for (int i = 0; i < nf; i++) {
+        char *fdir = path_join(root, fns[i]->d_name);
+        struct dirent **cs = NULL;
+        int nc = is_dir(fdir) ? scandir(fdir, &cs, visible, alphasort) : 0;
+        for (int j = 0; j < nc; j++) {
+            char *cdir = path_join(fdir, cs[j]->d_name);
+            if (!is_dir(cdir)) {
+                free(cdir);
+            } else {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    *cases = realloc(*cases, cap * sizeof **cases);
+                    if (!*cases)
+                        abort();
+                }
+                (*cases)[n].fn = strdup(fns[i]->d_name);
+                (*cases)[n].dir = cdir;
+                (*cases)[n].label = path_join(fns[i]->d_name, cs[j]->d_name);
+                n++;
+            }
+            free(cs[j]);
+        }
+        free(cs);
+        free(fdir);
+        free(fns[i]);
+    }
+    free(fns);
+    return n;
+}
+
+int main(void)
+{
+    const char *env = getenv("CQRSD_CASES");
+    cases_root = env && *env ? env : "tests/cases";
+    rtime_init();
+    if (!is_dir(cases_root)) {
+        fprintf(stderr, "test_cases: %s is not a directory (run from the repository root or set "
+                        "CQRSD_CASES)\n", cases_root);
+        return 1;
+    }
+    struct tcase *cases = NULL;
+    size_t n = discover(cases_root, &cases);
+    if (n == 0) {
+        fprintf(stderr, "test_cases: no case folders under %s\n", cases_root);
+        free(cases);
+        return 1;
+    }
+    struct CMUnitTest *tests = calloc(n + 1, sizeof *tests);
+    if (!tests)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        tests[i].name = cases[i].label;
+        tests[i].test_func = run_case;
+        tests[i].initial_state = &cases[i];
+    }
+    tests[n].name = "every command has cases";
+    tests[n].test_func = every_command_has_cases;
+    int failed = _cmocka_run_group_tests("command cases", tests, n + 1, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        free(cases[i].fn);
+        free(cases[i].dir);
+        free(cases[i].label);
+    }
+    free(cases);
+    free(tests);
+    return failed;
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tools/test.sh — what `make test` does after the build: fresh private
+# PostgreSQL and Redis under .run/test (ports beside make run's, so both can
+# be up at once), migrations, then every test:
+#   build/tests/unit/*         pure tests (given/when/then cases, money, time)
+#   build/tests/integration/*  against the real PostgreSQL and Redis
+#   build/tests/http/*, tests/http/*.sh   against the real server on CQRSD_URL
+# Services and server are stopped afterwards; exit status non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+DIR=.run/test
+PGPORT=${CQRSD_TEST_PG_PORT:-55442}
+REDISPORT=${CQRSD_TEST_REDIS_PORT:-56389}
+export CQRSD_HTTP_ADDR=${CQRSD_TEST_HTTP_ADDR:-127.0.0.1:18089}
+export CQRSD_URL="http://$CQRSD_HTTP_ADDR"
+export CQRSD_BIN="$PWD/$BUILD/cqrsd"
+export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
+
+passed=0; failed=0; failures=()
+server=
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill -TERM "$server"; wait "$server" 2>/dev/null
+  fi
+  bash tools/services.sh stop "$DIR" "$PGPORT" "$REDISPORT"
+}
+trap cleanup EXIT
+
+bash tools/services.sh stop "$DIR" "$PGPORT" "$REDISPORT"
+rm -rf "$DIR" "$(bash -c 'readlink '"$DIR"'/pg' 2>/dev/null || true)"
+eval "$(bash tools/services.sh start "$DIR" "$PGPORT" "$REDISPORT")" || exit 1
+"$CQRSD_BIN" migrate || exit 1
+
+run() { # name, command...
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
+}
+
+start_server() {
+  "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
+  server=$!
+  for _ in $(seq 100); do
+    curl -fsS -m 1 "$CQRSD_URL/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not come up; see $DIR/server.log" >&2
+  tail -20 "$DIR/server.log" >&2
+  return 1
+}
+export -f start_server 2>/dev/null || true
+
+for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "$t"; done
+for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "$t"; done
+
+if start_server; then
+  export CQRSD_SERVER_PID=$server
+  for t in "$BUILD"/tests/http/* tests/http/*.sh; do
+    [ -e "$t" ] || continue
+    case "$t" in *.sh) run "http/$(basename "$t")" bash "$t" ;; *) [ -x "$t" ] && run "http/$(basename "$t")" "$t" ;; esac
+    # a test may restart the server (crash tests): follow it
+    if [ -f "$DIR/server.pid" ]; then server=$(cat "$DIR/server.pid"); fi
+  done
+else
+  failed=$((failed + 1)); failures+=("server start")
+fi
+
+echo
+if [ $failed -gt 0 ]; then printf 'failed: %s\n' "${failures[@]}"; fi
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
