@@ -96,11 +96,14 @@ static void fold_item_added(struct cart_state *s, const struct fn_event *ev)
         return;
     }
     l.quantity = (int64_t)json_integer_value(qty);
-    if (__builtin_add_overflow(s->units, l.quantity, &s->units) ||
-        __builtin_add_overflow(s->total, l.amount, &s->total)) {
+    int64_t units, total;
+    if (__builtin_add_overflow(s->units, l.quantity, &units) ||
+        __builtin_add_overflow(s->total, l.amount, &total)) {
         mark_bad(s, ev);
         return;
     }
+    s->units = units;
+    s->total = total;
     l.sku = xstrdup(json_string_value(sku));
     l.description = xstrdup(json_is_string(desc) ? json_string_value(desc) : "");
     if (s->n == s->cap) {

@@ -18,7 +18,9 @@
 
 #include "core/es.h"
 #include "core/fn_int.h"
+#include "core/proj.h"
 #include "core/rm.h"
+#include "core/sc.h"
 #include "core/util.h"
 
 static struct {
@@ -79,7 +81,9 @@ static void reply_ok(struct disp_job *job, int status, json_t *body)
     job->body = body;
 }
 
-/* Returns 1 when the job was answered from its idempotency key. */
+/* Returns 1 when the job was answered from its idempotency key (the stored
+ * reply, or 422 when the key came with another request), 0 when the key is
+ * unknown; on a lookup error answers the job and returns 1. */
 static int replay_idempotent(PGconn *pg, struct disp_job *job, struct err *e)
 {
     int status, same;
@@ -103,6 +107,53 @@ static int replay_idempotent(PGconn *pg, struct disp_job *job, struct err *e)
     return 1;
 }
 
+/* Loads the stream from the store and folds it into a new cache entry.
+ * Returns NULL and sets e on a read error. */
+static struct sc_entry *load_state(PGconn *pg, const struct fn_command *fc, const char *stream_id,
+                                   struct err *e)
+{
+    struct es_events evs = {0};
+    if (es_read_stream(pg, stream_id, 0, SIZE_MAX >> 1, &evs, e))
+        return NULL;
+    struct sc_entry *ce = xcalloc(1, sizeof *ce);
+    ce->stream_id = xstrdup(stream_id);
+    ce->family = (const void *)fc->evolve;
+    ce->state = xcalloc(1, fc->state_size ? fc->state_size : 1);
+    ce->release = fc->release;
+    for (size_t i = 0; i < evs.n; i++) {
+        struct fn_event fe = {evs.ev[i].stream_id, evs.ev[i].version, evs.ev[i].type,
+                              evs.ev[i].data,      evs.ev[i].position, evs.ev[i].recorded_at};
+        fc->evolve(ce->state, &fe);
+    }
+    ce->version = evs.n ? evs.ev[evs.n - 1].version : 0;
+    es_events_clear(&evs);
+    return ce;
+}
+
+/* Folds the events decide emitted for the command's own stream into the
+ * cached state, as the store numbered them: version + 1, version + 2, ... */
+static void fold_emitted(const struct fn_command *fc, struct sc_entry *ce,
+                         const struct fn_decision *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->ev[i].stream_id)
+            continue;
+        ce->version++;
+        struct fn_event fe = {ce->stream_id, ce->version, d->ev[i].type, d->ev[i].data, "", ""};
+        fc->evolve(ce->state, &fe);
+    }
+}
+
+/*
+ * Runs a command: state (cached, or loaded and folded from the store), decide,
+ * append with the version decided on as expected version. On a version
+ * conflict the cycle runs again from the store (bounded), unless the client
+ * gave Expected-Version. A rejection decided on a cached state is checked
+ * again on a state read from the store, so a stale cache never rejects.
+ * An idempotency key is looked up only when needed: when decide rejects or the
+ * stream already exists for a creating command (a replay of a success looks
+ * like that), or when the store refuses the key as already used.
+ */
 static void run_command(struct disp_job *job, PGconn *pg)
 {
     const struct fn_command *fc = job->command;
@@ -111,22 +162,22 @@ static void run_command(struct disp_job *job, PGconn *pg)
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
         return fail(job, &e);
     }
-    if (job->idempotency_key && replay_idempotent(pg, job, &e))
-        return;
     const char *id = json_string_value(json_object_get(job->cmd, fc->id_field));
     char *stream_id = xasprintf("%s-%s", fc->category, id ? id : "");
     int status = fc->creates ? 201 : 200;
     int max = D.cfg.max_attempts > 0 ? D.cfg.max_attempts : 20;
+    int use_cache = job->expected == DISP_NO_EXPECTED;
     for (int attempt = 1;; attempt++) {
-        struct es_events evs = {0};
-        if (es_read_stream(pg, stream_id, 0, SIZE_MAX >> 1, &evs, &e)) {
+        struct sc_entry *ce = use_cache ? sc_take(stream_id, (const void *)fc->evolve) : NULL;
+        int cached = ce != NULL;
+        if (!ce && !(ce = load_state(pg, fc, stream_id, &e))) {
             fail(job, &e);
             break;
         }
-        int64_t version = evs.n ? evs.ev[evs.n - 1].version : 0;
+        int64_t version = ce->version;
         if (job->expected != DISP_NO_EXPECTED && job->expected != ES_ANY &&
             job->expected != version) {
-            es_events_clear(&evs);
+            sc_entry_free(ce);
             if (job->expected == ES_NO_STREAM)
                 err_set(&e, ERR_CONFLICT,
                         "could not append to stream \"%s\": version conflict (expected no "
@@ -141,27 +192,31 @@ static void run_command(struct disp_job *job, PGconn *pg)
             break;
         }
         if (fc->creates && version > 0) {
-            es_events_clear(&evs);
+            sc_put(ce);
+            if (job->idempotency_key && replay_idempotent(pg, job, &e))
+                break;
             err_set(&e, ERR_CONFLICT, "%s \"%s\" already exists (stream \"%s\", version %" PRId64 ")",
                     fc->category, id, stream_id, version);
             fail(job, &e);
             break;
         }
-        void *state = xcalloc(1, fc->state_size ? fc->state_size : 1);
-        for (size_t i = 0; i < evs.n; i++) {
-            struct fn_event fe = {evs.ev[i].stream_id, evs.ev[i].version, evs.ev[i].type,
-                                  evs.ev[i].data,      evs.ev[i].position, evs.ev[i].recorded_at};
-            fc->evolve(state, &fe);
-        }
-        es_events_clear(&evs);
         struct fn_decision d;
         fn_decision_init(&d);
-        int rc = fc->decide(state, version, job->cmd, &d, &e);
-        if (fc->release)
-            fc->release(state);
-        free(state);
+        int rc = fc->decide(ce->state, version, job->cmd, &d, &e);
         if (rc) {
             fn_decision_free(&d);
+            if (cached) { /* make sure on a fresh state before rejecting */
+                sc_entry_free(ce);
+                use_cache = 0;
+                attempt--;
+                continue;
+            }
+            if (version > 0)
+                sc_put(ce);
+            else
+                sc_entry_free(ce);
+            if (job->idempotency_key && replay_idempotent(pg, job, &e))
+                break;
             fail(job, &e);
             break;
         }
@@ -170,6 +225,7 @@ static void run_command(struct disp_job *job, PGconn *pg)
             json_object_set_new(body, "stream", json_string(stream_id));
             json_object_set_new(body, "version", json_integer(version));
             fn_decision_free(&d);
+            sc_put(ce);
             reply_ok(job, 200, body);
             break;
         }
@@ -199,11 +255,17 @@ static void run_command(struct disp_job *job, PGconn *pg)
         rc = es_append(pg, job->idempotency_key, job->request, status, d.reply, sa, ns, &reply, &e);
         free(ne);
         free(sa);
-        fn_decision_free(&d);
         if (rc == 0) {
+            fold_emitted(fc, ce, &d);
+            fn_decision_free(&d);
+            sc_put(ce);
+            proj_poke();
             reply_ok(job, status, reply);
             break;
         }
+        fn_decision_free(&d);
+        sc_entry_free(ce);
+        use_cache = 0;
         if (rc == ERR_IDEMPOTENCY && replay_idempotent(pg, job, &e))
             break;
         if (rc == ERR_CONFLICT && job->expected == DISP_NO_EXPECTED && attempt < max) {
@@ -212,7 +274,8 @@ static void run_command(struct disp_job *job, PGconn *pg)
             continue;
         }
         if (rc == ERR_CONFLICT && job->expected == DISP_NO_EXPECTED)
-            err_set(&e, ERR_CONFLICT, "could not append to stream \"%s\": still conflicting after %d attempts",
+            err_set(&e, ERR_CONFLICT,
+                    "could not append to stream \"%s\": still conflicting after %d attempts",
                     stream_id, attempt);
         fail(job, &e);
         break;
@@ -408,6 +471,7 @@ int disp_start(const struct disp_config *cfg, struct err *e)
     if (cfg->queue_size < 1)
         return err_set(e, ERR_INVALID, "queue size must be positive, got %d", cfg->queue_size);
     D.cfg = *cfg;
+    sc_init(cfg->state_cache);
     D.cap = (size_t)cfg->queue_size;
     D.q = xcalloc(D.cap, sizeof *D.q);
     D.head = D.len = 0;
@@ -447,6 +511,7 @@ void disp_stop(void)
         pthread_join(D.threads[i], NULL);
     free(D.threads);
     free(D.q);
+    sc_clear();
     D.threads = NULL;
     D.q = NULL;
     D.nthreads = 0;

@@ -57,6 +57,7 @@ struct disp_config {
     int workers;      /* threads running commands and queries */
     int queue_size;   /* bound of the invocation queue */
     int max_attempts; /* command re-runs on a version conflict */
+    size_t state_cache; /* streams whose folded state is kept (core/sc.h); 0 = none */
 };
 
 /* Starts the workers. Returns 0, or ERR_INVALID for a bad config. */

@@ -11,6 +11,7 @@
 #include "core/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,8 +279,10 @@ static int parse_expected(const char *h, int64_t *out, struct err *e)
         return 0;
     }
     char *end;
+    errno = 0;
     long long v = strtoll(h, &end, 10);
-    if (!*h || *end || v < 0 || h[0] == '-' || h[0] == '+')
+    if (!*h || *end || v < 0 || h[0] == '-' || h[0] == '+' || errno == ERANGE ||
+        v > ((long long)1 << 62))
         return err_set(e, ERR_INVALID,
                        "Expected-Version must be a version number, \"any\" or \"no-stream\", got "
                        "\"%.40s\"",
@@ -403,9 +406,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                          "Content-Type must be application/json, got \"%.60s\"", ct ? ct : "");
             }
         }
-        if (rq->early_code)
+        /* A response queued before the body is read makes libmicrohttpd close
+         * the connection: right for a body we refuse, not for a bodiless
+         * request, which gets its error on the next call, keeping alive. */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        int bodiless = !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") &&
+                       (!cl || !strcmp(cl, "0"));
+        if (rq->early_code && !bodiless)
             return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
         return MHD_YES;
+    }
+    if (rq->early_code) { /* a bodiless request refused on the first call */
+        if (*upload_size) { /* a body after all (no length announced): drop it */
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
     }
     if (rq->job) { /* resumed: the worker answered */
         return send_json(c, rq->job->status, rq->job->body, rq->job->retry_after, NULL);

@@ -3,7 +3,7 @@
  * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
  * REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
  * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
- * (1048576 bytes), CQRSD_QUEUE (1024 jobs).
+ * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -149,6 +149,7 @@ static int cmd_serve(void)
         .workers = env_int("CQRSD_WORKERS", 4, 1, 256),
         .queue_size = env_int("CQRSD_QUEUE", 1024, 1, 1000000),
         .max_attempts = 20,
+        .state_cache = (size_t)env_int("CQRSD_STATE_CACHE", 10000, 0, 10000000),
     };
     struct http_config hc = {
         .addr = env_or("CQRSD_HTTP_ADDR", "127.0.0.1:8080"),

@@ -8,7 +8,9 @@
  * from Redis at every step, so a reset (cqrsd replay) or a second runner is
  * seen at once; rm_apply's check makes a stale or retried batch a no-op.
  * Wake-up: LISTEN cqrsd_events, and a poll every poll_ms, so a lost
- * notification only delays.
+ * notification only delays. Appends do not NOTIFY in their own transaction
+ * (that serialises commits); they poke the notifier thread, which sends one
+ * NOTIFY for any number of appends within 5 ms.
  */
 #include "core/proj.h"
 
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/es.h"
 #include "core/fn_int.h"
@@ -106,12 +109,63 @@ int proj_catch_up(PGconn *pg, redisContext *rc, struct err *e)
 
 static struct {
     struct proj_config cfg;
-    pthread_t thread;
+    pthread_t thread, notifier;
+    pthread_cond_t poked_cv;
+    int poked;
     atomic_int stop;
     int started;
     pthread_mutex_t mu;
     char failure[512];
-} P = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER, .poked_cv = PTHREAD_COND_INITIALIZER};
+
+void proj_poke(void)
+{
+    pthread_mutex_lock(&P.mu);
+    if (!P.poked) {
+        P.poked = 1;
+        pthread_cond_signal(&P.poked_cv);
+    }
+    pthread_mutex_unlock(&P.mu);
+}
+
+/* Sends NOTIFY cqrsd_events after appends, at most one per 5 ms: the hint
+ * that wakes every runner (of this and other instances) at once. */
+static void *notifier(void *arg)
+{
+    (void)arg;
+    PGconn *pg = NULL;
+    struct err e = {0};
+    while (!atomic_load(&P.stop)) {
+        pthread_mutex_lock(&P.mu);
+        while (!P.poked && !atomic_load(&P.stop)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&P.poked_cv, &P.mu, &ts);
+        }
+        P.poked = 0;
+        pthread_mutex_unlock(&P.mu);
+        if (atomic_load(&P.stop))
+            break;
+        if (pg && PQstatus(pg) != CONNECTION_OK) {
+            PQfinish(pg);
+            pg = NULL;
+        }
+        if (!pg && !(pg = es_connect(P.cfg.database_url, &e))) {
+            poll(NULL, 0, 100); /* the runner polls meanwhile */
+            continue;
+        }
+        PQclear(PQexec(pg, "NOTIFY cqrsd_events"));
+        poll(NULL, 0, 5);
+    }
+    if (pg)
+        PQfinish(pg);
+    return NULL;
+}
 
 int proj_failure(char *buf, size_t len)
 {
@@ -226,6 +280,7 @@ int proj_start(const struct proj_config *cfg, struct err *e)
     P.cfg = *cfg;
     atomic_store(&P.stop, 0);
     pthread_create(&P.thread, NULL, runner, NULL);
+    pthread_create(&P.notifier, NULL, notifier, NULL);
     P.started = 1;
     return 0;
 }
@@ -235,6 +290,10 @@ void proj_stop(void)
     if (!P.started)
         return;
     atomic_store(&P.stop, 1);
+    pthread_mutex_lock(&P.mu);
+    pthread_cond_broadcast(&P.poked_cv);
+    pthread_mutex_unlock(&P.mu);
     pthread_join(P.thread, NULL);
+    pthread_join(P.notifier, NULL);
     P.started = 0;
 }

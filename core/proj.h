@@ -31,6 +31,10 @@ void proj_stop(void);
  */
 int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct err *e);
 
+/* Tells the notifier that events were appended (cheap; callable from any
+ * thread). It sends NOTIFY cqrsd_events soon after, waking all runners. */
+void proj_poke(void);
+
 /* 1 and the message when the runner halted on a failed write, else 0. */
 int proj_failure(char *buf, size_t len);
 

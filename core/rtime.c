@@ -107,7 +107,9 @@ char *rtime_format(int64_t us, int offset_min, char buf[RTIME_BUFSZ])
     time_t t = (time_t)secs;
     struct tm tm;
     gmtime_r(&t, &tm);
-    int n = (int)strftime(buf, RTIME_BUFSZ, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* %04d, not strftime's %Y, which glibc does not pad below year 1000 */
+    int n = snprintf(buf, RTIME_BUFSZ, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     if (frac)
         n += snprintf(buf + n, RTIME_BUFSZ - (size_t)n, ".%06lld", (long long)frac);
     int a = offset_min < 0 ? -offset_min : offset_min;

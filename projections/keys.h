@@ -240,9 +240,24 @@ int query_hash_i64(const struct query_hash *h, const char *field, int64_t *out, 
 int query_put_int(json_t *o, const struct query_hash *h, const char *field, struct err *e);
 int query_put_money(json_t *o, const struct query_hash *h, const char *field, struct err *e);
 
-/* Sets o[field] to the hash's string field, or null when absent (or empty,
- * when empty_is_null). */
-void query_put_str(json_t *o, const struct query_hash *h, const char *field, int empty_is_null);
+/* Sets o[field] to the hash's string field, or null when absent or empty. */
+void query_put_str(json_t *o, const struct query_hash *h, const char *field);
+
+/* A field of a reply object taken from a hash: its name and how it shows. */
+enum query_kind {
+    QUERY_INT,   /* JSON integer, 0 when absent */
+    QUERY_MONEY, /* decimal string (money_format), "0.00" when absent */
+    QUERY_STR,   /* string, null when absent or empty */
+};
+struct query_field {
+    const char *name;
+    enum query_kind kind;
+};
+
+/* Sets o's fields from h, in the order of f[0..n) (replies keep the
+ * documented field order). Returns 0 or ERR_INTERNAL (malformed integer). */
+int query_put_fields(json_t *o, const struct query_hash *h, const struct query_field *f, size_t n,
+                     struct err *e);
 
 void query_hash_free(struct query_hash *h);
 

@@ -72,11 +72,11 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     }
 
     json_object_set_new(o, "cart_id", json_string(id));
-    query_put_str(o, &h[CART], "status", 1);
-    query_put_str(o, &h[CART], "customer_id", 1);
-    query_put_str(o, &h[CART], "country", 1);
-    query_put_str(o, &h[CART], "opened_at", 1);
-    query_put_str(o, &h[CART], "order_id", 1);
+    query_put_str(o, &h[CART], "status");
+    query_put_str(o, &h[CART], "customer_id");
+    query_put_str(o, &h[CART], "country");
+    query_put_str(o, &h[CART], "opened_at");
+    query_put_str(o, &h[CART], "order_id");
     json_object_set(o, "lines", lines);
     if ((rc = query_put_int(o, &h[CART], "units", e)) ||
         (rc = query_put_money(o, &h[CART], "total", e)))

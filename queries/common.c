@@ -128,10 +128,32 @@ int query_put_money(json_t *o, const struct query_hash *h, const char *field, st
     return rc;
 }
 
-void query_put_str(json_t *o, const struct query_hash *h, const char *field, int empty_is_null)
+void query_put_str(json_t *o, const struct query_hash *h, const char *field)
 {
     const char *v = query_hash_get(h, field);
-    json_object_set_new(o, field, v && (*v || !empty_is_null) ? json_string(v) : json_null());
+    json_object_set_new(o, field, v && *v ? json_string(v) : json_null());
+}
+
+int query_put_fields(json_t *o, const struct query_hash *h, const struct query_field *f, size_t n,
+                     struct err *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = 0;
+        switch (f[i].kind) {
+        case QUERY_INT:
+            rc = query_put_int(o, h, f[i].name, e);
+            break;
+        case QUERY_MONEY:
+            rc = query_put_money(o, h, f[i].name, e);
+            break;
+        case QUERY_STR:
+            query_put_str(o, h, f[i].name);
+            break;
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 void query_hash_free(struct query_hash *h)

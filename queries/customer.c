@@ -58,8 +58,10 @@ static int customer_edge_order_time(struct fn_query_ctx *q, const char *zkey, in
  */
 static int customer_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 {
-    static const char *const ints[] = {"orders", "units", "cancelled", "returns"};
-    static const char *const money[] = {"revenue", "returns_value"};
+    static const struct query_field fields[] = {
+        {"orders", QUERY_INT},   {"revenue", QUERY_MONEY}, {"units", QUERY_INT},
+        {"cancelled", QUERY_INT}, {"returns", QUERY_INT},  {"returns_value", QUERY_MONEY},
+    };
     struct query_hash h;
     const char *id;
     char *zkey = NULL, *first = NULL, *last = NULL;
@@ -84,20 +86,16 @@ static int customer_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 
     o = json_object();
     json_object_set_new(o, "customer_id", json_string(id));
-    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
-        if ((rc = query_put_int(o, &h, ints[i], e)))
-            goto done;
-    for (size_t i = 0; i < sizeof money / sizeof *money; i++)
-        if ((rc = query_put_money(o, &h, money[i], e)))
-            goto done;
+    if ((rc = query_put_fields(o, &h, fields, sizeof fields / sizeof *fields, e)))
+        goto done;
     if (first)
         json_object_set_new(o, "first_order_at", json_string(first));
     else
-        query_put_str(o, &h, "first_order_at", 1);
+        query_put_str(o, &h, "first_order_at");
     if (last)
         json_object_set_new(o, "last_order_at", json_string(last));
     else
-        query_put_str(o, &h, "last_order_at", 1);
+        query_put_str(o, &h, "last_order_at");
     *out = o;
     o = NULL;
 done:

@@ -6,6 +6,28 @@
  */
 #include "projections/keys.h"
 
+/* A copy of the stored lines with each line's members in the documented
+ * order (sku, description, quantity, unit_price, amount, then any other):
+ * the event store may have reordered them. Returns a new reference. */
+static json_t *order_lines_ordered(const json_t *stored)
+{
+    static const char *const keys[] = {"sku", "description", "quantity", "unit_price", "amount"};
+    json_t *lines = json_array(), *l, *v;
+    size_t i;
+    const char *k;
+    json_array_foreach(stored, i, l) {
+        json_t *c = json_object();
+        for (size_t j = 0; j < sizeof keys / sizeof *keys; j++)
+            if ((v = json_object_get(l, keys[j])))
+                json_object_set(c, keys[j], v);
+        json_object_foreach(l, k, v)
+            if (!json_object_get(c, k))
+                json_object_set(c, k, v);
+        json_array_append_new(lines, c);
+    }
+    return lines;
+}
+
 /*
  * order.get: `{order_id, cart_id, customer_id|null, country|null, status,
  * lines: [{sku, description, quantity, unit_price, amount}], units, total,
@@ -35,28 +57,33 @@ static int order_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 
     const char *text = query_hash_get(&h, "lines");
     if (text) {
-        lines = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_array(lines)) {
+        json_t *stored = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_array(stored)) {
+            json_decref(stored);
             rc = err_set(e, ERR_INTERNAL, "order \"%.200s\" holds malformed lines", id);
             goto done;
         }
+        lines = order_lines_ordered(stored);
+        json_decref(stored);
     } else {
         lines = json_array();
     }
 
+    static const struct query_field head[] = {
+        {"cart_id", QUERY_STR}, {"customer_id", QUERY_STR}, {"country", QUERY_STR},
+        {"status", QUERY_STR},
+    };
+    static const struct query_field tail[] = {
+        {"units", QUERY_INT},      {"total", QUERY_MONEY},  {"paid", QUERY_MONEY},
+        {"refund_due", QUERY_MONEY}, {"placed_at", QUERY_STR}, {"paid_at", QUERY_STR},
+        {"cancelled_at", QUERY_STR},
+    };
     o = json_object();
     json_object_set_new(o, "order_id", json_string(id));
-    query_put_str(o, &h, "cart_id", 1);
-    query_put_str(o, &h, "customer_id", 1);
-    query_put_str(o, &h, "country", 1);
-    query_put_str(o, &h, "status", 1);
+    query_put_fields(o, &h, head, sizeof head / sizeof *head, e); /* strings: cannot fail */
     json_object_set(o, "lines", lines);
-    if ((rc = query_put_int(o, &h, "units", e)) || (rc = query_put_money(o, &h, "total", e)) ||
-        (rc = query_put_money(o, &h, "paid", e)) || (rc = query_put_money(o, &h, "refund_due", e)))
+    if ((rc = query_put_fields(o, &h, tail, sizeof tail / sizeof *tail, e)))
         goto done;
-    query_put_str(o, &h, "placed_at", 1);
-    query_put_str(o, &h, "paid_at", 1);
-    query_put_str(o, &h, "cancelled_at", 1);
     *out = o;
     o = NULL;
 done:

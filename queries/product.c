@@ -11,22 +11,20 @@
 #define PRODUCT_TOP_LIMIT_DEFAULT 10
 #define PRODUCT_TOP_LIMIT_MAX 100
 
-/* Sets o's fields from the product hash: description (string, "" when
- * absent), units and revenue, and with `full` also orders, returned_units,
- * returns_value. */
+/* Sets o's fields from the product hash: description ("" when absent), then
+ * with `full` {orders, units, revenue, returned_units, returns_value}, else
+ * {units, revenue}. */
 static int product_fields(json_t *o, const struct query_hash *h, int full, struct err *e)
 {
+    static const struct query_field all[] = {
+        {"orders", QUERY_INT},          {"units", QUERY_INT},
+        {"revenue", QUERY_MONEY},       {"returned_units", QUERY_INT},
+        {"returns_value", QUERY_MONEY},
+    };
     const char *d = query_hash_get(h, "description");
     json_object_set_new(o, "description", json_string(d ? d : ""));
-    int rc;
-    if (full && (rc = query_put_int(o, h, "orders", e)))
-        return rc;
-    if ((rc = query_put_int(o, h, "units", e)) || (rc = query_put_money(o, h, "revenue", e)))
-        return rc;
-    if (full && ((rc = query_put_int(o, h, "returned_units", e)) ||
-                 (rc = query_put_money(o, h, "returns_value", e))))
-        return rc;
-    return 0;
+    return full ? query_put_fields(o, h, all, sizeof all / sizeof *all, e)
+                : query_put_fields(o, h, all + 1, 2, e);
 }
 
 /*

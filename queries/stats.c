@@ -8,20 +8,7 @@
 
 #include <inttypes.h>
 
-/* Sets o[fields[i]] to the integer (or, for money, decimal string) figures of
- * hash h, zero when absent. */
-static int stats_put(json_t *o, const struct query_hash *h, const char *const *ints,
-                     const char *const *money, struct err *e)
-{
-    int rc;
-    for (; *ints; ints++)
-        if ((rc = query_put_int(o, h, *ints, e)))
-            return rc;
-    for (; *money; money++)
-        if ((rc = query_put_money(o, h, *money, e)))
-            return rc;
-    return 0;
-}
+#define STATS_NFIELDS(a) (sizeof(a) / sizeof *(a))
 
 /* SCARD of the stats key rel (relative, already escaped) into *n. */
 static int stats_scard(struct fn_query_ctx *q, const char *rel, int64_t *n, struct err *e)
@@ -46,15 +33,17 @@ static int stats_scard(struct fn_query_ctx *q, const char *rel, int64_t *n, stru
  */
 static int stats_summary(struct fn_query_ctx *q, json_t **out, struct err *e)
 {
-    static const char *const ints[] = {"orders", "units", "cancelled", "returns", NULL};
-    static const char *const money[] = {"revenue", "returns_value", NULL};
+    static const struct query_field fields[] = {
+        {"orders", QUERY_INT},   {"revenue", QUERY_MONEY}, {"units", QUERY_INT},
+        {"cancelled", QUERY_INT}, {"returns", QUERY_INT},  {"returns_value", QUERY_MONEY},
+    };
     struct query_hash h;
     int64_t customers = 0;
     json_t *o = json_object();
     char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "summary");
     int rc = query_hgetall(q, key, &h, e);
     free(key);
-    if (!rc && !(rc = stats_put(o, &h, ints, money, e)) &&
+    if (!rc && !(rc = query_put_fields(o, &h, fields, STATS_NFIELDS(fields), e)) &&
         !(rc = stats_scard(q, "customers", &customers, e))) {
         json_object_set_new(o, "customers", json_integer((json_int_t)customers));
         *out = o;
@@ -95,8 +84,10 @@ static int stats_date_param(const struct fn_query_ctx *q, const char *name, int6
  */
 static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
 {
-    static const char *const ints[] = {"orders", "units", "returns", NULL};
-    static const char *const money[] = {"revenue", "returns_value", NULL};
+    static const struct query_field fields[] = {
+        {"orders", QUERY_INT},  {"revenue", QUERY_MONEY},       {"units", QUERY_INT},
+        {"returns", QUERY_INT}, {"returns_value", QUERY_MONEY},
+    };
     int64_t from, to;
     int rc;
 
@@ -123,7 +114,7 @@ static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
         if (!rc) {
             json_t *d = json_object();
             json_object_set_new(d, "date", json_string(date));
-            rc = stats_put(d, &h, ints, money, e);
+            rc = query_put_fields(d, &h, fields, STATS_NFIELDS(fields), e);
             json_array_append_new(days, d);
         }
         query_hash_free(&h);
@@ -175,6 +166,12 @@ static int stats_country_cmp(const void *a, const void *b)
  */
 static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
 {
+    static const struct query_field fields[] = {
+        {"orders", QUERY_INT},
+        {"revenue", QUERY_MONEY},
+        {"returns", QUERY_INT},
+        {"returns_value", QUERY_MONEY},
+    };
     redisReply *r;
     char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "countries");
     int rc = query_exec(q, QUERY_WANT(REDIS_REPLY_ARRAY), &r, e, 2,
@@ -211,10 +208,7 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
             v[n].len = m->len;
             v[n].o = o;
             n++;
-            if (!(rc = query_put_int(o, &h, "orders", e)) &&
-                !(rc = query_put_money(o, &h, "revenue", e)) &&
-                !(rc = query_put_int(o, &h, "returns", e)) &&
-                !(rc = query_put_money(o, &h, "returns_value", e)))
+            if (!(rc = query_put_fields(o, &h, fields, STATS_NFIELDS(fields), e)))
                 json_object_set_new(o, "customers", json_integer((json_int_t)customers));
         }
         query_hash_free(&h);

@@ -329,6 +329,10 @@ static void check_case(const struct tcase *tc, char **msg)
         addf(msg, "%s: needs exactly one of then.jsonl and error.json\n", tc->dir);
         return;
     }
+    if (has_error && file_exists(tc->dir, "reply.json")) {
+        addf(msg, "%s: reply.json goes with then.jsonl, not error.json\n", tc->dir);
+        return;
+    }
     json_t *given = load_jsonl(tc->dir, "given.jsonl", 1, msg);
     json_t *cmd = load_json(tc->dir, "when.json", msg);
     json_t *then = has_then ? load_jsonl(tc->dir, "then.jsonl", 0, msg) : NULL;
@@ -372,8 +376,7 @@ static void check_case(const struct tcase *tc, char **msg)
     if (rc == 0)
         fold_emitted(c, state, n, &d, msg);
 
-    fn_decision_clear(&d);
-    json_decref(d.reply);
+    fn_decision_free(&d);
     if (c->release)
         c->release(state);
     free(state);

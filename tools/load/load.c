@@ -682,6 +682,7 @@ struct csv_reader {
     size_t field_cap[LOAD_NFIELDS];
     size_t nfields;        /* fields seen in the current record */
     unsigned long line_no; /* physical line being parsed, 1-based */
+    unsigned long record_line; /* line where the current record starts */
     long limit;
     int header_done;
     int done;
@@ -690,10 +691,12 @@ struct csv_reader {
     size_t errsz;
 };
 
-static void reader_fail(struct csv_reader *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void reader_fail_at(struct csv_reader *r, unsigned long line,
+                           const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void reader_fail(struct csv_reader *r, const char *fmt, ...)
+static void reader_fail_at(struct csv_reader *r, unsigned long line,
+                           const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -701,10 +704,13 @@ static void reader_fail(struct csv_reader *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    set_err(r->err, r->errsz, "file \"%s\" line %lu: %s", r->path,
-            r->line_no, msg);
+    set_err(r->err, r->errsz, "file \"%s\" line %lu: %s", r->path, line,
+            msg);
     r->failed = 1;
 }
+
+/* Fails the read, blaming the line where the current record starts. */
+#define reader_fail(r, ...) reader_fail_at((r), (r)->record_line, __VA_ARGS__)
 
 static void on_csv_field(void *s, size_t len, void *data)
 {
@@ -748,6 +754,8 @@ static void reader_header(struct csv_reader *r)
         }
     }
     r->header_done = 1;
+    if (r->limit == 0)
+        r->done = 1;
 }
 
 static void reader_record(struct csv_reader *r)
@@ -851,18 +859,21 @@ static void reader_record(struct csv_reader *r)
         r->done = 1;
 }
 
+/* With CSV_REPALL_NL every unquoted CR and LF ends a (possibly empty)
+ * record, which keeps record_line right across blank lines and CRLF. */
 static void on_csv_record(int c, void *data)
 {
     struct csv_reader *r = data;
 
-    (void)c;
-    if (!r->failed && !r->done) {
+    if (!r->failed && !r->done && r->nfields > 0) {
         if (!r->header_done)
             reader_header(r);
         else
             reader_record(r);
     }
     r->nfields = 0;
+    if (c == '\n')
+        r->record_line = r->line_no + 1;
 }
 
 static int csv_never_space(unsigned char c)
@@ -886,6 +897,7 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
     r.path = path;
     r.limit = limit;
     r.line_no = 1;
+    r.record_line = 1;
     r.err = err;
     r.errsz = errsz;
 
@@ -894,7 +906,8 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
         set_err(err, errsz, "out of memory");
         return -1;
     }
-    if (csv_init(&parser, CSV_STRICT | CSV_STRICT_FINI) != 0) {
+    if (csv_init(&parser, CSV_STRICT | CSV_STRICT_FINI | CSV_REPALL_NL)
+        != 0) {
         set_err(err, errsz, "out of memory");
         load_dataset_free(ds);
         return -1;
@@ -931,8 +944,8 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
         first = 0;
         if (csv_parse(&parser, p, n, on_csv_field, on_csv_record, &r) != n) {
             if (!r.failed)
-                reader_fail(&r, "malformed CSV: %s",
-                            csv_strerror(csv_error(&parser)));
+                reader_fail_at(&r, r.line_no, "malformed CSV: %s",
+                               csv_strerror(csv_error(&parser)));
             break;
         }
         if (n > 0 && p[n - 1] == '\n')
@@ -947,8 +960,8 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
             r.failed = 1;
         } else if (csv_fini(&parser, on_csv_field, on_csv_record, &r) != 0
                    && !r.failed) {
-            reader_fail(&r, "malformed CSV: %s",
-                        csv_strerror(csv_error(&parser)));
+            /* the only csv_fini() failure under CSV_STRICT_FINI */
+            reader_fail(&r, "unterminated quoted field");
         }
     }
     if (!r.failed && !r.header_done) {
@@ -1064,8 +1077,16 @@ void load_problem_message(const char *body, char *out, size_t outsz)
 
     if (outsz == 0)
         return;
-    if (body != NULL)
-        s = trim_span(body, strlen(body), &n);
+    if (body != NULL) {
+        s = body;
+        n = strlen(body);
+        while (n > 0 && isspace((unsigned char)*s)) {
+            s++;
+            n--;
+        }
+        while (n > 0 && isspace((unsigned char)s[n - 1]))
+            n--;
+    }
     if (n == 0) {
         snprintf(out, outsz, "(empty reply)");
         return;
