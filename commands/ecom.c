@@ -163,6 +163,12 @@ int ecom_line_parse(const json_t *obj, const char *prefix, struct ecom_line *l, 
     if (json_string_length(v) > ECOM_MAX_SKU)
         return err_set(e, ERR_INVALID, "%ssku is %zu bytes long, more than %d", prefix,
                        json_string_length(v), ECOM_MAX_SKU);
+    for (const unsigned char *c = (const unsigned char *)json_string_value(v); *c; c++)
+        if (*c < 0x20 || *c == 0x7f || *c == '/')
+            return err_set(e, ERR_INVALID,
+                           "%ssku must not hold control characters or '/' (it is a path segment "
+                           "of /products/{sku})",
+                           prefix);
     l->sku = json_string_value(v);
 
     v = json_object_get(obj, "description");

@@ -107,6 +107,15 @@ static int replay_idempotent(PGconn *pg, struct disp_job *job, struct err *e)
     return 1;
 }
 
+/* Answers a command that failed with e: from its idempotency key when the
+ * key holds a reply (the failure was the retry of a success), else with e. */
+static void fail_command(PGconn *pg, struct disp_job *job, struct err *e)
+{
+    if (job->idempotency_key && replay_idempotent(pg, job, e))
+        return;
+    fail(job, e);
+}
+
 /* Loads the stream from the store and folds it into a new cache entry.
  * Returns NULL and sets e on a read error. */
 static struct sc_entry *load_state(PGconn *pg, const struct fn_command *fc, const char *stream_id,
@@ -150,9 +159,10 @@ static void fold_emitted(const struct fn_command *fc, struct sc_entry *ce,
  * conflict the cycle runs again from the store (bounded), unless the client
  * gave Expected-Version. A rejection decided on a cached state is checked
  * again on a state read from the store, so a stale cache never rejects.
- * An idempotency key is looked up only when needed: when decide rejects or the
- * stream already exists for a creating command (a replay of a success looks
- * like that), or when the store refuses the key as already used.
+ * An idempotency key is looked up only when needed: before any failure (the
+ * retry of a success fails on the state that success made: stream exists,
+ * version moved, cart checked out), and when the store refuses the key as
+ * already used.
  */
 static void run_command(struct disp_job *job, PGconn *pg)
 {
@@ -188,16 +198,14 @@ static void run_command(struct disp_job *job, PGconn *pg)
                         "could not append to stream \"%s\": version conflict (expected %" PRId64
                         ", found %" PRId64 ")",
                         stream_id, job->expected, version);
-            fail(job, &e);
+            fail_command(pg, job, &e);
             break;
         }
         if (fc->creates && version > 0) {
             sc_put(ce);
-            if (job->idempotency_key && replay_idempotent(pg, job, &e))
-                break;
             err_set(&e, ERR_CONFLICT, "%s \"%s\" already exists (stream \"%s\", version %" PRId64 ")",
                     fc->category, id, stream_id, version);
-            fail(job, &e);
+            fail_command(pg, job, &e);
             break;
         }
         struct fn_decision d;
@@ -215,9 +223,7 @@ static void run_command(struct disp_job *job, PGconn *pg)
                 sc_put(ce);
             else
                 sc_entry_free(ce);
-            if (job->idempotency_key && replay_idempotent(pg, job, &e))
-                break;
-            fail(job, &e);
+            fail_command(pg, job, &e);
             break;
         }
         if (d.n == 0) { /* nothing to record: reply with the current version */
@@ -277,7 +283,10 @@ static void run_command(struct disp_job *job, PGconn *pg)
             err_set(&e, ERR_CONFLICT,
                     "could not append to stream \"%s\": still conflicting after %d attempts",
                     stream_id, attempt);
-        fail(job, &e);
+        if (rc == ERR_CONFLICT)
+            fail_command(pg, job, &e);
+        else
+            fail(job, &e);
         break;
     }
     free(stream_id);

@@ -156,6 +156,11 @@ void fn_zadd(struct fn_batch *b, const char *key, int64_t score, const char *mem
     cmd(b, 4, (const char *[]){"ZADD", key, n, member});
 }
 
+void fn_zremrangebylex(struct fn_batch *b, const char *key, const char *min, const char *max)
+{
+    cmd(b, 4, (const char *[]){"ZREMRANGEBYLEX", key, min, max});
+}
+
 void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *member)
 {
     char n[24];

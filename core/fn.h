@@ -99,6 +99,9 @@ void fn_hdel(struct fn_batch *b, const char *key, const char *field);
 void fn_hincrby(struct fn_batch *b, const char *key, const char *field, int64_t by);
 void fn_sadd(struct fn_batch *b, const char *key, const char *member);
 void fn_zadd(struct fn_batch *b, const char *key, int64_t score, const char *member);
+/* Removes the members of a sorted set between min and max in lexical order
+ * (ZREMRANGEBYLEX syntax: "[a" inclusive, "(a" exclusive). */
+void fn_zremrangebylex(struct fn_batch *b, const char *key, const char *min, const char *max);
 /* Scores are doubles in Redis: exact for integers up to 2^53, used for
  * ordering only; exact figures live in hashes. */
 void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *member);

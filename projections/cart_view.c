@@ -7,12 +7,14 @@
  *   cart:<cart_id>:amount   hash sku -> amount in thousandths (sum of the lines)
  *   cart:<cart_id>:desc     hash sku -> description of the last line added
  *   cart:<cart_id>:price    hash sku -> unit price (thousandths) of the last line
+ *   cart:<cart_id>:prices   zset (all scores 0) of "<sku>\x1f<unit price>": the
+ *                           distinct prices of each sku's lines, by lexical range
  *
  * Invariants: units and total equal the sums of :qty and :amount; a sku is in
- * all four per-sku hashes or in none (ItemRemoved drops every line of the sku);
- * customer_id and country are absent for a guest or an unknown country. The
- * query shows a unit price only when quantity × price equals the amount, so a
- * sku added at two prices shows none rather than a wrong one.
+ * all per-sku hashes and :prices or in none (ItemRemoved drops every line of
+ * the sku); customer_id and country are absent for a guest or an unknown
+ * country. The query shows a unit price only when all of a sku's lines have
+ * one price (skus hold no control characters, so \x1f separates).
  */
 #include "projections/keys.h"
 
@@ -53,6 +55,10 @@ static void cart_view_apply(struct fn_batch *b, const struct fn_event *ev)
             snprintf(price, sizeof price, "%" PRId64, proj_money(d, "unit_price"));
             char *kq = proj_keyf("%s:qty", key), *ka = proj_keyf("%s:amount", key);
             char *kd = proj_keyf("%s:desc", key), *kp = proj_keyf("%s:price", key);
+            char *kl = proj_keyf("%s:prices", key), *m = proj_keyf("%s\x1f%s", sku, price);
+            fn_zadd(b, kl, 0, m);
+            free(kl);
+            free(m);
             fn_hincrby(b, kq, sku, qty);
             fn_hincrby(b, ka, sku, amount);
             fn_hset(b, kd, sku, desc ? desc : "");
@@ -69,6 +75,12 @@ static void cart_view_apply(struct fn_batch *b, const struct fn_event *ev)
         if (sku) {
             char *kq = proj_keyf("%s:qty", key), *ka = proj_keyf("%s:amount", key);
             char *kd = proj_keyf("%s:desc", key), *kp = proj_keyf("%s:price", key);
+            char *kl = proj_keyf("%s:prices", key), *lo = proj_keyf("[%s\x1f", sku);
+            char *hi = proj_keyf("(%s\x20", sku); /* every "<sku>\x1f..." sorts below */
+            fn_zremrangebylex(b, kl, lo, hi);
+            free(kl);
+            free(lo);
+            free(hi);
             fn_hdel(b, kq, sku);
             fn_hdel(b, ka, sku);
             fn_hdel(b, kd, sku);

@@ -11,8 +11,8 @@
  * cart.get: `{cart_id, status, customer_id|null, country|null, opened_at,
  * order_id|null, lines: [{sku, description, quantity, unit_price?, amount}],
  * units, total}`; lines sorted by sku (bytewise); money as decimal strings;
- * unit_price only when every line of the sku had the same price (quantity ×
- * last price == amount). Errors: ERR_INVALID (no cart_id), ERR_NOT_FOUND
+ * unit_price only when all lines of the sku have one price (the :prices set
+ * holds one member for it), so a sku added at several prices shows none. Errors: ERR_INVALID (no cart_id), ERR_NOT_FOUND
  * (`no cart "<id>"`), ERR_UNAVAILABLE, ERR_INTERNAL (malformed read model).
  * *out is a new reference owned by the caller.
  */
@@ -23,6 +23,7 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     struct query_hash h[NHASH];
     const char *id;
     json_t *o = NULL, *lines = NULL;
+    redisReply *prices = NULL;
     int rc;
 
     memset(h, 0, sizeof h);
@@ -38,6 +39,19 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
             rc = err_set(e, ERR_NOT_FOUND, "no cart \"%.200s\"", id);
             goto done;
         }
+    }
+
+    /* the distinct prices of each sku: members "<sku>\x1f<price>" */
+    char *pkey = query_key(PROJ_CART, PROJ_CART_V, "cart:", id, ":prices");
+    prices = fn_redis(q, "ZRANGE %s 0 -1", pkey);
+    free(pkey);
+    if (!prices) {
+        rc = err_set(e, ERR_UNAVAILABLE, "could not read cart \"%.200s\"", id);
+        goto done;
+    }
+    if (prices->type != REDIS_REPLY_ARRAY) {
+        rc = err_set(e, ERR_INTERNAL, "cart \"%.200s\" holds a malformed price set", id);
+        goto done;
     }
 
     o = json_object();
@@ -63,9 +77,14 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
         json_object_set_new(line, "sku", json_stringn(kv->field, kv->flen));
         json_object_set_new(line, "description", json_string(d ? d : ""));
         json_object_set_new(line, "quantity", json_integer((json_int_t)qty));
-        int64_t check;
-        if (p && !query_parse_i64(p, strlen(p), &price) &&
-            !__builtin_mul_overflow(price, qty, &check) && check == amount)
+        size_t nprices = 0;
+        for (size_t k = 0; k < prices->elements; k++) {
+            const redisReply *m = prices->element[k];
+            if (m->type == REDIS_REPLY_STRING && m->len > kv->flen &&
+                !memcmp(m->str, kv->field, kv->flen) && m->str[kv->flen] == '\x1f')
+                nprices++;
+        }
+        if (p && nprices == 1 && !query_parse_i64(p, strlen(p), &price))
             json_object_set_new(line, "unit_price", query_money(price));
         json_object_set_new(line, "amount", query_money(amount));
         json_array_append_new(lines, line);
@@ -84,6 +103,8 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     *out = o;
     o = NULL;
 done:
+    if (prices)
+        freeReplyObject(prices);
     json_decref(o);
     json_decref(lines);
     for (int i = 0; i < NHASH; i++)

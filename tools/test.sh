@@ -21,7 +21,8 @@ passed=0; failed=0; failures=()
 server=
 cleanup() {
   if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-    kill -TERM "$server"; wait "$server" 2>/dev/null
+    kill -TERM "$server"
+    for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
   fi
   bash tools/services.sh stop "$DIR" "$PGPORT" "$REDISPORT"
 }
@@ -38,9 +39,11 @@ run() { # name, command...
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
 
+export CQRSD_SERVER_PIDFILE="$PWD/$DIR/server.pid" CQRSD_SERVER_LOG="$PWD/$DIR/server.log"
 start_server() {
   "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
   server=$!
+  echo "$server" > "$CQRSD_SERVER_PIDFILE"
   for _ in $(seq 100); do
     curl -fsS -m 1 "$CQRSD_URL/healthz" >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -49,18 +52,16 @@ start_server() {
   tail -20 "$DIR/server.log" >&2
   return 1
 }
-export -f start_server 2>/dev/null || true
 
 for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "$t"; done
 for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "$t"; done
 
 if start_server; then
-  export CQRSD_SERVER_PID=$server
   for t in "$BUILD"/tests/http/* tests/http/*.sh; do
     [ -e "$t" ] || continue
     case "$t" in *.sh) run "http/$(basename "$t")" bash "$t" ;; *) [ -x "$t" ] && run "http/$(basename "$t")" "$t" ;; esac
-    # a test may restart the server (crash tests): follow it
-    if [ -f "$DIR/server.pid" ]; then server=$(cat "$DIR/server.pid"); fi
+    # a test may kill and restart the server (crash tests): follow it
+    server=$(cat "$CQRSD_SERVER_PIDFILE")
   done
 else
   failed=$((failed + 1)); failures+=("server start")

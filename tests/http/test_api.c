@@ -7,10 +7,14 @@
  *   protocol_errors       404 405 415 400 413 ... and the same easy handle
  *                         (keep-alive) still serving a good request afterwards
  *   keepalive_*           the connection itself survives a bodiless 404/405
- *   expected_version_*    Expected-Version parsing edge
- *   idempotency           Idempotency-Key replays, byte-identical
+ *   expected_version_*    Expected-Version forms, and one beyond int64 (400)
+ *   cart_unit_price_*     a sku's lines at different prices show no unit_price
+ *   idempotency           Idempotency-Key replays, byte-identical, also 5 at once
+ *   idempotent_retry_*    a retry with Idempotency-Key and Expected-Version
+ *                         gets the stored reply, not 409
  *   concurrency           curl multi: 20 adds on one cart, 10 racing adds
- *                         with Expected-Version, 20 carts at once
+ *                         with Expected-Version, racing open/checkout/pay on
+ *                         one id, 20 carts at once
  *   occurred_at           client times kept (with their offset) and counted on
  *                         the business day they happened
  *
@@ -1035,6 +1039,21 @@ static void rules(void **state)
     PROBLEM(GET(fmt("/carts/%s", nocart)), 404, "no cart");
     PROBLEM(GET(fmt("/streams/cart-%s", nocart)), 404, "no stream");
 
+    /* removing a sku removes all its lines; a cart emptied again cannot check out */
+    const char *c3 = fmt("r3-%s", tok);
+    CMD(POST("/carts", fmt("{\"cart_id\":\"%s\"}", c3)), 201, cart_stream(c3), 1,
+        PACK("{s:s}", "cart_id", c3));
+    for (int i = 0; i < 2; i++)
+        CMD(POST(fmt("/carts/%s/items", c3),
+                 fmt("{\"sku\":\"%s\",\"quantity\":%d,\"unit_price\":\"2.00\"}", B, i + 1)),
+            200, cart_stream(c3), i + 2, NULL);
+    CMD(DEL(fmt("/carts/%s/items/%s", c3, B)), 200, cart_stream(c3), 4, NULL);
+    json_t *c3ev = EVENTS(cart_stream(c3), "CartOpened", "ItemAdded", "ItemAdded", "ItemRemoved");
+    assert_int_equal(JINT(ev_data(c3ev, 4), "quantity"), 3);
+    assert_string_equal(JSTR(ev_data(c3ev, 4), "amount"), "6.00");
+    PROBLEM(DEL(fmt("/carts/%s/items/%s", c3, B)), 404, "has no item");
+    PROBLEM(POST(fmt("/carts/%s/checkout", c3), "{}"), 422, "empty");
+
     /* checked out: no more changes */
     CMD(POST(items1, fmt("{\"sku\":\"%s\",\"description\":\"Green pot\",\"quantity\":2,"
                          "\"unit_price\":\"4.00\"}", A)),
@@ -1230,6 +1249,29 @@ static void protocol_errors(void **state)
             413, "over the limit");
     GOOD_AFTER(h, 0);
 
+    /* exactly the limit is accepted, one byte more is not (both framings) */
+    size_t lim = 1u << 20;
+    for (int chunked = 0; chunked < 2; chunked++) {
+        const char *id = fmt("lim%d-%s", chunked, tok);
+        char *head = fmt("{\"cart_id\":\"%s\"", id);
+        char *exact = gc_add(GC_MEM, malloc(lim + 1));
+        if (!exact)
+            abort();
+        memset(exact, ' ', lim + 1);
+        memcpy(exact, head, strlen(head));
+        exact[lim - 1] = '}';
+        CMD(SEND(h, .method = "POST", .path = "/carts", .body = exact, .body_len = lim,
+                 .chunked = chunked),
+            201, cart_stream(id), 1, PACK("{s:s}", "cart_id", id));
+        GOOD_AFTER(h, 0);
+        exact[lim - 1] = ' ';
+        exact[lim] = '}';
+        PROBLEM(SEND(h, .method = "POST", .path = "/carts", .body = exact, .body_len = lim + 1,
+                     .chunked = chunked),
+                413, "over the limit");
+        GOOD_AFTER(h, 0);
+    }
+
     /* malformed bodies and headers: the body is read, keep-alive kept */
     PROBLEM(SEND(h, .method = "POST", .path = "/carts", .body = "{\"cart_id\":"), 400,
             "malformed JSON");
@@ -1253,6 +1295,11 @@ static void protocol_errors(void **state)
     char key[301];
     memset(key, 'k', 300);
     key[300] = '\0';
+    PROBLEM(SEND(h, .method = "POST", .path = items, .body = item,
+                 .headers = {fmt("Idempotency-Key: %s", key)}),
+            400, "Idempotency-Key");
+    GOOD_AFTER(h, 1);
+    key[256] = '\0';
     PROBLEM(SEND(h, .method = "POST", .path = items, .body = item,
                  .headers = {fmt("Idempotency-Key: %s", key)}),
             400, "Idempotency-Key");
@@ -1290,7 +1337,7 @@ static void protocol_errors(void **state)
     /* none of the refused requests appended anything */
     EVENTS(cart_stream(cart), "CartOpened");
 
-    /* a +json media type and a charset are JSON too */
+    /* a +json media type and a charset are JSON too; a 255-byte key is fine */
     CMD(SEND(h, .method = "POST", .path = items, .body = item,
              .content_type = "application/json; charset=utf-8"),
         200, cart_stream(cart), 2, NULL);
@@ -1299,6 +1346,14 @@ static void protocol_errors(void **state)
              .body = "{\"sku\":\"Q\",\"quantity\":1,\"unit_price\":\"1.00\"}",
              .content_type = "application/vnd.cqrsd+json"),
         200, cart_stream(cart), 3, NULL);
+    GOOD_AFTER(h, 1);
+    memset(key, 'k', 255);
+    memcpy(key, tok, strlen(tok));
+    key[255] = '\0';
+    CMD(SEND(h, .method = "POST", .path = items,
+             .body = "{\"sku\":\"R\",\"quantity\":1,\"unit_price\":\"1.00\"}",
+             .headers = {fmt("Idempotency-Key: %s", key)}),
+        200, cart_stream(cart), 4, NULL);
     curl_easy_cleanup(h);
 }
 
@@ -1358,6 +1413,34 @@ static void expected_version_out_of_range(void **state)
     PROBLEM(SEND(shared, .method = "POST", .path = items, .body = item,
                  .headers = {"Expected-Version: 99999999999999999999"}),
             400, "Expected-Version");
+}
+
+/* GET /carts/{id} shows a line's unit_price only when every line of the sku
+ * had that price (queries/cart.c). Lines at 1.00, 3.00 and 2.00 have no
+ * single price, even though 3 x 2.00 happens to equal their amount 6.00. */
+static void cart_unit_price_of_mixed_lines(void **state)
+{
+    (void)state;
+    const char *cart = fmt("mp-%s", tok), *cs = cart_stream(cart);
+    CMD(POST("/carts", fmt("{\"cart_id\":\"%s\"}", cart)), 201, cs, 1, PACK("{s:s}", "cart_id", cart));
+    const char *prices[] = {"1.00", "3.00", "2.00"};
+    const char *p = NULL;
+    for (int i = 0; i < 3; i++)
+        p = CMD(POST(fmt("/carts/%s/items", cart),
+                     fmt("{\"sku\":\"S\",\"quantity\":1,\"unit_price\":\"%s\"}", prices[i])),
+                200, cs, i + 2, NULL);
+    /* two lines of one sku at 1.00 and 2.00: no unit_price (3 x 2.00 != 3.00) */
+    CMD(POST(fmt("/carts/%s/items", cart), "{\"sku\":\"T\",\"quantity\":1,\"unit_price\":\"1.00\"}"),
+        200, cs, 5, NULL);
+    p = CMD(POST(fmt("/carts/%s/items", cart),
+                 "{\"sku\":\"T\",\"quantity\":2,\"unit_price\":\"2.00\"}"),
+            200, cs, 6, NULL);
+    WAIT(p);
+    json_t *j = OK(GET(fmt("/carts/%s", cart)), 200);
+    EQUAL(JGET(j, "lines"),
+          PACK("[{s:s, s:s, s:i, s:s}, {s:s, s:s, s:i, s:s}]", "sku", "S", "description", "",
+               "quantity", 3, "amount", "6.00", "sku", "T", "description", "", "quantity", 3,
+               "amount", "5.00"));
 }
 
 /* ---------- 4. idempotency ---------- */
@@ -1444,6 +1527,38 @@ static void idempotency(void **state)
     EVENTS(cart_stream(cart2), "CartOpened", "ItemAdded");
 }
 
+/* A client that sends Expected-Version and an Idempotency-Key and retries
+ * after a lost reply must get the stored reply, not a version conflict: the
+ * key identifies the command, which already ran at that version. */
+static void idempotent_retry_with_expected_version(void **state)
+{
+    (void)state;
+    const char *cart = fmt("iv-%s", tok), *cs = cart_stream(cart);
+    const char *open = fmt("{\"cart_id\":\"%s\"}", cart);
+    const char *ko = fmt("Idempotency-Key: iv-open-%s", tok);
+    struct resp *a = SEND(shared, .method = "POST", .path = "/carts", .body = open,
+                          .headers = {ko, "Expected-Version: no-stream"});
+    CMD(a, 201, cs, 1, PACK("{s:s}", "cart_id", cart));
+    struct resp *b = SEND(shared, .method = "POST", .path = "/carts", .body = open,
+                          .headers = {ko, "Expected-Version: no-stream"});
+    if (b->status != 201 || b->len != a->len || memcmp(b->body, a->body, a->len))
+        fail_msg("retry of POST /carts (Idempotency-Key, Expected-Version: no-stream) answered "
+                 "%ld %s, want the stored 201 %s", b->status, b->body ? b->body : "", a->body);
+
+    const char *item = "{\"sku\":\"V\",\"quantity\":1,\"unit_price\":\"1.00\"}";
+    const char *ka = fmt("Idempotency-Key: iv-add-%s", tok);
+    const char *items = fmt("/carts/%s/items", cart);
+    a = SEND(shared, .method = "POST", .path = items, .body = item,
+             .headers = {ka, "Expected-Version: 1"});
+    CMD(a, 200, cs, 2, NULL);
+    b = SEND(shared, .method = "POST", .path = items, .body = item,
+             .headers = {ka, "Expected-Version: 1"});
+    if (b->status != 200 || b->len != a->len || memcmp(b->body, a->body, a->len))
+        fail_msg("retry of POST %s (Idempotency-Key, Expected-Version: 1) answered %ld %s, want "
+                 "the stored 200 %s", items, b->status, b->body ? b->body : "", a->body);
+    EVENTS(cs, "CartOpened", "ItemAdded");
+}
+
 /* ---------- 5. concurrency ---------- */
 
 static void concurrency(void **state)
@@ -1522,6 +1637,62 @@ static void concurrency(void **state)
     assert_int_equal(json_array_size(JGET(j, "lines")), 21);
     assert_int_equal(JINT(j, "units"), 211);
     assert_string_equal(JSTR(j, "total"), "212.00");
+
+    /* races on one id: 10 opens -> one 201; 6 checkouts -> one 200; 6 payments -> one 200 */
+    const char *rc_id = fmt("k3-%s", tok);
+    struct rq qr[10];
+    struct resp *rr[10];
+    for (int i = 0; i < 10; i++)
+        qr[i] = (struct rq){.method = "POST", .path = "/carts",
+                            .body = fmt("{\"cart_id\":\"%s\"}", rc_id)};
+    parallel(10, qr, rr);
+    int wins = 0;
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(rr[i]->rc, CURLE_OK);
+        if (rr[i]->status == 201) {
+            CMD(rr[i], 201, cart_stream(rc_id), 1, PACK("{s:s}", "cart_id", rc_id));
+            wins++;
+        } else {
+            PROBLEM(rr[i], 409, "already exists");
+        }
+    }
+    assert_int_equal(wins, 1);
+    CMD(POST(fmt("/carts/%s/items", rc_id), "{\"sku\":\"R\",\"quantity\":3,\"unit_price\":\"1.10\"}"),
+        200, cart_stream(rc_id), 2, NULL);
+    for (int i = 0; i < 6; i++)
+        qr[i] = (struct rq){.method = "POST", .path = fmt("/carts/%s/checkout", rc_id)};
+    parallel(6, qr, rr);
+    wins = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(rr[i]->rc, CURLE_OK);
+        if (rr[i]->status == 200) {
+            CMD(rr[i], 200, cart_stream(rc_id), 3,
+                PACK("{s:s, s:s, s:[{s:s, s:i}, {s:s, s:i}]}", "order_id", rc_id, "total", "3.30",
+                     "streams", "stream", cart_stream(rc_id), "version", 3, "stream",
+                     order_stream(rc_id), "version", 1));
+            wins++;
+        } else {
+            PROBLEM(rr[i], 422, "already checked out");
+        }
+    }
+    assert_int_equal(wins, 1);
+    for (int i = 0; i < 6; i++)
+        qr[i] = (struct rq){.method = "POST", .path = fmt("/orders/%s/payments", rc_id),
+                            .body = "{\"amount\":\"3.30\"}"};
+    parallel(6, qr, rr);
+    wins = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(rr[i]->rc, CURLE_OK);
+        if (rr[i]->status == 200) {
+            CMD(rr[i], 200, order_stream(rc_id), 2, NULL);
+            wins++;
+        } else {
+            PROBLEM(rr[i], 422, "already paid");
+        }
+    }
+    assert_int_equal(wins, 1);
+    EVENTS(cart_stream(rc_id), "CartOpened", "ItemAdded", "CartCheckedOut");
+    EVENTS(order_stream(rc_id), "OrderPlaced", "OrderPaid");
 
     /* 20 carts at once, then 20 adds at once on them */
     struct rq qo[20];
@@ -1644,12 +1815,18 @@ static void occurred_at(void **state)
                              fmt("%sT23:30:00+00:00", sj), "4.00");
 
     WAIT(p);
-    DAY_DIFF(a2011, DAILY(d2011, d2011), .orders = 1, .units = 3, .revenue = 6300);
-    DAY_DIFF(ax, DAILY(dx, dx), .orders = 2, .units = 2, .revenue = 10000, .returns = 1,
-             .returns_value = 5000);
-    DAY_DIFF(aj, DAILY(dj, dj + 1), .orders = 1, .units = 1, .revenue = 4000);
-    DAY_DIFF(aj0, DAILY(dj, dj), .orders = 0);
-    DAY_DIFF(aj1, DAILY(dj + 1, dj + 1), .orders = 1, .units = 1, .revenue = 4000);
+    /* the expected days assume the default business time zone */
+    const char *tz = getenv("CQRSD_TIMEZONE");
+    if (tz && *tz && strcmp(tz, "Europe/London")) {
+        print_message("CQRSD_TIMEZONE is %s, not Europe/London: business days not checked\n", tz);
+    } else {
+        DAY_DIFF(a2011, DAILY(d2011, d2011), .orders = 1, .units = 3, .revenue = 6300);
+        DAY_DIFF(ax, DAILY(dx, dx), .orders = 2, .units = 2, .revenue = 10000, .returns = 1,
+                 .returns_value = 5000);
+        DAY_DIFF(aj, DAILY(dj, dj + 1), .orders = 1, .units = 1, .revenue = 4000);
+        DAY_DIFF(aj0, DAILY(dj, dj), .orders = 0);
+        DAY_DIFF(aj1, DAILY(dj + 1, dj + 1), .orders = 1, .units = 1, .revenue = 4000);
+    }
 
     json_t *j = OK(GET(fmt("/orders/%s", o2011)), 200);
     assert_string_equal(JSTR(j, "placed_at"), "2011-12-09T12:50:00+00:00");
@@ -1685,7 +1862,9 @@ int main(void)
         cmocka_unit_test_teardown(protocol_errors, test_teardown),
         cmocka_unit_test_teardown(keepalive_after_bodiless_404_405, test_teardown),
         cmocka_unit_test_teardown(expected_version_out_of_range, test_teardown),
+        cmocka_unit_test_teardown(cart_unit_price_of_mixed_lines, test_teardown),
         cmocka_unit_test_teardown(idempotency, test_teardown),
+        cmocka_unit_test_teardown(idempotent_retry_with_expected_version, test_teardown),
         cmocka_unit_test_teardown(concurrency, test_teardown),
         cmocka_unit_test_teardown(occurred_at, test_teardown),
     };

@@ -72,8 +72,9 @@ int load_tz_init(char *err, size_t errsz);
 
 /*
  * Converts a UK local time "YYYY-MM-DD HH:MM:SS" (or "YYYY-MM-DD HH:MM";
- * surrounding spaces ignored) to RFC 3339 with the UK offset of that
- * instant, e.g. "2011-06-01 10:00:00" -> "2011-06-01T10:00:00+01:00".
+ * a 'T' may replace the space; surrounding spaces ignored) to RFC 3339
+ * with the UK offset of that instant, e.g. "2011-06-01 10:00:00" ->
+ * "2011-06-01T10:00:00+01:00".
  * out needs outsz >= LOAD_RFC3339_LEN + 1. Needs load_tz_init() first.
  * Fails on a malformed date, an impossible date, or a local time skipped by
  * the spring-forward change (01:00-01:59 on the last Sunday of March). A
@@ -173,7 +174,8 @@ void load_dataset_free(struct load_dataset *ds);
 
 /* POST /carts: cart_id, customer_id (or null), country, occurred_at. */
 json_t *load_body_cart_open(const struct load_invoice *inv);
-/* POST /carts/{id}/items: sku, description, quantity, unit_price, occurred_at. */
+/* POST /carts/{id}/items: sku, description, quantity, unit_price,
+ * occurred_at. */
 json_t *load_body_cart_item(const struct load_line *line);
 /* POST /carts/{id}/checkout: occurred_at of the invoice's first line. */
 json_t *load_body_checkout(const struct load_invoice *inv);

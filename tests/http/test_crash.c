@@ -1,0 +1,482 @@
+/* tests/http/test_crash.c — a server killed with SIGKILL loses nothing.
+ *
+ * Rounds (CQRSD_CRASH_ROUNDS, default 3), each:
+ *  1. commands: 4 client threads open carts, add items and check out, as
+ *     fast as they can; the server is SIGKILLed after a random 150-650 ms;
+ *  2. or (every other round) the read models are reset to zero and the
+ *     server is SIGKILLed while its projections are catching up;
+ * then the server is started again and the test checks that every
+ * acknowledged command's event is stored exactly once, that no command is
+ * half-stored (a checkout's cart event without its order's first event, or
+ * the reverse), that stream versions are dense, and that the read models,
+ * once caught up, equal a rebuild of every projection from the first event.
+ *
+ * Runs under tools/test.sh: CQRSD_URL, CQRSD_BIN, CQRSD_SERVER_PIDFILE,
+ * CQRSD_SERVER_LOG, DATABASE_URL, REDIS_URL.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/es.h"
+#include "core/fn_int.h"
+#include "core/proj.h"
+#include "core/rm.h"
+#include "core/rtime.h"
+#include "core/util.h"
+
+#define THREADS 4
+#define MAX_CARTS 4000
+#define ITEMS 3
+
+static const char *url, *bin, *pidfile, *logfile;
+static char run_id[9];
+
+/* ---------- HTTP ---------- */
+
+struct buf {
+    char *p;
+    size_t n;
+};
+
+static size_t collect(char *d, size_t s, size_t n, void *u)
+{
+    struct buf *b = u;
+    b->p = xrealloc(b->p, b->n + s * n + 1);
+    memcpy(b->p + b->n, d, s * n);
+    b->n += s * n;
+    b->p[b->n] = '\0';
+    return s * n;
+}
+
+/* Returns the HTTP status (0 on a transport error); *out gets the parsed body. */
+static long http(CURL *c, const char *method, const char *path, const char *body, json_t **out)
+{
+    char *u = xasprintf("%s%s", url, path);
+    struct buf b = {0};
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, u);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (out)
+        *out = b.p ? json_loads(b.p, 0, NULL) : NULL;
+    free(b.p);
+    free(u);
+    curl_slist_free_all(h);
+    return status;
+}
+
+/* ---------- the server ---------- */
+
+static pid_t server_pid(void)
+{
+    FILE *f = fopen(pidfile, "r");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return (pid_t)pid;
+}
+
+static void wait_healthy(void)
+{
+    CURL *c = curl_easy_init();
+    for (int i = 0; i < 200; i++) {
+        if (http(c, "GET", "/healthz", NULL, NULL) == 200) {
+            curl_easy_cleanup(c);
+            return;
+        }
+        usleep(50000);
+    }
+    curl_easy_cleanup(c);
+    fail_msg("server did not answer /healthz within 10 s");
+}
+
+static void kill_server(void)
+{
+    pid_t pid = server_pid();
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) {
+        waitpid(pid, NULL, WNOHANG); /* reaps it when it is our child */
+        usleep(20000);
+    }
+    assert_int_not_equal(kill(pid, 0), 0);
+}
+
+static void start_server(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setsid(); /* not in the test's process group */
+        FILE *lf = freopen(logfile, "a", stderr);
+        (void)lf;
+        execl(bin, bin, "serve", (char *)NULL);
+        _exit(127);
+    }
+    FILE *f = fopen(pidfile, "w");
+    assert_non_null(f);
+    fprintf(f, "%ld\n", (long)pid);
+    fclose(f);
+    wait_healthy();
+}
+
+/* Waits until every projection's checkpoint reached the head position. */
+static void wait_caught_up(void)
+{
+    CURL *c = curl_easy_init();
+    for (int i = 0; i < 1200; i++) {
+        json_t *h = NULL;
+        if (http(c, "GET", "/healthz", NULL, &h) == 200 && h) {
+            json_t *p;
+            size_t k;
+            int all = 1;
+            json_array_foreach(json_object_get(h, "projections"), k, p)
+                all &= json_is_true(json_object_get(p, "caught_up"));
+            json_decref(h);
+            if (all) {
+                curl_easy_cleanup(c);
+                return;
+            }
+        } else {
+            json_decref(h);
+        }
+        usleep(50000);
+    }
+    curl_easy_cleanup(c);
+    fail_msg("projections did not catch up within 60 s");
+}
+
+/* ---------- load ---------- */
+
+struct cart {
+    char id[48];
+    int acked_open, acked_items[ITEMS], acked_checkout;
+};
+
+static struct cart carts[MAX_CARTS];
+static int ncarts;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile int stop_load;
+
+static void *client(void *arg)
+{
+    (void)arg;
+    CURL *c = curl_easy_init();
+    while (!stop_load) {
+        pthread_mutex_lock(&mu);
+        if (ncarts == MAX_CARTS) {
+            pthread_mutex_unlock(&mu);
+            break;
+        }
+        struct cart *ct = &carts[ncarts++];
+        snprintf(ct->id, sizeof ct->id, "crash%s-%d", run_id, ncarts);
+        pthread_mutex_unlock(&mu);
+        char body[200], path[120];
+        snprintf(body, sizeof body, "{\"cart_id\":\"%.47s\",\"customer_id\":\"crash%s\"}", ct->id, run_id);
+        ct->acked_open = http(c, "POST", "/carts", body, NULL) == 201;
+        if (!ct->acked_open)
+            continue;
+        snprintf(path, sizeof path, "/carts/%.47s/items", ct->id);
+        for (int i = 0; i < ITEMS && !stop_load; i++) {
+            snprintf(body, sizeof body,
+                     "{\"sku\":\"crash-sku-%d\",\"quantity\":%d,\"unit_price\":\"0.%03d\"}", i,
+                     i + 1, 100 + i);
+            ct->acked_items[i] = http(c, "POST", path, body, NULL) == 200;
+        }
+        snprintf(path, sizeof path, "/carts/%.47s/checkout", ct->id);
+        ct->acked_checkout = http(c, "POST", path, "{}", NULL) == 200;
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* Checks every cart begun so far against the event store. */
+static void check_stored(void)
+{
+    CURL *c = curl_easy_init();
+    int acked = 0;
+    for (int n = 0; n < ncarts; n++) {
+        struct cart *ct = &carts[n];
+        char path[120];
+        json_t *s = NULL;
+        snprintf(path, sizeof path, "/streams/cart-%.47s", ct->id);
+        long st = http(c, "GET", path, NULL, &s);
+        if (st == 404) {
+            if (ct->acked_open)
+                fail_msg("cart %s: open was acknowledged but the stream is missing", ct->id);
+            json_decref(s);
+            continue;
+        }
+        assert_int_equal(st, 200);
+        json_t *evs = json_object_get(s, "events"), *ev;
+        size_t i;
+        int items[ITEMS] = {0}, checkout = 0;
+        json_array_foreach(evs, i, ev)
+        {
+            if (json_integer_value(json_object_get(ev, "version")) != (json_int_t)i + 1)
+                fail_msg("cart %s: versions are not dense at index %zu", ct->id, i);
+            const char *type = json_string_value(json_object_get(ev, "type"));
+            if (!strcmp(type, "ItemAdded")) {
+                const char *sku = json_string_value(json_object_get(json_object_get(ev, "data"), "sku"));
+                int k = atoi(sku + strlen("crash-sku-"));
+                assert_true(k >= 0 && k < ITEMS);
+                items[k]++;
+            } else if (!strcmp(type, "CartCheckedOut")) {
+                checkout++;
+            }
+        }
+        for (int k = 0; k < ITEMS; k++) {
+            if (items[k] > 1)
+                fail_msg("cart %s: item %d stored %d times", ct->id, k, items[k]);
+            if (ct->acked_items[k] && items[k] != 1)
+                fail_msg("cart %s: acknowledged item %d is not stored", ct->id, k);
+            acked += ct->acked_items[k];
+        }
+        if (checkout > 1 || (ct->acked_checkout && checkout != 1))
+            fail_msg("cart %s: checkout stored %d times (acknowledged: %d)", ct->id, checkout,
+                     ct->acked_checkout);
+        json_decref(s);
+        /* atomic checkout: the order stream exists exactly when the cart was checked out */
+        snprintf(path, sizeof path, "/streams/order-%.47s", ct->id);
+        st = http(c, "GET", path, NULL, &s);
+        if ((st == 200) != (checkout == 1))
+            fail_msg("cart %s: checkout half-stored (cart checked out: %d, order stream: %ld)",
+                     ct->id, checkout, st);
+        json_decref(s);
+    }
+    curl_easy_cleanup(c);
+    print_message("checked %d carts, %d acknowledged item commands stored exactly once\n", ncarts,
+                  acked);
+}
+
+/* ---------- read models ---------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void append_reply(char **out, size_t *len, redisReply *r)
+{
+    /* sorted members: hash fields/values as "f=v", sets and zsets as members */
+    char **items = NULL;
+    size_t n = 0;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_INTEGER) {
+        items = xmalloc(sizeof *items);
+        items[n++] = r->type == REDIS_REPLY_STRING ? xstrdup(r->str) : xasprintf("%lld", r->integer);
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        items = xcalloc(r->elements + 1, sizeof *items);
+        for (size_t i = 0; i + 1 < r->elements + 1 && i < r->elements; i += 2) {
+            if (i + 1 < r->elements)
+                items[n++] = xasprintf("%s=%s", r->element[i]->str, r->element[i + 1]->str);
+            else
+                items[n++] = xstrdup(r->element[i]->str);
+        }
+    }
+    qsort(items, n, sizeof *items, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(items[i]);
+        *out = xrealloc(*out, *len + l + 2);
+        memcpy(*out + *len, items[i], l);
+        *len += l;
+        (*out)[(*len)++] = '|';
+        (*out)[*len] = '\0';
+        free(items[i]);
+    }
+    free(items);
+}
+
+/* A canonical text of every key of every projection: sorted keys, each with
+ * its type and sorted contents. Caller frees. */
+static char *dump(redisContext *rc)
+{
+    char **keys = NULL;
+    size_t nk = 0;
+    for (size_t p = 0; fn_projections[p]; p++) {
+        char cursor[32] = "0";
+        char *pattern = xasprintf("%s:v%d:*", fn_projections[p]->name, fn_projections[p]->version);
+        do {
+            redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+            assert_non_null(r);
+            assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+            snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+            redisReply *ks = r->element[1];
+            keys = xrealloc(keys, (nk + ks->elements + 1) * sizeof *keys);
+            for (size_t i = 0; i < ks->elements; i++)
+                keys[nk++] = xstrdup(ks->element[i]->str);
+            freeReplyObject(r);
+        } while (strcmp(cursor, "0"));
+        free(pattern);
+    }
+    qsort(keys, nk, sizeof *keys, cmp_str);
+    char *out = xstrdup("");
+    size_t len = 0;
+    for (size_t i = 0; i < nk; i++) {
+        if (i && !strcmp(keys[i], keys[i - 1]))
+            continue; /* SCAN may return a key twice */
+        redisReply *t = redisCommand(rc, "TYPE %s", keys[i]);
+        const char *cmd = !strcmp(t->str, "hash")  ? "HGETALL %s"
+                          : !strcmp(t->str, "set") ? "SMEMBERS %s"
+                          : !strcmp(t->str, "zset") ? "ZRANGE %s 0 -1 WITHSCORES"
+                                                    : "GET %s";
+        char *head = xasprintf("\n%s (%s): ", keys[i], t->str);
+        size_t hl = strlen(head);
+        out = xrealloc(out, len + hl + 1);
+        memcpy(out + len, head, hl + 1);
+        len += hl;
+        free(head);
+        freeReplyObject(t);
+        redisReply *r = redisCommand(rc, cmd, keys[i]);
+        assert_non_null(r);
+        append_reply(&out, &len, r);
+        freeReplyObject(r);
+        free(keys[i]);
+    }
+    free(keys);
+    return out;
+}
+
+static void compare_with_rebuild(void)
+{
+    struct err e = {0};
+    wait_caught_up();
+    redisContext *rc = rm_connect(getenv("REDIS_URL"), 10000, &e);
+    assert_non_null(rc);
+    char *live = dump(rc);
+    /* rebuild every projection from the first event, here, while the server
+     * runs too: the checkpoint check keeps the two runners from doubling */
+    PGconn *pg = es_connect(getenv("DATABASE_URL"), &e);
+    assert_non_null(pg);
+    for (size_t p = 0; fn_projections[p]; p++)
+        assert_int_equal(rm_reset(rc, fn_projections[p]->name, fn_projections[p]->version, NULL, &e), 0);
+    int rcode = proj_catch_up(pg, rc, &e);
+    if (rcode)
+        fail_msg("rebuild failed: %s", e.msg);
+    wait_caught_up();
+    char *rebuilt = dump(rc);
+    if (strcmp(live, rebuilt)) {
+        char *lp = xasprintf("%s.live.txt", logfile), *rp = xasprintf("%s.rebuilt.txt", logfile);
+        FILE *f = fopen(lp, "w");
+        if (f) {
+            fputs(live, f);
+            fclose(f);
+        }
+        if ((f = fopen(rp, "w"))) {
+            fputs(rebuilt, f);
+            fclose(f);
+        }
+        print_message("dumps written to %s and %s\n", lp, rp);
+        free(lp);
+        free(rp);
+        size_t i = 0;
+        while (live[i] && live[i] == rebuilt[i])
+            i++;
+        size_t from = i > 200 ? i - 200 : 0;
+        fail_msg("read models differ from a rebuild near:\nlive:    %.400s\nrebuilt: %.400s",
+                 live + from, rebuilt + from);
+    }
+    print_message("read models equal a rebuild from zero (%zu bytes of dump)\n", strlen(live));
+    free(live);
+    free(rebuilt);
+    PQfinish(pg);
+    redisFree(rc);
+}
+
+static unsigned rnd(unsigned n)
+{
+    return (unsigned)rand() % n;
+}
+
+static void kill_during_commands(void)
+{
+    stop_load = 0;
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, client, NULL);
+    usleep((150 + rnd(500)) * 1000);
+    kill_server();
+    stop_load = 1;
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    start_server();
+    check_stored();
+}
+
+static void kill_during_catch_up(void)
+{
+    struct err e = {0};
+    redisContext *rc = rm_connect(getenv("REDIS_URL"), 10000, &e);
+    assert_non_null(rc);
+    for (size_t p = 0; fn_projections[p]; p++)
+        assert_int_equal(rm_reset(rc, fn_projections[p]->name, fn_projections[p]->version, NULL, &e), 0);
+    redisFree(rc);
+    usleep((50 + rnd(300)) * 1000); /* the server's runner is replaying now */
+    kill_server();
+    start_server();
+}
+
+static void sigkill_loses_nothing(void **st)
+{
+    (void)st;
+    const char *r = getenv("CQRSD_CRASH_ROUNDS");
+    int rounds = r ? atoi(r) : 3;
+    for (int i = 0; i < rounds; i++) {
+        print_message("round %d: kill -9 during %s\n", i + 1,
+                      i % 2 ? "projection catch-up" : "commands");
+        if (i % 2)
+            kill_during_catch_up();
+        else
+            kill_during_commands();
+        compare_with_rebuild();
+    }
+}
+
+int main(void)
+{
+    url = getenv("CQRSD_URL");
+    bin = getenv("CQRSD_BIN");
+    pidfile = getenv("CQRSD_SERVER_PIDFILE");
+    logfile = getenv("CQRSD_SERVER_LOG");
+    if (!url || !bin || !pidfile || !logfile || !getenv("DATABASE_URL") || !getenv("REDIS_URL")) {
+        fprintf(stderr, "test_crash: needs CQRSD_URL, CQRSD_BIN, CQRSD_SERVER_PIDFILE, "
+                        "CQRSD_SERVER_LOG, DATABASE_URL, REDIS_URL (run it with make test)\n");
+        return 1;
+    }
+    char u[37];
+    util_uuid4(u);
+    snprintf(run_id, sizeof run_id, "%.8s", u);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    rtime_init(); /* the rebuild here must see business days as the server does */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(sigkill_loses_nothing)};
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
