@@ -88,9 +88,9 @@ static void fold_item_added(struct cart_state *s, const struct fn_event *ev)
     const json_t *qty = json_object_get(ev->data, "quantity");
     struct cart_line l = {0};
     if (!json_is_string(sku) || !json_is_integer(qty) ||
-        ecom_money_parse_wide(json_string_value(json_object_get(ev->data, "unit_price")),
+        money_parse_wide(json_string_value(json_object_get(ev->data, "unit_price")),
                               &l.unit_price, NULL) ||
-        ecom_money_parse_wide(json_string_value(json_object_get(ev->data, "amount")), &l.amount,
+        money_parse_wide(json_string_value(json_object_get(ev->data, "amount")), &l.amount,
                               NULL)) {
         mark_bad(s, ev);
         return;

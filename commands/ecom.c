@@ -88,49 +88,6 @@ int ecom_opt_string(const json_t *cmd, const char *field, json_t **out, struct e
     return 0;
 }
 
-int ecom_money_parse_wide(const char *s, int64_t *out, struct err *e)
-{
-    const char *p = s;
-    int neg = 0;
-    if (!s || !*s)
-        return err_set(e, ERR_INVALID, "amount is empty");
-    if (*p == '-') {
-        neg = 1;
-        p++;
-    }
-    if (*p < '0' || *p > '9')
-        return err_set(e, ERR_INVALID, "amount \"%.40s\" is not a decimal number", s);
-    int64_t v = 0;
-    int too_large = 0;
-    while (*p >= '0' && *p <= '9') {
-        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
-            too_large = 1;
-        p++;
-    }
-    int fdigits = 0;
-    int64_t frac = 0;
-    if (*p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            if (++fdigits > 3)
-                return err_set(e, ERR_INVALID,
-                               "amount \"%.40s\" has more than 3 fractional digits", s);
-            frac = frac * 10 + (*p - '0');
-            p++;
-        }
-        if (fdigits == 0)
-            return err_set(e, ERR_INVALID, "amount \"%.40s\" has no digits after '.'", s);
-    }
-    if (*p)
-        return err_set(e, ERR_INVALID, "amount \"%.40s\" is not a decimal number", s);
-    for (int i = fdigits; i < 3; i++)
-        frac *= 10;
-    if (too_large || __builtin_mul_overflow(v, 1000, &v) || __builtin_add_overflow(v, frac, &v))
-        return err_set(e, ERR_INVALID, "amount \"%.40s\" is too large", s);
-    *out = neg ? -v : v;
-    return 0;
-}
-
 int ecom_money_field(const json_t *obj, const char *field, const char *prefix, int64_t *out,
                      struct err *e)
 {
@@ -142,7 +99,7 @@ int ecom_money_field(const json_t *obj, const char *field, const char *prefix, i
         return err_set(e, ERR_INVALID, "%s%s must be a decimal string such as \"2.55\", got %s",
                        prefix, field, ecom_describe(v, d));
     struct err pe = {0};
-    if (ecom_money_parse_wide(json_string_value(v), out, &pe))
+    if (money_parse_wide(json_string_value(v), out, &pe))
         return rename_msg(e, ERR_INVALID, prefix, field, "amount", pe.msg);
     return 0;
 }

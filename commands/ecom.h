@@ -60,10 +60,6 @@ int ecom_opt_string(const json_t *cmd, const char *field, json_t **out, struct e
 int ecom_money_field(const json_t *obj, const char *field, const char *prefix, int64_t *out,
                      struct err *e);
 
-/* Parses a stored money string (event data) over the whole int64 range, same
- * grammar as money_parse. Returns 0 or ERR_INVALID; never writes a message
- * longer than e->msg. s may be NULL (ERR_INVALID). */
-int ecom_money_parse_wide(const char *s, int64_t *out, struct err *e);
 
 /* Phase 1 of a line: JSON types and formats only (ERR_INVALID): sku required
  * non-empty string <= 100 bytes, description optional string <= 1000 bytes,

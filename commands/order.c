@@ -71,7 +71,7 @@ static void fold_placed(struct order_state *s, const struct fn_event *ev)
     const json_t *at = json_object_get(ev->data, "occurred_at");
     int64_t total;
     if (s->placed || !json_is_array(lines) || !json_is_integer(units) || !json_is_string(at) ||
-        ecom_money_parse_wide(json_string_value(json_object_get(ev->data, "total")), &total,
+        money_parse_wide(json_string_value(json_object_get(ev->data, "total")), &total,
                               NULL)) {
         mark_bad(s, ev);
         return;
@@ -94,7 +94,7 @@ static void order_evolve(void *state, const struct fn_event *ev)
     } else if (!strcmp(ev->type, "OrderPlaced")) {
         fold_placed(s, ev);
     } else if (!strcmp(ev->type, "OrderPaid")) {
-        if (ecom_money_parse_wide(json_string_value(json_object_get(ev->data, "amount")),
+        if (money_parse_wide(json_string_value(json_object_get(ev->data, "amount")),
                                   &s->paid_amount, NULL))
             mark_bad(s, ev);
         else

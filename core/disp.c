@@ -402,10 +402,15 @@ static void run_health(struct disp_job *job, PGconn *pg, redisContext *rc)
         }
     }
     int ok = pg_up && redis_up;
-    reply_ok(job, ok ? 200 : 503,
-             json_pack("{s:s, s:s, s:s, s:s, s:o}", "status", ok ? "ok" : "unavailable", "postgres",
-                       pg_up ? "up" : "down", "redis", redis_up ? "up" : "down", "position", head,
-                       "projections", projs));
+    char halted[512];
+    int failed = proj_failure(halted, sizeof halted);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "status",
+                             !ok ? "unavailable" : failed ? "degraded" : "ok", "postgres",
+                             pg_up ? "up" : "down", "redis", redis_up ? "up" : "down", "position",
+                             head, "projections", projs);
+    if (failed) /* queries still answer, from read models that no longer move */
+        json_object_set_new(body, "projections_halted", json_string(halted));
+    reply_ok(job, ok ? 200 : 503, body);
     if (!ok)
         job->retry_after = 1;
 }

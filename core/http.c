@@ -342,7 +342,9 @@ static int build_command(struct req *rq, const char *method, const char *url,
     } else if (!json_is_string(at)) {
         return err_set(e, ERR_INVALID, "occurred_at must be an RFC 3339 string");
     } else if ((rc = rtime_normalize(json_string_value(at), t, e))) {
-        return rc;
+        char m[sizeof e->msg];
+        snprintf(m, sizeof m, "%s", e->msg);
+        return err_set(e, rc, "occurred_at: %s", m);
     }
     json_object_set_new(body, "occurred_at", json_string(t));
     const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
@@ -382,7 +384,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq = xcalloc(1, sizeof *rq);
         rq->conn = c;
         *con_cls = rq;
-        int rc = http_route(method, url, &rq->m, rq->allow);
+        /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
+        int rc = http_route(strcmp(method, "HEAD") ? method : "GET", url, &rq->m, rq->allow);
         if (rc == ERR_NOT_FOUND) {
             rq->early_code = rc;
             snprintf(rq->early_msg, sizeof rq->early_msg, "no route for %.10s %.200s", method, url);

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int money_parse(const char *s, int64_t *out, struct err *e)
+int money_parse_wide(const char *s, int64_t *out, struct err *e)
 {
     const char *p = s;
     int neg = 0;
@@ -16,17 +16,13 @@ int money_parse(const char *s, int64_t *out, struct err *e)
     }
     if (*p < '0' || *p > '9')
         return err_set(e, ERR_INVALID, "amount \"%.40s\" is not a decimal number", s);
-    int64_t units = 0;
-    int digits = 0;
+    int64_t v = 0; /* accumulated negatively, so INT64_MIN fits */
+    int too_large = 0;
     while (*p >= '0' && *p <= '9') {
-        if (digits >= 12 && units > 0)
-            return err_set(e, ERR_INVALID, "amount \"%.40s\" is too large", s);
-        units = units * 10 + (*p - '0');
-        if (units > 0)
-            digits++;
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, *p - '0', &v))
+            too_large = 1;
         p++;
     }
-    int64_t frac = 0;
     int fdigits = 0;
     if (*p == '.') {
         p++;
@@ -34,7 +30,8 @@ int money_parse(const char *s, int64_t *out, struct err *e)
             if (++fdigits > 3)
                 return err_set(e, ERR_INVALID,
                                "amount \"%.40s\" has more than 3 fractional digits", s);
-            frac = frac * 10 + (*p - '0');
+            if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, *p - '0', &v))
+                too_large = 1;
             p++;
         }
         if (fdigits == 0)
@@ -42,12 +39,24 @@ int money_parse(const char *s, int64_t *out, struct err *e)
     }
     if (*p)
         return err_set(e, ERR_INVALID, "amount \"%.40s\" is not a decimal number", s);
-    for (int i = fdigits; i < 3; i++)
-        frac *= 10;
-    int64_t v = units * 1000 + frac;
-    if (v > MONEY_MAX_INPUT)
+    for (; fdigits < 3; fdigits++)
+        if (__builtin_mul_overflow(v, 10, &v))
+            too_large = 1;
+    if (too_large || (!neg && v == INT64_MIN))
         return err_set(e, ERR_INVALID, "amount \"%.40s\" is too large", s);
-    *out = neg ? -v : v;
+    *out = neg ? v : -v;
+    return 0;
+}
+
+int money_parse(const char *s, int64_t *out, struct err *e)
+{
+    int64_t v;
+    int rc = money_parse_wide(s, &v, e);
+    if (rc)
+        return rc;
+    if (v > MONEY_MAX_INPUT || v < -MONEY_MAX_INPUT)
+        return err_set(e, ERR_INVALID, "amount \"%.40s\" is too large", s);
+    *out = v;
     return 0;
 }
 

@@ -22,6 +22,10 @@
  * Returns 0 and sets *out, or ERR_INVALID with a message naming what is wrong. */
 int money_parse(const char *s, int64_t *out, struct err *e);
 
+/* The same grammar over the whole int64 range, for amounts cqrsd computed
+ * itself (totals read back from events may exceed MONEY_MAX_INPUT). */
+int money_parse_wide(const char *s, int64_t *out, struct err *e);
+
 /* Formats thousandths as a decimal with 2 or 3 fractional digits: 2550 ->
  * "2.55", 1 -> "0.001", 12000 -> "12.00", -500 -> "-0.50". Returns buf. */
 char *money_format(int64_t thousandths, char buf[MONEY_BUFSZ]);

@@ -15,7 +15,7 @@ void rtime_init(void)
     tzset();
 }
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+int64_t rtime_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     const int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -23,6 +23,19 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
     const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + (int64_t)doe - 719468;
+}
+
+void rtime_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+    int64_t z = days + 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
 static int digits(const char *p, int n, int *out)
@@ -37,6 +50,32 @@ static int digits(const char *p, int n, int *out)
     return 0;
 }
 
+static int date_ok(int y, int m, int d)
+{
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m >= 1 && m <= 12 && d >= 1 && d <= mdays[m - 1] && !(m == 2 && d == 29 && !leap);
+}
+
+int rtime_parse_date(const char *s, int64_t *days)
+{
+    int y, m, d;
+    if (!s || strlen(s) != 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &m) ||
+        s[7] != '-' || digits(s + 8, 2, &d) || !date_ok(y, m, d))
+        return -1;
+    *days = rtime_days_from_civil(y, (unsigned)m, (unsigned)d);
+    return 0;
+}
+
+char *rtime_format_date(int64_t days, char buf[11])
+{
+    int64_t y;
+    unsigned m, d;
+    rtime_civil_from_days(days, &y, &m, &d);
+    snprintf(buf, 11, "%04u-%02u-%02u", (unsigned)(((y % 10000) + 10000) % 10000), m % 100, d % 100);
+    return buf;
+}
+
 int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
 {
     int y, mo, d, h, mi, sec;
@@ -48,10 +87,7 @@ int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
         digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
         digits(s + 17, 2, &sec))
         goto bad;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
-        h > 23 || mi > 59 || sec > 60)
+    if (!date_ok(y, mo, d) || h > 23 || mi > 59 || sec > 60)
         goto bad;
     if (sec == 60)
         sec = 59; /* a leap second maps onto the second before it */
@@ -86,7 +122,7 @@ int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
     }
     if (*p)
         goto bad;
-    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    int64_t days = rtime_days_from_civil(y, (unsigned)mo, (unsigned)d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)off * 60;
     *us = secs * 1000000 + frac;
     *offset_min = off;

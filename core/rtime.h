@@ -41,4 +41,16 @@ char *rtime_local_date(int64_t us, char buf[11]);
 /* Same for an RFC 3339 string; returns 0 or ERR_INVALID. */
 int rtime_local_date_of(const char *s, char buf[11], struct err *e);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant,
+ * "chrono-Compatible Low-Level Date Algorithms", days_from_civil). */
+int64_t rtime_days_from_civil(int64_t y, unsigned m, unsigned d);
+void rtime_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
+/* Parses a calendar date "YYYY-MM-DD" (a real one) into days since
+ * 1970-01-01. Returns 0 or -1. */
+int rtime_parse_date(const char *s, int64_t *days);
+
+/* Formats days since 1970-01-01 as "YYYY-MM-DD". Returns buf. */
+char *rtime_format_date(int64_t days, char buf[11]);
+
 #endif

@@ -126,44 +126,7 @@ static inline int64_t proj_neg(int64_t v)
  * limit). Returns 0, or -1 when s is not such a string or overflows. */
 static inline int proj_money_parse(const char *s, int64_t *out)
 {
-    const char *p = s;
-    int neg = 0;
-    if (!p)
-        return -1;
-    if (*p == '-') {
-        neg = 1;
-        p++;
-    }
-    if (*p < '0' || *p > '9')
-        return -1;
-    int64_t v = 0; /* accumulated negatively: INT64_MIN fits */
-    while (*p >= '0' && *p <= '9') {
-        if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, *p - '0', &v))
-            return -1;
-        p++;
-    }
-    int fd = 0;
-    if (*p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            if (++fd > 3)
-                return -1;
-            if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, *p - '0', &v))
-                return -1;
-            p++;
-        }
-        if (fd == 0)
-            return -1;
-    }
-    if (*p)
-        return -1;
-    for (; fd < 3; fd++)
-        if (__builtin_mul_overflow(v, 10, &v))
-            return -1;
-    if (!neg && v == INT64_MIN)
-        return -1;
-    *out = neg ? v : -v;
-    return 0;
+    return money_parse_wide(s, out, NULL) ? -1 : 0;
 }
 
 /* The money member k of o in thousandths; 0 when absent or malformed. */
@@ -281,12 +244,5 @@ int query_param_id(const struct fn_query_ctx *q, const char *name, const char **
  * in [min, max]. Returns 0 or ERR_INVALID naming the parameter and value. */
 int query_param_int(const struct fn_query_ctx *q, const char *name, int64_t def, int64_t min,
                     int64_t max, int64_t *out, struct err *e);
-
-/* Parses a real calendar date "YYYY-MM-DD" into days since 1970-01-01.
- * Returns 0 or -1. */
-int query_parse_date(const char *s, int64_t *days);
-
-/* Formats days since 1970-01-01 as "YYYY-MM-DD" (years 0000..9999). */
-void query_format_date(int64_t days, char buf[11]);
 
 #endif

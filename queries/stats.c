@@ -67,7 +67,7 @@ static int stats_date_param(const struct fn_query_ctx *q, const char *name, int6
     const char *v = fn_param(q, name);
     if (!v || !*v)
         return err_set(e, ERR_INVALID, "parameter \"%s\" is required (a date YYYY-MM-DD)", name);
-    if (query_parse_date(v, days))
+    if (rtime_parse_date(v, days))
         return err_set(e, ERR_INVALID,
                        "invalid value \"%.40s\" for parameter \"%s\": expected a date YYYY-MM-DD",
                        v, name);
@@ -106,7 +106,7 @@ static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
     for (int64_t day = from; day <= to; day++) {
         char date[11], rel[16];
         struct query_hash h;
-        query_format_date(day, date);
+        rtime_format_date(day, date);
         snprintf(rel, sizeof rel, "day:%s", date);
         char *key = fn_key(PROJ_STATS, PROJ_STATS_V, rel);
         rc = query_hgetall(q, key, &h, e);

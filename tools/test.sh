@@ -29,7 +29,8 @@ cleanup() {
 trap cleanup EXIT
 
 bash tools/services.sh stop "$DIR" "$PGPORT" "$REDISPORT"
-rm -rf "$DIR" "$(bash -c 'readlink '"$DIR"'/pg' 2>/dev/null || true)"
+pglink=$(readlink "$DIR/pg" 2>/dev/null || true)   # a cluster kept in /tmp (see services.sh)
+rm -rf "$DIR" ${pglink:+"$pglink"}
 eval "$(bash tools/services.sh start "$DIR" "$PGPORT" "$REDISPORT")" || exit 1
 "$CQRSD_BIN" migrate || exit 1
 

@@ -209,13 +209,17 @@ static void mismatch(struct report *r, const char *f, ...)
     print_error("mismatch: %s\n", m);
 }
 
-static void report_end(struct report *r)
+/* Fails the test at the caller's line when r holds mismatches. */
+static void report_end_at(const char *file, int line, const struct report *r)
 {
     if (r->n > MAX_REPORTED)
         print_error("... and %zu more mismatches\n", r->n - MAX_REPORTED);
-    if (r->n)
-        fail_msg("%s: %zu mismatches between SQL and HTTP", r->what, r->n);
+    if (r->n) {
+        print_error("%s: %zu mismatches between SQL and HTTP\n", r->what, r->n);
+        _fail(file, line);
+    }
 }
+#define report_end(r) report_end_at(__FILE__, __LINE__, (r))
 
 /* Integer field: SQL text vs JSON integer. */
 static void cmp_int(struct report *r, const char *key, const json_t *o, const char *field,
@@ -843,6 +847,8 @@ static int group_setup(void **state)
     if (run_loader())
         return -1;
     R.load_s = now_s() - t;
+    printf("%s", R.load_out);
+    fflush(stdout);
     t = now_s();
     if (wait_caught_up())
         return -1;
@@ -887,7 +893,6 @@ static void loader_summary(void **state)
     long errors;
 
     (void)state;
-    printf("%s", R.load_out);
     if (!WIFEXITED(R.load_status) || WEXITSTATUS(R.load_status) != 0)
         mismatch(&r, "cqrsd load exit status: expected 0, got %s %d",
                  WIFEXITED(R.load_status) ? "exit" : "signal",
