@@ -175,8 +175,10 @@ void es_events_clear(struct es_events *l)
 static int collect(PGresult *r, struct es_events *out, struct err *e)
 {
     int rows = PQntuples(r);
-    if (rows == 0)
+    if (rows == 0) {
+        PQclear(r);
         return 0;
+    }
     out->ev = xrealloc(out->ev, (out->n + (size_t)rows) * sizeof *out->ev);
     for (int i = 0; i < rows; i++) {
         struct es_event *ev = &out->ev[out->n];

@@ -68,6 +68,17 @@ else
   failed=$((failed + 1)); failures+=("server start")
 fi
 
+# stop the server now, so that a sanitizer build reports leaks at its exit
+if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+  kill -TERM "$server"
+  for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+fi
+if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$DIR/server.log" 2>/dev/null; then
+  echo "=== the server's own sanitizer report (from $DIR/server.log):"
+  grep -E -A20 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$DIR/server.log" | head -60
+  failed=$((failed + 1)); failures+=("server sanitizer report")
+fi
+
 echo
 if [ $failed -gt 0 ]; then printf 'failed: %s\n' "${failures[@]}"; fi
 echo "$passed passed, $failed failed"

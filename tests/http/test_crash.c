@@ -283,9 +283,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void append_reply(char **out, size_t *len, redisReply *r)
+/* Appends the reply's items sorted, '|'-separated: hash and zset replies as
+ * "field=value" pairs (pairs = 1), set members one by one. */
+static void append_reply(char **out, size_t *len, redisReply *r, int pairs)
 {
-    /* sorted members: hash fields/values as "f=v", sets and zsets as members */
     char **items = NULL;
     size_t n = 0;
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_INTEGER) {
@@ -293,12 +294,10 @@ static void append_reply(char **out, size_t *len, redisReply *r)
         items[n++] = r->type == REDIS_REPLY_STRING ? xstrdup(r->str) : xasprintf("%lld", r->integer);
     } else if (r->type == REDIS_REPLY_ARRAY) {
         items = xcalloc(r->elements + 1, sizeof *items);
-        for (size_t i = 0; i + 1 < r->elements + 1 && i < r->elements; i += 2) {
-            if (i + 1 < r->elements)
-                items[n++] = xasprintf("%s=%s", r->element[i]->str, r->element[i + 1]->str);
-            else
-                items[n++] = xstrdup(r->element[i]->str);
-        }
+        for (size_t i = 0; i < r->elements; i += pairs ? 2 : 1)
+            items[n++] = pairs && i + 1 < r->elements
+                             ? xasprintf("%s=%s", r->element[i]->str, r->element[i + 1]->str)
+                             : xstrdup(r->element[i]->str);
     }
     qsort(items, n, sizeof *items, cmp_str);
     for (size_t i = 0; i < n; i++) {
@@ -340,7 +339,7 @@ static char *dump(redisContext *rc)
     size_t len = 0;
     for (size_t i = 0; i < nk; i++) {
         if (i && !strcmp(keys[i], keys[i - 1]))
-            continue; /* SCAN may return a key twice */
+            continue; /* SCAN may return a key twice; keys are freed after the loop */
         redisReply *t = redisCommand(rc, "TYPE %s", keys[i]);
         const char *cmd = !strcmp(t->str, "hash")  ? "HGETALL %s"
                           : !strcmp(t->str, "set") ? "SMEMBERS %s"
@@ -352,13 +351,15 @@ static char *dump(redisContext *rc)
         memcpy(out + len, head, hl + 1);
         len += hl;
         free(head);
+        int pairs = !strcmp(t->str, "hash") || !strcmp(t->str, "zset");
         freeReplyObject(t);
         redisReply *r = redisCommand(rc, cmd, keys[i]);
         assert_non_null(r);
-        append_reply(&out, &len, r);
+        append_reply(&out, &len, r, pairs);
         freeReplyObject(r);
-        free(keys[i]);
     }
+    for (size_t i = 0; i < nk; i++)
+        free(keys[i]);
     free(keys);
     return out;
 }
