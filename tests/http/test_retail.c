@@ -215,7 +215,7 @@ static void report_end_at(const char *file, int line, const struct report *r)
     if (r->n > MAX_REPORTED)
         print_error("... and %zu more mismatches\n", r->n - MAX_REPORTED);
     if (r->n) {
-        print_error("%s: %zu mismatches between SQL and HTTP\n", r->what, r->n);
+        print_error("%s: %zu mismatches between the SQL figures and the replay\n", r->what, r->n);
         _fail(file, line);
     }
 }
