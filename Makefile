@@ -22,7 +22,7 @@ TEST_SRC := $(wildcard tests/unit/*.c tests/integration/*.c tests/http/*.c)
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
-.PHONY: all run test demo clean test-asan test-valgrind tests deps format
+.PHONY: all run test demo clean test-asan tests deps format
 all: $(BUILD)/cqrsd
 
 deps:

@@ -60,6 +60,7 @@ void disp_problem(struct disp_job *job, int code, const char *msg)
         type[i++] = *name == '_' ? '-' : (char)tolower((unsigned char)*name);
     type[i] = '\0';
     json_decref(job->body);
+    job->problem = 1;
     job->status = err_http_status(code);
     job->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", err_title(code), "status",
                           job->status, "detail", msg && *msg ? msg : err_title(code));
@@ -360,10 +361,14 @@ static void run_stream(struct disp_job *job, PGconn *pg)
     struct es_events evs = {0};
     if (es_read_stream(pg, sid, from, (size_t)limit, &evs, &e))
         return fail(job, &e);
-    if (evs.n == 0 && from == 0) {
+    if (evs.n == 0 && from > 0 && es_read_stream(pg, sid, 0, 1, &evs, &e))
+        return fail(job, &e);
+    if (evs.n == 0) {
         err_set(&e, ERR_NOT_FOUND, "no stream \"%.300s\"", sid);
         return fail(job, &e);
     }
+    if (from > 0 && evs.ev[0].version <= from) /* the stream exists, nothing after from */
+        es_events_clear(&evs);
     json_t *arr = json_array();
     for (size_t i = 0; i < evs.n; i++) {
         struct es_event *ev = &evs.ev[i];
@@ -469,6 +474,18 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&D.mu);
         worker_connect(&w);
         disp_run(job, w.pg, w.rc);
+        if (job->kind != DISP_COMMAND && job->status == 503 &&
+            ((w.rc && w.rc->err) || (w.pg && PQstatus(w.pg) != CONNECTION_OK))) {
+            /* a connection broke under a read (PostgreSQL or Redis restarted):
+             * reconnect and read once more. Never for a command: whether its
+             * append committed before the connection broke is unknown, so
+             * the client retries it, with its Idempotency-Key. */
+            worker_connect(&w);
+            json_decref(job->body);
+            job->body = NULL;
+            job->retry_after = 0;
+            disp_run(job, w.pg, w.rc);
+        }
         job->done(job);
     }
     if (w.pg)

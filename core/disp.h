@@ -44,6 +44,7 @@ struct disp_job {
     int status;        /* HTTP status */
     json_t *body;      /* owned; a problem object when status >= 400 */
     int retry_after;   /* seconds, 0 = none */
+    int problem;       /* body is an RFC 9457 problem (application/problem+json) */
 
     void (*done)(struct disp_job *job); /* called on a worker thread; owns nothing */
     void *user;                          /* for done() */

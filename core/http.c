@@ -133,6 +133,8 @@ int http_route(const char *method, const char *path, struct http_match *m, char 
     }
     if (best >= 0)
         return 0;
+    if (strstr(allow, "GET") && strlen(allow) + 7 < 64)
+        strcat(allow, ", HEAD");
     return *allow ? ERR_METHOD : ERR_NOT_FOUND;
 }
 
@@ -182,7 +184,7 @@ static int text_ok(const char *s, size_t max, int allow_slash)
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body,
-                                 int retry_after, const char *allow)
+                                 int problem, int retry_after, const char *allow)
 {
     char *txt = json_dumps(body, JSON_COMPACT);
     size_t len = strlen(txt);
@@ -191,7 +193,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
     txt[len] = '\0';
     struct MHD_Response *r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            status >= 400 ? "application/problem+json" : "application/json");
+                            problem ? "application/problem+json" : "application/json");
     if (retry_after) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", retry_after);
@@ -209,7 +211,7 @@ static enum MHD_Result send_problem(struct MHD_Connection *c, int code, const ch
 {
     struct disp_job j = {0};
     disp_problem(&j, code, msg);
-    enum MHD_Result ret = send_json(c, j.status, j.body, j.retry_after, allow);
+    enum MHD_Result ret = send_json(c, j.status, j.body, 1, j.retry_after, allow);
     json_decref(j.body);
     return ret;
 }
@@ -427,7 +429,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
     }
     if (rq->job) { /* resumed: the worker answered */
-        return send_json(c, rq->job->status, rq->job->body, rq->job->retry_after, NULL);
+        return send_json(c, rq->job->status, rq->job->body, rq->job->problem,
+                         rq->job->retry_after, NULL);
     }
     if (*upload_size) {
         if (!rq->too_large && rq->len + *upload_size > H.cfg.max_body) {

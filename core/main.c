@@ -3,7 +3,8 @@
  * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
  * REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
  * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
- * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams).
+ * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
+ * CQRSD_HTTP_TIMEOUT (30 s).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -56,7 +57,9 @@ static int usage(FILE *f, int code)
           "  projections            list projections and their checkpoints\n"
           "\n"
           "environment: DATABASE_URL, REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
-          "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London)\n",
+          "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London),\n"
+          "  CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024), CQRSD_STATE_CACHE (10000),\n"
+          "  CQRSD_HTTP_TIMEOUT (30 s)\n",
           f);
     return code;
 }

@@ -223,7 +223,7 @@ static void *runner(void *arg)
             PQclear(r);
         }
         if (!rc)
-            rc = rm_connect(P.cfg.redis_url, 5000, &e);
+            rc = rm_connect(P.cfg.redis_url, 30000, &e); /* a batch script may run long */
         if (!pg || !rc) {
             if (!warned++)
                 log_warn("projections waiting: %s", e.msg);
