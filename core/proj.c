@@ -7,6 +7,11 @@
  * writes plus every moved checkpoint in one rm_apply. Checkpoints are read
  * from Redis at every step, so a reset (cqrsd replay) or a second runner is
  * seen at once; rm_apply's check makes a stale or retried batch a no-op.
+ * One instance at a time runs the projections: the runner holds a session
+ * advisory lock (the lease) on its PostgreSQL connection; the runners of other
+ * instances stand by and take over when that connection ends. The lease is an
+ * economy, not the safety: two runners (or `cqrsd replay` beside a server)
+ * are still exact, since rm_apply checks the checkpoint a batch started from.
  * Wake-up: LISTEN cqrsd_events, and a poll every poll_ms, so a lost
  * notification only delays. Appends do not NOTIFY in their own transaction
  * (that serialises commits); they poke the notifier thread, which sends one
@@ -26,6 +31,9 @@
 #include "core/fn_int.h"
 #include "core/rm.h"
 #include "core/util.h"
+
+/* pg_advisory_lock key of the projection lease (DESIGN.md §7) */
+#define PROJ_LEASE_KEY "7203119411"
 
 static int wants(const struct fn_projection *p, const char *type)
 {
@@ -204,7 +212,7 @@ static void *runner(void *arg)
     PGconn *pg = NULL;
     redisContext *rc = NULL;
     struct err e = {0};
-    int warned = 0;
+    int warned = 0, leader = 0, standby = 0;
     while (!atomic_load(&P.stop)) {
         if (pg && PQstatus(pg) != CONNECTION_OK) {
             PQfinish(pg);
@@ -221,6 +229,24 @@ static void *runner(void *arg)
                 pg = NULL;
             }
             PQclear(r);
+            leader = 0;
+        }
+        if (pg && !leader) {
+            /* the lease: a session advisory lock, released by PostgreSQL when
+             * this connection ends (the instance died or lost its network) */
+            PGresult *r = PQexec(pg, "SELECT pg_try_advisory_lock(" PROJ_LEASE_KEY ")");
+            leader = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
+            PQclear(r);
+            if (!leader) {
+                if (!standby++)
+                    log_info("projections: another instance holds the lease; standing by");
+                for (int i = 0; i < 20 && !atomic_load(&P.stop); i++)
+                    poll(NULL, 0, 100);
+                continue;
+            }
+            if (standby)
+                log_info("projections: took over the lease");
+            standby = 0;
         }
         if (!rc)
             rc = rm_connect(P.cfg.redis_url, 30000, &e); /* a batch script may run long */

@@ -11,6 +11,9 @@
  * the reverse), that stream versions are dense, and that the read models,
  * once caught up, equal a rebuild of every projection from the first event.
  *
+ * Then a second instance stands by for the projection lease and takes over
+ * when the first is killed.
+ *
  * Runs under tools/test.sh: CQRSD_URL, CQRSD_BIN, CQRSD_SERVER_PIDFILE,
  * CQRSD_SERVER_LOG, DATABASE_URL, REDIS_URL.
  */
@@ -103,33 +106,47 @@ static pid_t server_pid(void)
     return (pid_t)pid;
 }
 
-static void wait_healthy(void)
+static void wait_healthy_at(const char *base)
 {
     CURL *c = curl_easy_init();
+    const char *saved = url;
+    url = base;
     for (int i = 0; i < 200; i++) {
         if (http(c, "GET", "/healthz", NULL, NULL) == 200) {
+            url = saved;
             curl_easy_cleanup(c);
             return;
         }
         usleep(50000);
     }
+    url = saved;
     curl_easy_cleanup(c);
-    fail_msg("server did not answer /healthz within 10 s");
+    fail_msg("server at %s did not answer /healthz within 10 s", base);
 }
 
-static void kill_server(void)
+static void wait_healthy(void)
 {
-    pid_t pid = server_pid();
+    wait_healthy_at(url);
+}
+
+static void kill_pid(pid_t pid, int sig)
+{
     assert_true(pid > 0);
-    assert_int_equal(kill(pid, SIGKILL), 0);
-    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) {
+    assert_int_equal(kill(pid, sig), 0);
+    for (int i = 0; i < 250 && kill(pid, 0) == 0; i++) {
         waitpid(pid, NULL, WNOHANG); /* reaps it when it is our child */
         usleep(20000);
     }
     assert_int_not_equal(kill(pid, 0), 0);
 }
 
-static void start_server(void)
+static void kill_server(void)
+{
+    kill_pid(server_pid(), SIGKILL);
+}
+
+/* Starts `cqrsd serve` listening on addr ("127.0.0.1:port"), logging to logfile. */
+static pid_t spawn_server(const char *addr)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -137,9 +154,17 @@ static void start_server(void)
         setsid(); /* not in the test's process group */
         FILE *lf = freopen(logfile, "a", stderr);
         (void)lf;
+        setenv("CQRSD_HTTP_ADDR", addr, 1);
         execl(bin, bin, "serve", (char *)NULL);
         _exit(127);
     }
+    return pid;
+}
+
+static void start_server(void)
+{
+    const char *addr = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+    pid_t pid = spawn_server(addr);
     FILE *f = fopen(pidfile, "w");
     assert_non_null(f);
     fprintf(f, "%ld\n", (long)pid);
@@ -459,6 +484,42 @@ static void sigkill_loses_nothing(void **st)
     }
 }
 
+/* A second instance stands by while the first holds the projection lease,
+ * and takes over when the first is killed: events appended through the
+ * second instance afterwards reach the read models. */
+static void second_instance_takes_over_projections(void **st)
+{
+    (void)st;
+    const char *colon = strrchr(url, ':');
+    assert_non_null(colon);
+    char addr[64], base[80];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", atoi(colon + 1) + 1);
+    snprintf(base, sizeof base, "http://%s", addr);
+    pid_t second = spawn_server(addr);
+    wait_healthy_at(base);
+    kill_server(); /* the first instance, holder of the lease */
+
+    const char *saved = url;
+    url = base;
+    CURL *c = curl_easy_init();
+    char body[160], path[120];
+    snprintf(body, sizeof body, "{\"cart_id\":\"lease%s\",\"customer_id\":\"lease%s\"}", run_id, run_id);
+    assert_int_equal(http(c, "POST", "/carts", body, NULL), 201);
+    snprintf(path, sizeof path, "/carts/lease%s/items", run_id);
+    assert_int_equal(http(c, "POST", path, "{\"sku\":\"lease-sku\",\"quantity\":2,\"unit_price\":\"1.50\"}", NULL), 200);
+    wait_caught_up(); /* only a runner that took over the lease gets there */
+    json_t *cart = NULL;
+    snprintf(path, sizeof path, "/carts/lease%s", run_id);
+    assert_int_equal(http(c, "GET", path, NULL, &cart), 200);
+    assert_string_equal(json_string_value(json_object_get(cart, "total")), "3.00");
+    json_decref(cart);
+    curl_easy_cleanup(c);
+    url = saved;
+
+    start_server(); /* the first instance again, for the tests after this one */
+    kill_pid(second, SIGTERM);
+}
+
 int main(void)
 {
     url = getenv("CQRSD_URL");
@@ -476,7 +537,10 @@ int main(void)
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     rtime_init(); /* the rebuild here must see business days as the server does */
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(sigkill_loses_nothing)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sigkill_loses_nothing),
+        cmocka_unit_test(second_instance_takes_over_projections),
+    };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;
