@@ -67,7 +67,7 @@ const struct fn_query query_product_get = {
 /* A ranked member: borrowed from a zset reply. */
 struct product_ranked {
     const redisReply *sku;
-    double score;
+    int64_t score; /* the projection adds integers only, exact below 2^53 */
 };
 
 /* Score descending, then sku ascending (bytewise). */
@@ -94,12 +94,11 @@ static int product_collect(const redisReply *r, const char *zkey, struct product
                        zkey, r->elements);
     for (size_t i = 0; i + 1 < r->elements && *n < cap; i += 2) {
         const redisReply *m = r->element[i], *s = r->element[i + 1];
-        char *end;
         if (!m || !s || m->type != REDIS_REPLY_STRING || s->type != REDIS_REPLY_STRING)
             return err_set(e, ERR_INTERNAL, "redis answered a range of \"%.200s\" with a "
                            "non-string element", zkey);
-        double d = strtod(s->str, &end);
-        if (end == s->str || *end)
+        int64_t d;
+        if (query_parse_i64(s->str, s->len, &d))
             return err_set(e, ERR_INTERNAL, "zset \"%.200s\" holds the score \"%.40s\"", zkey,
                            s->str);
         int dup = 0;
