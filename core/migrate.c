@@ -58,7 +58,7 @@ static int run_locked(PGconn *pg, const struct migration *list, int *applied, st
                     "than this binary",
                     name);
             PQclear(r);
-            return e ? e->code : ERR_CONFLICT;
+            return ERR_CONFLICT;
         }
         const char *p[1] = {m->sql};
         PGresult *h = PQexecParams(pg, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1,
