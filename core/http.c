@@ -507,6 +507,44 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Percent-decodes uri in place (RFC 3986 §2.1) for the path and for each
+ * query argument. A decoded NUL byte or a malformed escape ("%ZZ", "%4")
+ * becomes byte 0x01 instead: C strings would otherwise end at the NUL and
+ * name another resource, and 0x01 is refused by every route and parameter
+ * check (text_ok), so such a request gets a 400 or a 404, never a wrong id.
+ * Returns the new length. */
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *uri)
+{
+    (void)cls;
+    (void)c;
+    char *r = uri, *w = uri;
+    while (*r) {
+        if (*r != '%') {
+            *w++ = *r++;
+            continue;
+        }
+        int hi = r[1] ? (r[1] >= '0' && r[1] <= '9' ? r[1] - '0'
+                         : (r[1] | 0x20) >= 'a' && (r[1] | 0x20) <= 'f' ? (r[1] | 0x20) - 'a' + 10
+                                                                           : -1)
+                      : -1;
+        int lo = hi >= 0 && r[2] ? (r[2] >= '0' && r[2] <= '9' ? r[2] - '0'
+                                    : (r[2] | 0x20) >= 'a' && (r[2] | 0x20) <= 'f'
+                                        ? (r[2] | 0x20) - 'a' + 10
+                                        : -1)
+                                 : -1;
+        if (hi < 0 || lo < 0) {
+            *w++ = 0x01;
+            r++;
+            continue;
+        }
+        char ch = (char)(hi * 16 + lo);
+        *w++ = ch ? ch : 0x01;
+        r += 3;
+    }
+    *w = '\0';
+    return (size_t)(w - uri);
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -541,7 +579,8 @@ int http_start(const struct http_config *cfg, struct err *e)
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 1,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape,
+        NULL, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 1000, MHD_OPTION_END);
     if (!H.d)
         return err_set(e, ERR_UNAVAILABLE, "could not listen on %s (is the port in use?)", cfg->addr);
     return 0;

@@ -76,6 +76,11 @@ char *rtime_format_date(int64_t days, char buf[11])
     return buf;
 }
 
+/* 0001-01-02T00:00:00Z and 9999-12-30T23:59:59Z: a day inside 0001..9999, so no
+ * offset or time zone moves a local date out of four-digit years */
+#define RTIME_MIN_S (-62135510400LL)
+#define RTIME_MAX_S (253402214399LL)
+
 int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
 {
     int y, mo, d, h, mi, sec;
@@ -124,6 +129,10 @@ int rtime_parse(const char *s, int64_t *us, int *offset_min, struct err *e)
         goto bad;
     int64_t days = rtime_days_from_civil(y, (unsigned)mo, (unsigned)d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)off * 60;
+    /* keep every instant's local date, in any zone, within years 0001..9999 */
+    if (secs < RTIME_MIN_S || secs > RTIME_MAX_S)
+        return err_set(e, ERR_INVALID,
+                       "time \"%.60s\" is out of range (0001-01-02 to 9999-12-30 UTC)", s);
     *us = secs * 1000000 + frac;
     *offset_min = off;
     return 0;
@@ -177,8 +186,12 @@ char *rtime_local_date(int64_t us, char buf[11])
     int64_t secs = us / 1000000 - (us % 1000000 < 0);
     time_t t = (time_t)secs;
     struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(buf, 11, "%Y-%m-%d", &tm);
+    if (!localtime_r(&t, &tm) || tm.tm_year + 1900 < 1 || tm.tm_year + 1900 > 9999) {
+        snprintf(buf, 11, "0000-00-00"); /* out of range: never a real day */
+        return buf;
+    }
+    snprintf(buf, 11, "%04u-%02u-%02u", (unsigned)(tm.tm_year + 1900) % 10000u,
+             (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u);
     return buf;
 }
 

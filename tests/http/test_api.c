@@ -1381,6 +1381,26 @@ static void keepalive_after_bodiless_404_405(void **state)
                  closed404 ? " 404 (GET /nope)" : "", closed405 ? " 405 (PUT /carts)" : "");
 }
 
+/* A NUL byte or a malformed escape in the URL never shortens an id into
+ * another one: "cart%00x" must not act on cart "cart" (path or query). */
+static void nul_and_bad_escapes_in_urls(void **state)
+{
+    (void)state;
+    CURL *h = curl_easy_init();
+    const char *cart = fmt("nul-%s", tok);
+    CMD(POST("/carts", fmt("{\"cart_id\":\"%s\"}", cart)), 201, cart_stream(cart), 1,
+        PACK("{s:s}", "cart_id", cart));
+    PROBLEM(SEND(h, .method = "GET", .path = fmt("/carts/%s%%00other", cart)), 400, "cart_id");
+    PROBLEM(SEND(h, .method = "GET", .path = fmt("/carts/%s%%ZZ", cart)), 400, "cart_id");
+    PROBLEM(SEND(h, .method = "GET", .path = fmt("/streams/cart-%s%%00x", cart)), 400, "stream_id");
+    PROBLEM(SEND(h, .method = "POST", .path = "/carts%00/junk", .body = "{}"), 404, "no route");
+    PROBLEM(SEND(h, .method = "GET", .path = "/products/top?by=units%00x"), 400, "by");
+    /* the cart is untouched: still version 1 */
+    struct resp *r = SEND(h, .method = "GET", .path = fmt("/streams/cart-%s", cart));
+    OK(r, 200);
+    curl_easy_cleanup(h);
+}
+
 /* An Expected-Version beyond int64 is not a version number: 400, not 409. */
 static void expected_version_out_of_range(void **state)
 {
@@ -1862,6 +1882,7 @@ int main(void)
         cmocka_unit_test_teardown(protocol_errors, test_teardown),
         cmocka_unit_test_teardown(keepalive_after_bodiless_404_405, test_teardown),
         cmocka_unit_test_teardown(expected_version_out_of_range, test_teardown),
+        cmocka_unit_test_teardown(nul_and_bad_escapes_in_urls, test_teardown),
         cmocka_unit_test_teardown(cart_unit_price_of_mixed_lines, test_teardown),
         cmocka_unit_test_teardown(idempotency, test_teardown),
         cmocka_unit_test_teardown(idempotent_retry_with_expected_version, test_teardown),

@@ -353,8 +353,18 @@ static void rtime_years_below_1000(void **st)
     char buf[RTIME_BUFSZ];
     assert_int_equal(rtime_normalize("0999-01-01T00:00:00Z", buf, NULL), 0);
     assert_string_equal(buf, "0999-01-01T00:00:00+00:00");
-    assert_int_equal(rtime_normalize("0000-03-01T00:00:00Z", buf, NULL), 0);
-    assert_string_equal(buf, "0000-03-01T00:00:00+00:00");
+    assert_int_equal(rtime_normalize("0001-03-01T00:00:00Z", buf, NULL), 0);
+    assert_string_equal(buf, "0001-03-01T00:00:00+00:00");
+    /* instants whose local date could leave years 0001..9999 in some zone are refused */
+    struct err e = {0};
+    assert_int_equal(rtime_normalize("0000-03-01T00:00:00Z", buf, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "out of range"));
+    assert_int_equal(rtime_normalize("0001-01-01T12:00:00Z", buf, &e), ERR_INVALID);
+    assert_int_equal(rtime_normalize("9999-12-31T23:59:59-23:59", buf, &e), ERR_INVALID);
+    assert_int_equal(rtime_normalize("9999-12-30T23:59:59Z", buf, &e), 0);
+    char day[11];
+    assert_int_equal(rtime_local_date_of("9999-12-30T23:59:59Z", day, &e), 0);
+    assert_string_equal(day, "9999-12-30");
 }
 
 static void local_date_is(const char *instant, const char *date)

@@ -1726,7 +1726,15 @@ static int wait_for_read_models(struct load_run *run, const char *position)
         st = http_perform(&c, url, headers, NULL);
         if (st == 200) {
             int up = load_healthz_caught_up(c.body ? c.body : "", position);
+            json_t *h = json_loads(c.body ? c.body : "", 0, NULL);
+            const char *halted = json_string_value(json_object_get(h, "projections_halted"));
 
+            if (halted) { /* they will not move until someone fixes them */
+                run_message(run, "the server's projections halted: %s", halted);
+                json_decref(h);
+                goto done;
+            }
+            json_decref(h);
             if (up == 1)
                 break;
             if (up < 0)
