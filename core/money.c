@@ -75,14 +75,18 @@ char *money_format(int64_t v, char buf[MONEY_BUFSZ])
 
 int money_add(int64_t a, int64_t b, int64_t *out, struct err *e)
 {
-    if (__builtin_add_overflow(a, b, out))
-        return err_set(e, ERR_REJECTED, "amount is too large");
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r) || r > MONEY_MAX_INPUT || r < -MONEY_MAX_INPUT)
+        return err_set(e, ERR_REJECTED, "amount is over the limit of 999999999999.999");
+    *out = r;
     return 0;
 }
 
 int money_mul(int64_t amount, int64_t quantity, int64_t *out, struct err *e)
 {
-    if (__builtin_mul_overflow(amount, quantity, out))
-        return err_set(e, ERR_REJECTED, "amount is too large");
+    int64_t r;
+    if (__builtin_mul_overflow(amount, quantity, &r) || r > MONEY_MAX_INPUT || r < -MONEY_MAX_INPUT)
+        return err_set(e, ERR_REJECTED, "amount is over the limit of 999999999999.999");
+    *out = r;
     return 0;
 }

@@ -10,7 +10,8 @@
 
 #include "core/err.h"
 
-/* Largest amount accepted from input: 999,999,999,999.999 (1e15 - 1 thousandths). */
+/* Largest amount accepted from input or computed by a command:
+ * 999,999,999,999.999 (1e15 - 1 thousandths). */
 #define MONEY_MAX_INPUT 999999999999999LL
 
 /* Buffer size that fits any formatted int64 amount. */
@@ -30,7 +31,10 @@ int money_parse_wide(const char *s, int64_t *out, struct err *e);
  * "2.55", 1 -> "0.001", 12000 -> "12.00", -500 -> "-0.50". Returns buf. */
 char *money_format(int64_t thousandths, char buf[MONEY_BUFSZ]);
 
-/* *out = a + b or a * b; returns ERR_REJECTED on int64 overflow. */
+/* *out = a + b or a * b; returns ERR_REJECTED (out untouched) when the result
+ * is beyond ±MONEY_MAX_INPUT: no amount a command records (a line, a cart, an
+ * order, a return) is larger, so read-model sums of them stay far from int64
+ * overflow (9.2e15 currency units would take over 9,000 orders at the limit). */
 int money_add(int64_t a, int64_t b, int64_t *out, struct err *e);
 int money_mul(int64_t amount, int64_t quantity, int64_t *out, struct err *e);
 

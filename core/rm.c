@@ -10,6 +10,13 @@
 
 #include "core/util.h"
 
+/* The batch script. Redis runs it atomically but does not undo the writes
+ * before a failing one, so it first checks, without writing, that every
+ * write will succeed: the checkpoints, each key's type (existing or made by
+ * an earlier write of the batch) and every HINCRBY's result (kept below 2^62
+ * in magnitude, judged in Lua's doubles with room to spare, so no int64
+ * overflow can slip through). Then it writes, then it moves the checkpoints.
+ * A refused batch writes nothing. */
 static const char APPLY_LUA[] =
     "local n = tonumber(ARGV[1])\n"
     "local i = 2\n"
@@ -20,7 +27,57 @@ static const char APPLY_LUA[] =
     "  end\n"
     "  i = i + 3\n"
     "end\n"
-    "local j = i\n"
+    "local first = i\n"
+    "local want = {SET='string', HSET='hash', HSETNX='hash', HDEL='hash', HINCRBY='hash',\n"
+    "  SADD='set', ZADD='zset', ZINCRBY='zset', ZREMRANGEBYLEX='zset'}\n"
+    "local types, ints, deleted, limit = {}, {}, {}, 4611686018427387904\n"
+    "local function int_of(s) return s:match('^%-?%d+$') and tonumber(s) or 'x' end\n"
+    "local function current(key, field, f)\n"
+    "  if ints[f] ~= nil then return ints[f] end\n"
+    "  if deleted[key] then return 'absent' end\n"
+    "  local s = redis.call('HGET', key, field)\n"
+    "  if s == false then return 'absent' end\n"
+    "  return int_of(s)\n"
+    "end\n"
+    "local j = first\n"
+    "while j <= #ARGV do\n"
+    "  local c, cmd, key = tonumber(ARGV[j]), ARGV[j + 1], ARGV[j + 2]\n"
+    "  if types[key] == nil then types[key] = redis.call('TYPE', key).ok end\n"
+    "  if cmd == 'DEL' then\n"
+    "    types[key], deleted[key] = 'none', true\n"
+    "    for f in pairs(ints) do if f:sub(1, #key + 1) == key .. '\\0' then ints[f] = nil end end\n"
+    "  else\n"
+    "    local t = want[cmd]\n"
+    "    if t == nil then return redis.error_reply('REFUSED command ' .. cmd .. ' is not a projection write') end\n"
+    "    if types[key] ~= 'none' and types[key] ~= t then\n"
+    "      return redis.error_reply('REFUSED ' .. cmd .. ' on ' .. key .. ', a ' .. types[key])\n"
+    "    end\n"
+    "    types[key] = t\n"
+    "    if t == 'hash' then\n"
+    "      local field = ARGV[j + 3]\n"
+    "      local f = key .. '\\0' .. field\n"
+    "      if cmd == 'HINCRBY' then\n"
+    "        local cur = current(key, field, f)\n"
+    "        if cur == 'x' then\n"
+    "          return redis.error_reply('REFUSED HINCRBY on ' .. key .. ' ' .. field .. ', not an integer')\n"
+    "        end\n"
+    "        local v = (cur == 'absent' and 0 or cur) + tonumber(ARGV[j + 4])\n"
+    "        if v >= limit or v <= -limit then\n"
+    "          return redis.error_reply('REFUSED HINCRBY on ' .. key .. ' ' .. field .. ' would pass 2^62')\n"
+    "        end\n"
+    "        ints[f] = v\n"
+    "      elseif cmd == 'HSET' then\n"
+    "        ints[f] = int_of(ARGV[j + 4])\n"
+    "      elseif cmd == 'HSETNX' then\n"
+    "        if current(key, field, f) == 'absent' then ints[f] = int_of(ARGV[j + 4]) end\n"
+    "      else\n"
+    "        ints[f] = 'absent'\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  j = j + c + 1\n"
+    "end\n"
+    "j = first\n"
     "while j <= #ARGV do\n"
     "  local c = tonumber(ARGV[j])\n"
     "  redis.call(unpack(ARGV, j + 1, j + c))\n"
@@ -144,8 +201,8 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
             rcode = err_set(e, ERR_CONFLICT, "checkpoint moved: %s", r->str);
         else if (!strncmp(r->str, "LOADING", 7) || !strncmp(r->str, "BUSY", 4))
             rcode = err_set(e, ERR_UNAVAILABLE, "Redis is not ready: %s", r->str);
-        else
-            rcode = err_set(e, ERR_INTERNAL, "projection batch failed in Redis: %s", r->str);
+        else /* REFUSED: nothing was written */
+            rcode = err_set(e, ERR_INTERNAL, "projection batch refused by Redis: %s", r->str);
     }
     freeReplyObject(r);
     return rcode;

@@ -35,7 +35,10 @@ struct rm_checkpoint {
  * written: reload checkpoints and rebuild the batch); ERR_UNAVAILABLE when
  * Redis is unreachable or the reply was lost (the caller reconnects and
  * retries the same batch: the checkpoint check makes that safe); ERR_INTERNAL
- * when a write failed inside the script (a projection bug).
+ * when the script refused the batch because a write would fail (a key of
+ * another type, a hash field that is no integer or would pass 2^62 in
+ * magnitude): the script checks every write before the first, so nothing
+ * was written.
  */
 int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpoint *cps,
              size_t ncps, struct err *e);

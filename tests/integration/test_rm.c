@@ -1,0 +1,137 @@
+/* tests/integration/test_rm.c — rm_apply against a real Redis (REDIS_URL; the
+ * test uses database 11 and flushes it): a batch and its checkpoints apply
+ * together; a stale checkpoint writes nothing; a batch with a write that
+ * would fail (a key of another type, an integer passing 2^62, a field that
+ * is no integer) is refused before its first write, so a refused batch never
+ * leaves half its writes behind to be applied again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/rm.h"
+#include "core/util.h"
+
+static redisContext *rc;
+
+static int setup(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    rc = rm_connect(getenv("REDIS_URL"), 5000, &e);
+    if (!rc) {
+        fprintf(stderr, "test_rm: %s\n", e.msg);
+        return -1;
+    }
+    freeReplyObject(redisCommand(rc, "SELECT 11"));
+    freeReplyObject(redisCommand(rc, "FLUSHDB"));
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    freeReplyObject(redisCommand(rc, "FLUSHDB"));
+    redisFree(rc);
+    return 0;
+}
+
+static long long hget_int(const char *key, const char *field)
+{
+    redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
+    long long v = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+static void checkpoint_is(const char *want)
+{
+    char cp[33];
+    struct err e = {0};
+    assert_int_equal(rm_checkpoint_get(rc, "t", 1, cp, &e), 0);
+    assert_string_equal(cp, want);
+}
+
+#define POS1 "00000000000000010000000000000001"
+#define POS2 "00000000000000010000000000000002"
+
+static void applies_with_checkpoint(void **st)
+{
+    (void)st;
+    struct fn_batch b;
+    fn_batch_init(&b);
+    fn_batch_set_prefix(&b, "t", 1);
+    fn_hincrby(&b, "h", "n", 5);
+    fn_hincrby(&b, "h", "n", 2);
+    fn_hset(&b, "h", "s", "text");
+    struct rm_checkpoint cp = {"t", 1, "", POS1};
+    struct err e = {0};
+    assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
+    assert_int_equal(hget_int("t:v1:h", "n"), 7);
+    checkpoint_is(POS1);
+    /* the same batch again (a retry after a lost reply) writes nothing */
+    assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), ERR_CONFLICT);
+    assert_int_equal(hget_int("t:v1:h", "n"), 7);
+    checkpoint_is(POS1);
+    fn_batch_clear(&b);
+}
+
+/* Each bad batch: a good write first, then the write that would fail. */
+static void refused_batches_write_nothing(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    freeReplyObject(redisCommand(rc, "SET t:v1:str x"));
+    freeReplyObject(redisCommand(rc, "HSET t:v1:big n 4611686018427387000"));
+    freeReplyObject(redisCommand(rc, "HSET t:v1:h2 word abc"));
+    for (int k = 0; k < 5; k++) {
+        struct fn_batch b;
+        fn_batch_init(&b);
+        fn_batch_set_prefix(&b, "t", 1);
+        fn_hincrby(&b, "h", "n", 100); /* would succeed */
+        switch (k) {
+        case 0: fn_hincrby(&b, "str", "f", 1); break;                  /* WRONGTYPE */
+        case 1: fn_hincrby(&b, "big", "n", 1000); break;              /* passes 2^62 */
+        case 2: fn_hincrby(&b, "h2", "word", 1); break;               /* not an integer */
+        case 3: fn_sadd(&b, "h", "m"); break;                         /* a hash made a set */
+        case 4: fn_hset(&b, "h3", "v", "x"); fn_hincrby(&b, "h3", "v", 1); break; /* made in-batch */
+        }
+        struct rm_checkpoint cp = {"t", 1, POS1, POS2};
+        int rcode = rm_apply(rc, &b, &cp, 1, &e);
+        if (rcode != ERR_INTERNAL)
+            fail_msg("bad batch %d: rm_apply returned %d (%s)", k, rcode, e.msg);
+        assert_non_null(strstr(e.msg, "refused"));
+        assert_int_equal(hget_int("t:v1:h", "n"), 7); /* the good write did not happen */
+        checkpoint_is(POS1);
+        fn_batch_clear(&b);
+    }
+    /* a DEL in the batch makes the key new again: then other types are fine */
+    struct fn_batch b;
+    fn_batch_init(&b);
+    fn_batch_set_prefix(&b, "t", 1);
+    fn_del(&b, "str");
+    fn_hincrby(&b, "str", "f", 1);
+    struct rm_checkpoint cp = {"t", 1, POS1, POS2};
+    assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
+    assert_int_equal(hget_int("t:v1:str", "f"), 1);
+    checkpoint_is(POS2);
+    fn_batch_clear(&b);
+}
+
+int main(void)
+{
+    if (!getenv("REDIS_URL")) {
+        fprintf(stderr, "test_rm: REDIS_URL is not set\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(applies_with_checkpoint),
+        cmocka_unit_test(refused_batches_write_nothing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
