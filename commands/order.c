@@ -183,6 +183,12 @@ static int cancel_decide(const void *state, int64_t version, const json_t *cmd,
     if ((rc = ecom_id(cmd, "order_id", &order_id, e)) || (rc = ecom_occurred_at(cmd, at, e)) ||
         (rc = ecom_opt_string(cmd, "reason", &reason, e)))
         return rc;
+    if (reason && json_string_length(reason) > ECOM_MAX_DESCRIPTION) {
+        rc = err_set(e, ERR_INVALID, "reason is %zu bytes long, more than %d",
+                     json_string_length(reason), ECOM_MAX_DESCRIPTION);
+        json_decref(reason);
+        return rc;
+    }
     if ((rc = require_order(s, version, order_id, e))) {
         json_decref(reason);
         return rc;

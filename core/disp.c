@@ -10,6 +10,7 @@
 #include "core/disp.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -332,10 +333,11 @@ static void run_query(struct disp_job *job, redisContext *rc)
 static int parse_count(const char *s, long long lo, long long hi, long long *out)
 {
     char *end;
-    if (!s || !*s)
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
         return -1;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (*end || v < lo || v > hi)
+    if (*end || errno == ERANGE || v < lo || v > hi)
         return -1;
     *out = v;
     return 0;

@@ -303,6 +303,11 @@ static int build_command(struct req *rq, const char *method, const char *url,
     } else {
         json_error_t je;
         body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je);
+        if (!body && strstr(je.text, "JSON_ALLOW_NUL"))
+            return err_set(e, ERR_INVALID,
+                           "malformed JSON body at line %d, column %d: strings must not hold "
+                           "\\u0000",
+                           je.line, je.column);
         if (!body)
             return err_set(e, ERR_INVALID, "malformed JSON body at line %d, column %d: %s",
                            je.line, je.column, je.text);
