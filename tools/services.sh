@@ -4,6 +4,8 @@
 #   tools/services.sh start DIR PGPORT REDISPORT   start both (reuse them if already up)
 #   tools/services.sh stop  DIR PGPORT REDISPORT   stop both (data is kept)
 #   tools/services.sh env   DIR PGPORT REDISPORT   print DATABASE_URL and REDIS_URL exports
+#   tools/services.sh stop-pg|start-pg|stop-redis|start-redis DIR PGPORT REDISPORT
+#                                                  one service only (outage tests)
 #
 # Both listen on 127.0.0.1 only, keep their data and logs under DIR, and use
 # no Unix sockets, so several instances (make run, make test) live side by side.
@@ -84,24 +86,33 @@ start_redis() {
   echo "services: Redis did not start, see $dir/redis.log" >&2; exit 1
 }
 
-stop_all() {
+stop_pg() {
   local data; data=$(pgdata_dir)
   if [ -f "$data/PG_VERSION" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
   fi
+}
+
+stop_redis() {
   if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
     redis-cli -h 127.0.0.1 -p "$redisport" shutdown >/dev/null 2>&1 || kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
   fi
 }
 
+stop_all() { stop_pg; stop_redis; }
+
 case "$cmd" in
   start) start_pg; start_redis ;;
   stop)  stop_all ;;
+  start-pg) start_pg ;;
+  stop-pg) stop_pg ;;
+  start-redis) start_redis ;;
+  stop-redis) stop_redis ;;
   env)   ;;
   *) echo "services: unknown command '$cmd'" >&2; exit 2 ;;
 esac
-if [ "$cmd" != stop ]; then
+if [ "$cmd" = start ] || [ "$cmd" = env ]; then
   echo "export DATABASE_URL=postgresql://cqrsd@127.0.0.1:$pgport/cqrsd"
   echo "export REDIS_URL=redis://127.0.0.1:$redisport/0"
 fi

@@ -41,6 +41,9 @@ run() { # name, command...
 }
 
 export CQRSD_SERVER_PIDFILE="$PWD/$DIR/server.pid" CQRSD_SERVER_LOG="$PWD/$DIR/server.log"
+# outage tests stop and start one service:
+#   bash "$CQRSD_SERVICES" stop-pg|start-pg|stop-redis|start-redis $CQRSD_SERVICES_ARGS
+export CQRSD_SERVICES="$PWD/tools/services.sh" CQRSD_SERVICES_ARGS="$PWD/$DIR $PGPORT $REDISPORT"
 start_server() {
   "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
   server=$!
