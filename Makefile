@@ -5,6 +5,8 @@
 #   make test       the same set-up on other ports, every test, services stopped after
 #   make demo       make run's set-up, load the whole Online Retail file, print the summary
 #   make test-asan  every test under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-valgrind  every test, and the server, under valgrind memcheck
+#   make test-faults    make test with 20 SIGKILL rounds in the crash test
 
 PKGS    := libpq libmicrohttpd jansson hiredis libcurl zlib
 BUILD   ?= build
@@ -22,7 +24,7 @@ TEST_SRC := $(wildcard tests/unit/*.c tests/integration/*.c tests/http/*.c)
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
-.PHONY: all run test demo clean test-asan tests deps format
+.PHONY: all run test demo clean test-asan test-valgrind test-faults tests deps format
 all: $(BUILD)/cqrsd
 
 deps:
@@ -74,6 +76,16 @@ test-asan:
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined"
 	@BUILD=build-asan bash tools/test.sh
+
+test-valgrind:
+	@bash tools/deps.sh --extra
+	@$(MAKE) --no-print-directory tests
+	@CQRSD_VALGRIND=1 bash tools/test.sh
+
+test-faults:
+	@bash tools/deps.sh
+	@$(MAKE) --no-print-directory tests
+	@CQRSD_CRASH_ROUNDS=20 bash tools/test.sh
 
 clean:
 	rm -rf $(BUILD) build-asan

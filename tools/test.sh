@@ -17,6 +17,15 @@ export CQRSD_URL="http://$CQRSD_HTTP_ADDR"
 export CQRSD_BIN="$PWD/$BUILD/cqrsd"
 export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
 
+# CQRSD_VALGRIND=1: every test program and the server run under valgrind
+# memcheck; an error or a definite leak fails the run
+VG=()
+if [ -n "${CQRSD_VALGRIND:-}" ]; then
+  VG=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+      --show-leak-kinds=definite --track-origins=no)
+  export CQRSD_BIN_WRAPPER="${VG[*]}"
+fi
+
 passed=0; failed=0; failures=()
 server=
 cleanup() {
@@ -45,10 +54,10 @@ export CQRSD_SERVER_PIDFILE="$PWD/$DIR/server.pid" CQRSD_SERVER_LOG="$PWD/$DIR/s
 #   bash "$CQRSD_SERVICES" stop-pg|start-pg|stop-redis|start-redis $CQRSD_SERVICES_ARGS
 export CQRSD_SERVICES="$PWD/tools/services.sh" CQRSD_SERVICES_ARGS="$PWD/$DIR $PGPORT $REDISPORT"
 start_server() {
-  "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
+  "${VG[@]}" "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
   server=$!
   echo "$server" > "$CQRSD_SERVER_PIDFILE"
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     curl -fsS -m 1 "$CQRSD_URL/healthz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
@@ -57,8 +66,8 @@ start_server() {
   return 1
 }
 
-for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "$t"; done
-for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "$t"; done
+for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "${VG[@]}" "$t"; done
+for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "${VG[@]}" "$t"; done
 
 if start_server; then
   for t in "$BUILD"/tests/http/* tests/http/*.sh; do
@@ -76,9 +85,9 @@ if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
   kill -TERM "$server"
   for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
 fi
-if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$DIR/server.log" 2>/dev/null; then
-  echo "=== the server's own sanitizer report (from $DIR/server.log):"
-  grep -E -A20 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$DIR/server.log" | head -60
+if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|definitely lost in|Invalid (read|write)|uninitialised' "$DIR/server.log" 2>/dev/null; then
+  echo "=== the server's own sanitizer or valgrind report (from $DIR/server.log):"
+  grep -E -B2 -A20 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|definitely lost in|Invalid (read|write)|uninitialised' "$DIR/server.log" | head -80
   failed=$((failed + 1)); failures+=("server sanitizer report")
 fi
 
