@@ -7,6 +7,7 @@
 #   make test-asan  every test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-valgrind  every test, and the server, under valgrind memcheck
 #   make test-faults    make test with 20 SIGKILL rounds in the crash test
+#   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (30) seconds
 
 PKGS    := libpq libmicrohttpd jansson hiredis libcurl zlib
 BUILD   ?= build
@@ -23,8 +24,9 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/unit/*.c tests/integration/*.c tests/http/*.c)
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
 
-.PHONY: all run test demo clean test-asan test-valgrind test-faults tests deps format
+.PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps format
 all: $(BUILD)/cqrsd
 
 deps:
@@ -54,6 +56,12 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libcqrsd.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libcqrsd.a -o $@ $(LDLIBS) $(TEST_LDLIBS)
 
 tests: $(BUILD)/cqrsd $(TEST_BIN)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libcqrsd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined $< $(BUILD)/libcqrsd.a -o $@ $(LDLIBS)
+
+fuzzers: $(FUZZ_BIN)
 
 run:
 	@bash tools/deps.sh
@@ -87,8 +95,14 @@ test-faults:
 	@$(MAKE) --no-print-directory tests
 	@CQRSD_CRASH_ROUNDS=20 bash tools/test.sh
 
+fuzz:
+	@bash tools/deps.sh --extra
+	@$(MAKE) --no-print-directory fuzzers BUILD=build-fuzz CC=clang \
+	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all"
+	@bash tools/fuzz.sh build-fuzz
+
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz
 
 format:
 	clang-format -i $(SRC) $(TEST_SRC) core/*.h

@@ -512,16 +512,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
-/* Percent-decodes uri in place (RFC 3986 §2.1) for the path and for each
- * query argument. A decoded NUL byte or a malformed escape ("%ZZ", "%4")
- * becomes byte 0x01 instead: C strings would otherwise end at the NUL and
- * name another resource, and 0x01 is refused by every route and parameter
- * check (text_ok), so such a request gets a 400 or a 404, never a wrong id.
- * Returns the new length. */
-static size_t on_unescape(void *cls, struct MHD_Connection *c, char *uri)
+/* libmicrohttpd's unescape callback: http_unescape (see http.h). */
+size_t http_unescape(char *uri)
 {
-    (void)cls;
-    (void)c;
     char *r = uri, *w = uri;
     while (*r) {
         if (*r != '%') {
@@ -548,6 +541,13 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *uri)
     }
     *w = '\0';
     return (size_t)(w - uri);
+}
+
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *uri)
+{
+    (void)cls;
+    (void)c;
+    return http_unescape(uri);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)

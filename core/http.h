@@ -38,6 +38,14 @@ struct http_match {
     char *values[8]; /* owned; free with http_match_clear */
 };
 int http_route(const char *method, const char *path, struct http_match *m, char allow[64]);
+
+/* Percent-decodes uri in place (RFC 3986 §2.1); libmicrohttpd calls it for the
+ * path and each query argument. A decoded NUL byte or a malformed escape
+ * ("%ZZ", "%4") becomes byte 0x01 instead: C strings would otherwise end at
+ * the NUL and name another resource, and 0x01 is refused by every route and
+ * parameter check, so such a request gets a 400 or a 404, never a wrong id.
+ * Returns the new length. */
+size_t http_unescape(char *uri);
 void http_match_clear(struct http_match *m);
 
 #endif
