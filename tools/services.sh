@@ -20,8 +20,8 @@ dir=$(realpath -m "${2:?missing DIR}")
 pgport=${3:?missing PGPORT}
 redisport=${4:?missing REDISPORT}
 
-as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_pg() { # from / : the postgres user may not be allowed into the current folder
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pgdata_dir() {
