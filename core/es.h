@@ -18,6 +18,9 @@
 
 #include "core/err.h"
 
+/* Longest stream id, in bytes (the CHECK on streams.stream_id). */
+#define ES_STREAM_ID_MAX 512
+
 /* Expected versions. N >= 1 means "exactly N". */
 #define ES_ANY (-1)
 #define ES_NO_STREAM 0

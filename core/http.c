@@ -253,11 +253,13 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
 static int take_params(struct req *rq, struct disp_job *job, struct err *e)
 {
     for (size_t i = 0; i < rq->m.nparams; i++) {
-        if (!text_ok(rq->m.values[i], ID_MAX, 0))
+        /* a stream id is "<category>-<id>": longer than the ids it is made of */
+        int max = strcmp(rq->m.names[i], "stream_id") ? ID_MAX : ES_STREAM_ID_MAX;
+        if (!text_ok(rq->m.values[i], (size_t)max, 0))
             return err_set(e, ERR_INVALID,
                            "%s must be 1 to %d bytes of UTF-8 text without control characters "
                            "or '/'",
-                           rq->m.names[i], ID_MAX);
+                           rq->m.names[i], max);
         job->params = xrealloc(job->params, (job->nparams + 1) * sizeof *job->params);
         job->params[job->nparams].name = xstrdup(rq->m.names[i]);
         job->params[job->nparams].value = xstrdup(rq->m.values[i]);
