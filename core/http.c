@@ -142,6 +142,7 @@ int http_route(const char *method, const char *path, struct http_match *m, char 
 
 struct req {
     struct MHD_Connection *conn;
+    int64_t started_ms;   /* first call: the headers were read */
     struct http_match m;
     char *body;
     size_t len, cap;
@@ -392,6 +393,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!rq) {
         rq = xcalloc(1, sizeof *rq);
         rq->conn = c;
+        rq->started_ms = util_now_ms();
         *con_cls = rq;
         /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
         int rc = http_route(strcmp(method, "HEAD") ? method : "GET", url, &rq->m, rq->allow);
@@ -440,6 +442,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                          rq->job->retry_after, NULL);
     }
     if (*upload_size) {
+        if (util_now_ms() - rq->started_ms > (int64_t)H.cfg.body_timeout_s * 1000) {
+            /* a body trickling in (a byte now and then never trips the idle
+             * timeout): drop the connection. libmicrohttpd 0.9.75 cannot send
+             * a response before the body is read whole, so no 408 is sent. */
+            log_warn("http: %s %s: body not received within %u s, connection dropped", method,
+                     url, H.cfg.body_timeout_s);
+            return MHD_NO;
+        }
         if (!rq->too_large && rq->len + *upload_size > H.cfg.max_body) {
             rq->too_large = 1;
             free(rq->body);

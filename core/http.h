@@ -14,6 +14,7 @@ struct http_config {
     const char *addr;       /* "127.0.0.1:8080" */
     size_t max_body;        /* bytes; larger bodies get 413 */
     unsigned timeout_s;     /* idle connection timeout, seconds */
+    unsigned body_timeout_s; /* a request body must arrive whole within this, seconds */
     unsigned threads;       /* HTTP threads (parse only, never wait on a database) */
 };
 

@@ -4,7 +4,7 @@
  * REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
  * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
  * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
- * CQRSD_HTTP_TIMEOUT (30 s).
+ * CQRSD_HTTP_TIMEOUT (30 s, idle), CQRSD_BODY_TIMEOUT (30 s for a whole request body).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -59,7 +59,7 @@ static int usage(FILE *f, int code)
           "environment: DATABASE_URL, REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
           "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London),\n"
           "  CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024), CQRSD_STATE_CACHE (10000),\n"
-          "  CQRSD_HTTP_TIMEOUT (30 s)\n",
+          "  CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s)\n",
           f);
     return code;
 }
@@ -158,6 +158,7 @@ static int cmd_serve(void)
         .addr = env_or("CQRSD_HTTP_ADDR", "127.0.0.1:8080"),
         .max_body = (size_t)env_int("CQRSD_MAX_BODY", 1 << 20, 1024, 64 << 20),
         .timeout_s = (unsigned)env_int("CQRSD_HTTP_TIMEOUT", 30, 1, 3600),
+        .body_timeout_s = (unsigned)env_int("CQRSD_BODY_TIMEOUT", 30, 1, 3600),
         .threads = 2,
     };
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};

@@ -16,6 +16,7 @@ export CQRSD_HTTP_ADDR=${CQRSD_TEST_HTTP_ADDR:-127.0.0.1:18089}
 export CQRSD_URL="http://$CQRSD_HTTP_ADDR"
 export CQRSD_BIN="$PWD/$BUILD/cqrsd"
 export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
+export CQRSD_BODY_TIMEOUT=${CQRSD_BODY_TIMEOUT:-3}   # test_hostile trickles a body past it
 
 # CQRSD_VALGRIND=1: every test program and the server run under valgrind
 # memcheck; an error or a definite leak fails the run

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -695,6 +696,53 @@ static void slow_body(void **st)
         close(fds[i]);
 }
 
+/* A body trickling in, a byte every 0.5 s, never trips the idle timeout;
+ * the server drops it once CQRSD_BODY_TIMEOUT has passed (tools/test.sh
+ * sets 3 s), and goes on serving others. */
+static void trickled_body_is_cut_off(void **st)
+{
+    (void)st;
+    const char *bt = getenv("CQRSD_BODY_TIMEOUT");
+    int limit = bt ? atoi(bt) : 30;
+    if (limit < 1 || limit > 10) {
+        print_message("CQRSD_BODY_TIMEOUT is %d s: too long to wait for here\n", limit);
+        skip();
+    }
+    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
+    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char *hd = xasprintf("POST /carts HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 200\r\n\r\n",
+                         host);
+    assert_int_equal(send(fd, hd, strlen(hd), MSG_NOSIGNAL), (ssize_t)strlen(hd));
+    free(hd);
+    int closed = 0, ticks;
+    for (ticks = 0; ticks < (limit + 6) * 2 && !closed; ticks++) {
+        if (send(fd, " ", 1, MSG_NOSIGNAL) != 1) {
+            closed = 1;
+            break;
+        }
+        usleep(500000);
+        char b[256];
+        ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            closed = 1;
+    }
+    close(fd);
+    if (!closed)
+        fail_msg("a body trickling for %d s was not cut off (CQRSD_BODY_TIMEOUT %d s)", ticks / 2,
+                 limit);
+    struct reply r = req_fresh("GET", "/healthz", NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+}
+
 int main(void)
 {
     url = getenv("CQRSD_URL");
@@ -714,6 +762,7 @@ int main(void)
         cmocka_unit_test(odd_ids),         cmocka_unit_test(id_200_bytes),
         cmocka_unit_test(verbatim_text),
         cmocka_unit_test(large_but_legal), cmocka_unit_test(slow_body),
+        cmocka_unit_test(trickled_body_is_cut_off),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_easy_cleanup(conn);
