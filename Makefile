@@ -22,6 +22,7 @@ SRC      := $(wildcard core/*.c commands/*.c projections/*.c queries/*.c tools/l
 LIB_SRC  := $(filter-out core/main.c,$(SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/unit/*.c tests/integration/*.c tests/http/*.c)
+TEST_LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
@@ -51,11 +52,11 @@ $(BUILD)/libcqrsd.a: $(LIB_OBJ) $(BUILD)/migrations.o
 $(BUILD)/cqrsd: $(BUILD)/core/main.o $(BUILD)/libcqrsd.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libcqrsd.a
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libcqrsd.a $(TEST_LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(BUILD)/libcqrsd.a -o $@ $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(CFLAGS) $< $(TEST_LIB_OBJ) $(BUILD)/libcqrsd.a -o $@ $(LDLIBS) $(TEST_LDLIBS)
 
-tests: $(BUILD)/cqrsd $(TEST_BIN)
+tests: $(BUILD)/cqrsd $(TEST_LIB_OBJ) $(TEST_BIN)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libcqrsd.a
 	@mkdir -p $(dir $@)

@@ -41,6 +41,7 @@
 #include "core/rm.h"
 #include "core/rtime.h"
 #include "core/util.h"
+#include "tests/lib/th.h"
 
 #define THREADS 4
 #define MAX_CARTS 4000
@@ -51,45 +52,14 @@ static char run_id[9];
 
 /* ---------- HTTP ---------- */
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t collect(char *d, size_t s, size_t n, void *u)
-{
-    struct buf *b = u;
-    b->p = xrealloc(b->p, b->n + s * n + 1);
-    memcpy(b->p + b->n, d, s * n);
-    b->n += s * n;
-    b->p[b->n] = '\0';
-    return s * n;
-}
-
 /* Returns the HTTP status (0 on a transport error); *out gets the parsed body. */
 static long http(CURL *c, const char *method, const char *path, const char *body, json_t **out)
 {
-    char *u = xasprintf("%s%s", url, path);
-    struct buf b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, u);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    struct th_reply r = th_call(c, url, method, path, body, NULL, 10);
     if (out)
-        *out = b.p ? json_loads(b.p, 0, NULL) : NULL;
-    free(b.p);
-    free(u);
-    curl_slist_free_all(h);
-    return status;
+        *out = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    th_reply_free(&r);
+    return r.status;
 }
 
 /* ---------- the server ---------- */
@@ -172,30 +142,9 @@ static void start_server(void)
     wait_healthy();
 }
 
-/* Waits until every projection's checkpoint reached the head position. */
 static void wait_caught_up(void)
 {
-    CURL *c = curl_easy_init();
-    for (int i = 0; i < 1200; i++) {
-        json_t *h = NULL;
-        if (http(c, "GET", "/healthz", NULL, &h) == 200 && h) {
-            json_t *p;
-            size_t k;
-            int all = 1;
-            json_array_foreach(json_object_get(h, "projections"), k, p)
-                all &= json_is_true(json_object_get(p, "caught_up"));
-            json_decref(h);
-            if (all) {
-                curl_easy_cleanup(c);
-                return;
-            }
-        } else {
-            json_decref(h);
-        }
-        usleep(50000);
-    }
-    curl_easy_cleanup(c);
-    fail_msg("projections did not catch up within 60 s");
+    th_wait_caught_up(url, 60);
 }
 
 /* ---------- load ---------- */

@@ -21,38 +21,18 @@
 
 #include "core/es.h"
 #include "core/util.h"
+#include "tests/lib/th.h"
 
 static const char *url;
 static char run_id[9];
-
-static size_t sink(char *d, size_t s, size_t n, void *u)
-{
-    (void)d;
-    (void)u;
-    return s * n;
-}
 
 /* Status of one request, bounded to 5 s: a command that waited on another
  * stream's open transaction would fail this bound. */
 static long call(const char *method, const char *path, const char *body)
 {
-    CURL *c = curl_easy_init();
-    char *u = xasprintf("%s%s", url, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, u);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    long st = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    free(u);
-    return st;
+    struct th_reply r = th_call(NULL, url, method, path, body, NULL, 5);
+    th_reply_free(&r);
+    return r.status;
 }
 
 /* Polls GET path until it answers want, for up to 30 s. */

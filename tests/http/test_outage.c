@@ -25,63 +25,15 @@
 
 #include "core/rm.h"
 #include "core/util.h"
+#include "tests/lib/th.h"
 
 static const char *url;
 static char run_id[9];
 
-struct reply {
-    long status;
-    char retry_after[16];
-    char *body;
-    size_t len;
-};
-
-static size_t on_body(char *d, size_t s, size_t n, void *u)
+/* One request, bounded to 15 s: a hang fails the test. */
+static struct th_reply call(const char *method, const char *path, const char *body, const char *key)
 {
-    struct reply *r = u;
-    r->body = xrealloc(r->body, r->len + s * n + 1);
-    memcpy(r->body + r->len, d, s * n);
-    r->len += s * n;
-    r->body[r->len] = '\0';
-    return s * n;
-}
-
-static size_t on_header(char *d, size_t s, size_t n, void *u)
-{
-    struct reply *r = u;
-    if (!strncasecmp(d, "Retry-After:", 12))
-        snprintf(r->retry_after, sizeof r->retry_after, "%.*s", (int)strcspn(d + 12, "\r\n"),
-                 d + 12);
-    return s * n;
-}
-
-/* One request with a 15 s bound (a hang fails the test). Caller frees body. */
-static struct reply call(const char *method, const char *path, const char *body, const char *key)
-{
-    struct reply r = {0};
-    CURL *c = curl_easy_init();
-    char *u = xasprintf("%s%s", url, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    char *kh = key ? xasprintf("Idempotency-Key: %s", key) : NULL;
-    if (kh)
-        h = curl_slist_append(h, kh);
-    curl_easy_setopt(c, CURLOPT_URL, u);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    free(kh);
-    free(u);
-    return r;
+    return th_call(NULL, url, method, path, body, key, 15);
 }
 
 static void services(const char *verb)
@@ -93,7 +45,7 @@ static void services(const char *verb)
     assert_int_equal(rc, 0);
 }
 
-static void expect_503(struct reply r, const char *what)
+static void expect_503(struct th_reply r, const char *what)
 {
     if (r.status != 503 || !*r.retry_after || !r.body || !strstr(r.body, "\"status\":503"))
         fail_msg("%s: expected 503 problem with Retry-After, got %ld (Retry-After \"%s\") %s", what,
@@ -105,43 +57,13 @@ static void expect_503(struct reply r, const char *what)
 static long until_not_503(const char *method, const char *path, const char *body, const char *key)
 {
     for (int i = 0; i < 60; i++) {
-        struct reply r = call(method, path, body, key);
-        free(r.body);
+        struct th_reply r = call(method, path, body, key);
+        th_reply_free(&r);
         if (r.status != 503 && r.status != 0)
             return r.status;
         sleep(1);
     }
     return 503;
-}
-
-static void wait_caught_up(void)
-{
-    for (int i = 0; i < 600; i++) {
-        struct reply r = call("GET", "/healthz", NULL, NULL);
-        json_t *h = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
-        free(r.body);
-        int all = h != NULL;
-        json_t *p;
-        size_t k;
-        json_array_foreach(json_object_get(h, "projections"), k, p)
-            all &= json_is_true(json_object_get(p, "caught_up"));
-        json_decref(h);
-        if (all)
-            return;
-        usleep(100000);
-    }
-    fail_msg("projections did not catch up within 60 s");
-}
-
-static json_t *get_json(const char *path)
-{
-    struct reply r = call("GET", path, NULL, NULL);
-    if (r.status != 200)
-        fail_msg("GET %s: %ld %s", path, r.status, r.body ? r.body : "");
-    json_t *j = json_loads(r.body, 0, NULL);
-    free(r.body);
-    assert_non_null(j);
-    return j;
 }
 
 static void postgres_outage(void **st)
@@ -152,10 +74,10 @@ static void postgres_outage(void **st)
     services("stop-pg");
     snprintf(key, sizeof key, "outage-open-%s", run_id);
     expect_503(call("POST", "/carts", body, key), "command while PostgreSQL is down");
-    struct reply q = call("GET", "/stats/summary", NULL, NULL);
+    struct th_reply q = call("GET", "/stats/summary", NULL, NULL);
     assert_int_equal(q.status, 200); /* queries read Redis */
     free(q.body);
-    struct reply h = call("GET", "/healthz", NULL, NULL);
+    struct th_reply h = call("GET", "/healthz", NULL, NULL);
     assert_int_equal(h.status, 503);
     assert_non_null(strstr(h.body, "\"postgres\":\"down\""));
     free(h.body);
@@ -166,13 +88,13 @@ static void postgres_outage(void **st)
     assert_int_equal(until_not_503("POST", path, "{\"sku\":\"pg-sku\",\"quantity\":3,\"unit_price\":\"0.10\"}", NULL), 200);
     snprintf(path, sizeof path, "/carts/pg%s/checkout", run_id);
     assert_int_equal(until_not_503("POST", path, "{}", NULL), 200);
-    wait_caught_up();
+    th_wait_caught_up(url, 60);
     snprintf(path, sizeof path, "/orders/pg%s", run_id);
-    json_t *order = get_json(path);
+    json_t *order = th_get_json(url, path);
     assert_string_equal(json_string_value(json_object_get(order, "total")), "0.30");
     json_decref(order);
     snprintf(path, sizeof path, "/streams/cart-pg%s", run_id);
-    json_t *s = get_json(path);
+    json_t *s = th_get_json(url, path);
     assert_int_equal(json_array_size(json_object_get(s, "events")), 3); /* opened once */
     json_decref(s);
 }
@@ -184,7 +106,7 @@ static void redis_outage(void **st)
     services("stop-redis");
     expect_503(call("GET", "/stats/summary", NULL, NULL), "query while Redis is down");
     snprintf(body, sizeof body, "{\"cart_id\":\"rd%s\",\"customer_id\":\"rd%s\"}", run_id, run_id);
-    struct reply r = call("POST", "/carts", body, NULL);
+    struct th_reply r = call("POST", "/carts", body, NULL);
     assert_int_equal(r.status, 201); /* commands need no Redis */
     free(r.body);
     snprintf(path, sizeof path, "/carts/rd%s/items", run_id);
@@ -192,9 +114,9 @@ static void redis_outage(void **st)
     assert_int_equal(r.status, 200);
     free(r.body);
     services("start-redis");
-    wait_caught_up();
+    th_wait_caught_up(url, 60);
     snprintf(path, sizeof path, "/carts/rd%s", run_id);
-    json_t *cart = get_json(path);
+    json_t *cart = th_get_json(url, path);
     assert_string_equal(json_string_value(json_object_get(cart, "total")), "0.40");
     json_decref(cart);
 }
@@ -203,7 +125,7 @@ static void redis_flushed(void **st)
 {
     (void)st;
     char opath[128], upath[128], rpath[128];
-    wait_caught_up();
+    th_wait_caught_up(url, 60);
     snprintf(opath, sizeof opath, "/orders/pg%s", run_id);
     snprintf(upath, sizeof upath, "/customers/pg%s", run_id);
     snprintf(rpath, sizeof rpath, "/carts/rd%s", run_id);
@@ -212,15 +134,15 @@ static void redis_flushed(void **st)
     enum { N = sizeof paths / sizeof paths[0] };
     json_t *before[N];
     for (int i = 0; i < N; i++)
-        before[i] = get_json(paths[i]);
+        before[i] = th_get_json(url, paths[i]);
     struct err e = {0};
     redisContext *rc = rm_connect(getenv("REDIS_URL"), 5000, &e);
     assert_non_null(rc);
     freeReplyObject(redisCommand(rc, "FLUSHALL"));
     redisFree(rc);
-    wait_caught_up(); /* checkpoints gone: the runner replays from the first event */
+    th_wait_caught_up(url, 60); /* checkpoints gone: the runner replays from the first event */
     for (int i = 0; i < N; i++) {
-        json_t *after = get_json(paths[i]);
+        json_t *after = th_get_json(url, paths[i]);
         if (!json_equal(before[i], after)) {
             char *a = json_dumps(before[i], JSON_COMPACT), *b = json_dumps(after, JSON_COMPACT);
             fail_msg("%s differs after the rebuild:\nbefore %.600s\nafter  %.600s", paths[i], a, b);

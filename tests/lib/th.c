@@ -1,0 +1,104 @@
+/* tests/lib/th.c — the tests' HTTP client (see th.h). */
+#include "tests/lib/th.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/util.h"
+
+static size_t on_body(char *d, size_t s, size_t n, void *u)
+{
+    struct th_reply *r = u;
+    r->body = xrealloc(r->body, r->len + s * n + 1);
+    memcpy(r->body + r->len, d, s * n);
+    r->len += s * n;
+    r->body[r->len] = '\0';
+    return s * n;
+}
+
+static size_t on_header(char *d, size_t s, size_t n, void *u)
+{
+    struct th_reply *r = u;
+    if (s * n > 12 && !strncasecmp(d, "Retry-After:", 12))
+        snprintf(r->retry_after, sizeof r->retry_after, "%.*s",
+                 (int)strcspn(d + 12, "\r\n"), d + 12 + strspn(d + 12, " "));
+    return s * n;
+}
+
+struct th_reply th_call(CURL *c, const char *base, const char *method, const char *path,
+                        const char *body, const char *key, long timeout_s)
+{
+    struct th_reply r = {0};
+    CURL *h = c ? c : curl_easy_init();
+    char *u = xasprintf("%s%s", base, path);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    char *kh = key ? xasprintf("Idempotency-Key: %s", key) : NULL;
+    if (kh)
+        hd = curl_slist_append(hd, kh);
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, u);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+    if (body)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    if (curl_easy_perform(h) == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+        curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &r.connects);
+    }
+    curl_slist_free_all(hd);
+    if (!c)
+        curl_easy_cleanup(h);
+    free(kh);
+    free(u);
+    return r;
+}
+
+void th_reply_free(struct th_reply *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}
+
+json_t *th_get_json(const char *base, const char *path)
+{
+    struct th_reply r = th_call(NULL, base, "GET", path, NULL, NULL, 15);
+    if (r.status != 200)
+        fail_msg("GET %s: %ld %s", path, r.status, r.body ? r.body : "");
+    json_t *j = json_loads(r.body, 0, NULL);
+    th_reply_free(&r);
+    if (!j)
+        fail_msg("GET %s: the reply is not JSON", path);
+    return j;
+}
+
+void th_wait_caught_up(const char *base, int seconds)
+{
+    for (int i = 0; i < seconds * 10; i++) {
+        struct th_reply r = th_call(NULL, base, "GET", "/healthz", NULL, NULL, 5);
+        json_t *h = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+        th_reply_free(&r);
+        int all = h != NULL;
+        json_t *p;
+        size_t k;
+        json_array_foreach(json_object_get(h, "projections"), k, p)
+            all &= json_is_true(json_object_get(p, "caught_up"));
+        json_decref(h);
+        if (all)
+            return;
+        usleep(100000);
+    }
+    fail_msg("projections did not catch up within %d s", seconds);
+}

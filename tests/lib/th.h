@@ -1,0 +1,35 @@
+/* tests/lib/th.h — a small HTTP client for the tests that talk to the real
+ * server (libcurl + cmocka): one request with a bounded time, a JSON GET
+ * that fails the test unless 200, and waiting for the projections. Linked
+ * into every test program by the Makefile. */
+#ifndef CQRSD_TESTS_TH_H
+#define CQRSD_TESTS_TH_H
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stddef.h>
+
+struct th_reply {
+    long status;          /* 0: no HTTP answer (refused, timed out) */
+    long connects;        /* CURLINFO_NUM_CONNECTS: 0 when the connection was reused */
+    char retry_after[16]; /* the Retry-After header, "" when absent */
+    char *body;           /* NUL-terminated; owned, free with th_reply_free */
+    size_t len;
+};
+
+/* One request to base + path on handle c (NULL: a fresh handle), JSON body
+ * (NULL: none), optional Idempotency-Key, at most timeout_s seconds. */
+struct th_reply th_call(CURL *c, const char *base, const char *method, const char *path,
+                        const char *body, const char *key, long timeout_s);
+
+/* Frees the body; r may be reused. */
+void th_reply_free(struct th_reply *r);
+
+/* GET base + path; fails the test unless 200 with JSON. Caller decrefs. */
+json_t *th_get_json(const char *base, const char *path);
+
+/* Polls GET /healthz until every projection is caught_up; fails the test
+ * after `seconds`. */
+void th_wait_caught_up(const char *base, int seconds);
+
+#endif
