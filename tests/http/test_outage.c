@@ -77,6 +77,7 @@ static void postgres_outage(void **st)
     struct th_reply q = call("GET", "/stats/summary", NULL, NULL);
     assert_int_equal(q.status, 200); /* queries read Redis */
     free(q.body);
+    expect_503(call("GET", "/streams/cart-nothing", NULL, NULL), "/streams while PostgreSQL is down");
     struct th_reply h = call("GET", "/healthz", NULL, NULL);
     assert_int_equal(h.status, 503);
     assert_non_null(strstr(h.body, "\"postgres\":\"down\""));
