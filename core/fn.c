@@ -30,12 +30,6 @@ void fn_decision_free(struct fn_decision *d)
     memset(d, 0, sizeof *d);
 }
 
-void fn_decision_clear(struct fn_decision *d)
-{
-    fn_decision_free(d);
-    fn_decision_init(d);
-}
-
 static void emit(struct fn_decision *d, const char *stream_id, const char *type, json_t *data)
 {
     if (d->n == d->cap) {

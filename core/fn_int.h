@@ -19,8 +19,6 @@ struct fn_decision {
 };
 
 void fn_decision_init(struct fn_decision *d);
-/* Frees everything the decision holds; leaves it empty, reusable. */
-void fn_decision_clear(struct fn_decision *d);
 /* Frees everything the decision holds; it is unusable until fn_decision_init. */
 void fn_decision_free(struct fn_decision *d);
 
@@ -47,7 +45,7 @@ struct fn_query_ctx {
     size_t nparams;
 };
 
-/* Looks a command/query up by exact name; NULL when unknown. */
+/* Looks a projection up by exact name; NULL when unknown. */
 const struct fn_projection *fn_projection_find(const char *name);
 
 #endif
