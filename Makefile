@@ -1,41 +1,87 @@
 # cqrsd — one Makefile, pkg-config for every library (see README.md).
 #
-#   make            build build/cqrsd
+#   make            build build/cqrsd, build/cqrsd-load and build/modules/ecommerce.so
 #   make run        install missing packages, start PostgreSQL + Redis, migrate, serve :8080
 #   make test       the same set-up on other ports, every test, services stopped after
 #   make demo       make run's set-up, load the whole Online Retail file, print the summary
+#   make install    PREFIX (/usr/local) and DESTDIR: binaries, the e-commerce module, the
+#                   ABI headers (<cqrsd/fn.h>) and cqrsd.pc for building modules
 #   make test-asan  every test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-valgrind  every test, and the server, under valgrind memcheck
 #   make test-faults    make test with 20 SIGKILL rounds in the crash test
 #   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (30) seconds
+#
+# What links what:
+#   build/cqrsd          core/ (the platform): libpq, libmicrohttpd, jansson, hiredis;
+#                        it exports the ABI functions (core/abi.list) to the modules it loads
+#   build/cqrsd-load     tools/load/ (a client of the HTTP API): libcurl, zlib, libcsv, jansson
+#   build/modules/*.so   a module sees only <cqrsd/fn.h> (build/include/cqrsd/) and jansson
 
-PKGS    := libpq libmicrohttpd jansson hiredis libcurl zlib
+VERSION := 0.2.0
+PKGS    := libpq libmicrohttpd jansson hiredis
+LOAD_PKGS := libcurl zlib jansson
 BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O2 -g
+PREFIX  ?= /usr/local
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lpthread -lm
-TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP
+CFLAGS  += $(BASE_CFLAGS) -I. -I$(BUILD)/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
+LOAD_LDLIBS := $(shell pkg-config --libs $(LOAD_PKGS) 2>/dev/null) -lcsv -lpthread
+TEST_LDLIBS := $(shell pkg-config --libs cmocka libcurl zlib 2>/dev/null)
+# the binaries that load modules export the ABI (and only the ABI) to them
+EXPORT  := -Wl,--dynamic-list=core/abi.list
 
-SRC      := $(wildcard core/*.c commands/*.c projections/*.c queries/*.c tools/load/*.c)
-LIB_SRC  := $(filter-out core/main.c,$(SRC))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# the ABI a module includes as <cqrsd/fn.h>
+ABI_HDR := core/fn.h core/err.h core/err.def core/money.h core/rtime.h
+ABI_INC := $(patsubst core/%,$(BUILD)/include/cqrsd/%,$(ABI_HDR))
+
+CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/migrations.o
+LOAD_SRC := $(wildcard tools/load/*.c)
+LOAD_OBJ := $(LOAD_SRC:%.c=$(BUILD)/%.o)
+LOAD_LIB_OBJ := $(filter-out $(BUILD)/tools/load/main.o,$(LOAD_OBJ))
+
+# the e-commerce module: commands/, projections/, queries/, through <cqrsd/fn.h> only
+ECOM_SRC := $(wildcard commands/*.c projections/*.c queries/*.c)
+ECOM_OBJ := $(ECOM_SRC:%.c=$(BUILD)/ecom/%.o)
+MODULE_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -I$(BUILD)/include \
+                 -iquote commands -iquote projections -iquote queries \
+                 $(shell pkg-config --cflags jansson 2>/dev/null)
+MODULE_LDLIBS := $(shell pkg-config --libs jansson 2>/dev/null)
+
 TEST_SRC := $(wildcard tests/unit/*.c tests/integration/*.c tests/http/*.c)
 TEST_LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
 
-.PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps format
-all: $(BUILD)/cqrsd
+.PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
+        format install headers modules
+all: $(BUILD)/cqrsd $(BUILD)/cqrsd-load modules $(BUILD)/pkgconfig/cqrsd-uninstalled.pc
 
 deps:
 	@bash tools/deps.sh
 
-$(BUILD)/%.o: %.c
+headers: $(ABI_INC)
+
+$(BUILD)/include/cqrsd/%: core/%
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+# every object of the platform and the tests sees <cqrsd/...> as the module does
+$(BUILD)/%.o: %.c | $(ABI_INC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tools/load/%.o: tools/load/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -I. $(shell pkg-config --cflags $(LOAD_PKGS) 2>/dev/null) -c $< -o $@
+
+$(BUILD)/ecom/%.o: %.c | $(ABI_INC)
+	@mkdir -p $(dir $@)
+	$(CC) $(MODULE_CFLAGS) -c $< -o $@
 
 # migrations are compiled into the binary: the binary alone can migrate
 $(BUILD)/migrations.c: $(MIGRATIONS) tools/embed_migrations.sh
@@ -45,22 +91,42 @@ $(BUILD)/migrations.c: $(MIGRATIONS) tools/embed_migrations.sh
 $(BUILD)/migrations.o: $(BUILD)/migrations.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/libcqrsd.a: $(LIB_OBJ) $(BUILD)/migrations.o
+$(BUILD)/cqrsd: $(BUILD)/core/main.o $(CORE_OBJ) core/abi.list
+	$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORT) $(BUILD)/core/main.o $(CORE_OBJ) -o $@ $(LDLIBS)
+
+$(BUILD)/cqrsd-load: $(LOAD_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(LOAD_OBJ) -o $@ $(LOAD_LDLIBS)
+
+modules: $(BUILD)/modules/ecommerce.so
+
+$(BUILD)/modules/ecommerce.so: $(ECOM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(MODULE_CFLAGS) $(LDFLAGS) -shared $^ -o $@ $(MODULE_LDLIBS)
+
+# the same objects, linked into the fuzzers
+$(BUILD)/modules/ecommerce.a: $(ECOM_OBJ)
+	@mkdir -p $(dir $@)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/cqrsd: $(BUILD)/core/main.o $(BUILD)/libcqrsd.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libcqrsd.a $(TEST_LIB_OBJ)
+$(BUILD)/pkgconfig/cqrsd-uninstalled.pc: tools/cqrsd.pc.in Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(TEST_LIB_OBJ) $(BUILD)/libcqrsd.a -o $@ $(LDLIBS) $(TEST_LDLIBS)
+	sed -e 's|@INCLUDEDIR@|$(abspath $(BUILD)/include)|' -e 's|@MODULEDIR@|$(abspath $(BUILD)/modules)|' \
+	    -e 's|@BINDIR@|$(abspath $(BUILD))|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-tests: $(BUILD)/cqrsd $(TEST_LIB_OBJ) $(TEST_BIN)
-
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libcqrsd.a
+$(BUILD)/tests/unit/test_load: tests/unit/test_load.c $(LOAD_LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined $< $(BUILD)/libcqrsd.a -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LOAD_LIB_OBJ) -o $@ $(LOAD_LDLIBS) $(TEST_LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(CORE_OBJ) $(TEST_LIB_OBJ) core/abi.list | $(ABI_INC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORT) $< $(TEST_LIB_OBJ) $(CORE_OBJ) -o $@ $(LDLIBS) $(TEST_LDLIBS)
+
+tests: all $(TEST_LIB_OBJ) $(TEST_BIN)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_OBJ) $(BUILD)/modules/ecommerce.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined $< $(CORE_OBJ) $(BUILD)/modules/ecommerce.a -o $@ $(LDLIBS)
 
 fuzzers: $(FUZZ_BIN)
 
@@ -102,10 +168,20 @@ fuzz:
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all"
 	@bash tools/fuzz.sh build-fuzz
 
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/cqrsd/modules \
+	  $(DESTDIR)$(PREFIX)/include/cqrsd $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/cqrsd $(BUILD)/cqrsd-load $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/modules/ecommerce.so $(DESTDIR)$(PREFIX)/lib/cqrsd/modules/
+	install -m 644 $(ABI_INC) $(DESTDIR)$(PREFIX)/include/cqrsd/
+	sed -e 's|@INCLUDEDIR@|$(PREFIX)/include|' -e 's|@MODULEDIR@|$(PREFIX)/lib/cqrsd/modules|' \
+	    -e 's|@BINDIR@|$(PREFIX)/bin|' -e 's|@VERSION@|$(VERSION)|' tools/cqrsd.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cqrsd.pc
+
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
 
 format:
-	clang-format -i $(SRC) $(TEST_SRC) core/*.h
+	clang-format -i $(CORE_SRC) core/main.c $(ECOM_SRC) $(TEST_SRC) core/*.h
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

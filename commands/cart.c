@@ -23,9 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands/ecom.h"
-#include "core/fn.h"
-#include "core/util.h"
+#include <cqrsd/fn.h>
+
+#include "ecom.h"
+#include "events.h"
 
 /* One line of the cart, owned by the state. */
 struct cart_line {
@@ -51,7 +52,7 @@ struct cart_state {
 
 static char *dup_or_null(const json_t *v)
 {
-    return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    return json_is_string(v) ? fn_strdup(json_string_value(v)) : NULL;
 }
 
 static void free_line(struct cart_line *l)
@@ -104,11 +105,11 @@ static void fold_item_added(struct cart_state *s, const struct fn_event *ev)
     }
     s->units = units;
     s->total = total;
-    l.sku = xstrdup(json_string_value(sku));
-    l.description = xstrdup(json_is_string(desc) ? json_string_value(desc) : "");
+    l.sku = fn_strdup(json_string_value(sku));
+    l.description = fn_strdup(json_is_string(desc) ? json_string_value(desc) : "");
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 16;
-        s->lines = xrealloc(s->lines, s->cap * sizeof *s->lines);
+        s->lines = ecom_realloc(s->lines, s->cap * sizeof *s->lines);
     }
     s->lines[s->n++] = l;
 }
@@ -138,17 +139,17 @@ static void cart_evolve(void *state, const struct fn_event *ev)
     struct cart_state *s = state;
     if (!ev->type || !json_is_object(ev->data)) {
         mark_bad(s, ev);
-    } else if (!strcmp(ev->type, "CartOpened")) {
+    } else if (!strcmp(ev->type, EV_CartOpened)) {
         free(s->customer_id);
         free(s->country);
         s->opened = 1;
         s->customer_id = dup_or_null(json_object_get(ev->data, "customer_id"));
         s->country = dup_or_null(json_object_get(ev->data, "country"));
-    } else if (!strcmp(ev->type, "ItemAdded")) {
+    } else if (!strcmp(ev->type, EV_ItemAdded)) {
         fold_item_added(s, ev);
-    } else if (!strcmp(ev->type, "ItemRemoved")) {
+    } else if (!strcmp(ev->type, EV_ItemRemoved)) {
         fold_item_removed(s, ev);
-    } else if (!strcmp(ev->type, "CartCheckedOut")) {
+    } else if (!strcmp(ev->type, EV_CartCheckedOut)) {
         s->checked_out = 1;
     }
 }
@@ -207,12 +208,13 @@ static int open_decide(const void *state, int64_t version, const json_t *cmd,
     json_object_set_new(data, "customer_id", customer);
     json_object_set_new(data, "country", country);
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "CartOpened", data);
+    fn_emit(d, EV_CartOpened, data);
     fn_reply_set(d, "cart_id", json_string(cart_id));
     return 0;
 }
 
 const struct fn_command cart_open = {
+    .abi = FN_ABI_VERSION,
     .name = "cart.open",
     .method = "POST",
     .route = "/carts",
@@ -258,11 +260,12 @@ static int add_item_decide(const void *state, int64_t version, const json_t *cmd
     json_object_set_new(data, "unit_price", ecom_money_json(l.unit_price));
     json_object_set_new(data, "amount", ecom_money_json(l.amount));
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "ItemAdded", data);
+    fn_emit(d, EV_ItemAdded, data);
     return 0;
 }
 
 const struct fn_command cart_add_item = {
+    .abi = FN_ABI_VERSION,
     .name = "cart.add_item",
     .method = "POST",
     .route = "/carts/{cart_id}/items",
@@ -314,11 +317,12 @@ static int remove_item_decide(const void *state, int64_t version, const json_t *
     json_object_set_new(data, "quantity", json_integer((json_int_t)quantity));
     json_object_set_new(data, "amount", ecom_money_json(amount));
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "ItemRemoved", data);
+    fn_emit(d, EV_ItemRemoved, data);
     return 0;
 }
 
 const struct fn_command cart_remove_item = {
+    .abi = FN_ABI_VERSION,
     .name = "cart.remove_item",
     .method = "DELETE",
     .route = "/carts/{cart_id}/items/{sku}",
@@ -358,7 +362,7 @@ static int checkout_decide(const void *state, int64_t version, const json_t *cmd
     json_object_set_new(co, "order_id", json_string(cart_id));
     json_object_set_new(co, "total", ecom_money_json(s->total));
     json_object_set_new(co, "occurred_at", json_string(at));
-    fn_emit(d, "CartCheckedOut", co);
+    fn_emit(d, EV_CartCheckedOut, co);
 
     json_t *lines = json_array();
     for (size_t i = 0; i < s->n; i++) {
@@ -375,8 +379,8 @@ static int checkout_decide(const void *state, int64_t version, const json_t *cmd
     json_object_set_new(op, "units", json_integer((json_int_t)s->units));
     json_object_set_new(op, "total", ecom_money_json(s->total));
     json_object_set_new(op, "occurred_at", json_string(at));
-    char *order_stream = xasprintf("order-%s", cart_id);
-    fn_emit_new_stream(d, order_stream, "OrderPlaced", op);
+    char *order_stream = fn_asprintf("order-%s", cart_id);
+    fn_emit_new_stream(d, order_stream, EV_OrderPlaced, op);
     free(order_stream);
 
     fn_reply_set(d, "order_id", json_string(cart_id));
@@ -385,6 +389,7 @@ static int checkout_decide(const void *state, int64_t version, const json_t *cmd
 }
 
 const struct fn_command cart_checkout = {
+    .abi = FN_ABI_VERSION,
     .name = "cart.checkout",
     .method = "POST",
     .route = "/carts/{cart_id}/checkout",

@@ -5,7 +5,7 @@
  * PostgreSQL style (lowercase, no final period, naming the field); money never
  * passes through floating point; a json_t returned is a new reference.
  */
-#include "commands/ecom.h"
+#include "ecom.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -202,4 +202,12 @@ json_t *ecom_line_json(const char *sku, const char *description, int64_t quantit
     json_object_set_new(o, "unit_price", ecom_money_json(unit_price));
     json_object_set_new(o, "amount", ecom_money_json(amount));
     return o;
+}
+
+void *ecom_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
 }

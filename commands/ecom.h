@@ -18,9 +18,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "core/err.h"
-#include "core/money.h"
-#include "core/rtime.h"
+#include <cqrsd/fn.h>
 
 /* Limits from docs/events.md. */
 #define ECOM_MAX_QUANTITY 1000000
@@ -71,6 +69,9 @@ int ecom_line_parse(const json_t *obj, const char *prefix, struct ecom_line *l, 
 /* Phase 2 of a line: business rules (ERR_REJECTED): 1 <= quantity <=
  * ECOM_MAX_QUANTITY, unit_price >= 0, amount fits int64. Sets l->amount. */
 int ecom_line_check(struct ecom_line *l, const char *prefix, struct err *e);
+
+/* realloc that aborts when memory is exhausted, as the platform does. */
+void *ecom_realloc(void *p, size_t n);
 
 /* A new JSON string of money_format(thousandths), e.g. 2550 -> "2.55". */
 json_t *ecom_money_json(int64_t thousandths);

@@ -21,9 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands/ecom.h"
-#include "core/fn.h"
-#include "core/util.h"
+#include <cqrsd/fn.h>
+
+#include "ecom.h"
+#include "events.h"
 
 struct order_state {
     int placed;
@@ -42,7 +43,7 @@ struct order_state {
 
 static char *dup_or_null(const json_t *v)
 {
-    return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    return json_is_string(v) ? fn_strdup(json_string_value(v)) : NULL;
 }
 
 static void mark_bad(struct order_state *s, const struct fn_event *ev)
@@ -79,7 +80,7 @@ static void fold_placed(struct order_state *s, const struct fn_event *ev)
     s->placed = 1;
     s->customer_id = dup_or_null(json_object_get(ev->data, "customer_id"));
     s->country = dup_or_null(json_object_get(ev->data, "country"));
-    s->placed_at = xstrdup(json_string_value(at));
+    s->placed_at = fn_strdup(json_string_value(at));
     s->lines = json_deep_copy(lines);
     s->units = (int64_t)json_integer_value(units);
     s->total = total;
@@ -91,15 +92,15 @@ static void order_evolve(void *state, const struct fn_event *ev)
     struct order_state *s = state;
     if (!ev->type || !json_is_object(ev->data)) {
         mark_bad(s, ev);
-    } else if (!strcmp(ev->type, "OrderPlaced")) {
+    } else if (!strcmp(ev->type, EV_OrderPlaced)) {
         fold_placed(s, ev);
-    } else if (!strcmp(ev->type, "OrderPaid")) {
+    } else if (!strcmp(ev->type, EV_OrderPaid)) {
         if (money_parse_wide(json_string_value(json_object_get(ev->data, "amount")),
                                   &s->paid_amount, NULL))
             mark_bad(s, ev);
         else
             s->paid = 1;
-    } else if (!strcmp(ev->type, "OrderCancelled")) {
+    } else if (!strcmp(ev->type, EV_OrderCancelled)) {
         s->cancelled = 1;
     }
 }
@@ -149,11 +150,12 @@ static int pay_decide(const void *state, int64_t version, const json_t *cmd, str
     json_object_set_new(data, "customer_id", ecom_string_or_null(s->customer_id));
     json_object_set_new(data, "amount", ecom_money_json(amount));
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "OrderPaid", data);
+    fn_emit(d, EV_OrderPaid, data);
     return 0;
 }
 
 const struct fn_command order_pay = {
+    .abi = FN_ABI_VERSION,
     .name = "order.pay",
     .method = "POST",
     .route = "/orders/{order_id}/payments",
@@ -210,12 +212,13 @@ static int cancel_decide(const void *state, int64_t version, const json_t *cmd,
     json_object_set_new(data, "refund_due", ecom_money_json(refund));
     json_object_set_new(data, "reason", reason);
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "OrderCancelled", data);
+    fn_emit(d, EV_OrderCancelled, data);
     fn_reply_set(d, "refund_due", ecom_money_json(refund));
     return 0;
 }
 
 const struct fn_command order_cancel = {
+    .abi = FN_ABI_VERSION,
     .name = "order.cancel",
     .method = "POST",
     .route = "/orders/{order_id}/cancel",

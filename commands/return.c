@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "commands/ecom.h"
-#include "core/fn.h"
+#include <cqrsd/fn.h>
+
+#include "ecom.h"
+#include "events.h"
 
 struct return_state {
     int recorded; /* a ReturnRecorded was folded */
@@ -27,7 +29,7 @@ struct return_state {
 static void return_evolve(void *state, const struct fn_event *ev)
 {
     struct return_state *s = state;
-    if (ev->type && !strcmp(ev->type, "ReturnRecorded"))
+    if (ev->type && !strcmp(ev->type, EV_ReturnRecorded))
         s->recorded = 1;
 }
 
@@ -114,7 +116,7 @@ static int record_decide(const void *state, int64_t version, const json_t *cmd,
     json_object_set_new(data, "units", json_integer((json_int_t)units));
     json_object_set_new(data, "total", ecom_money_json(total));
     json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, "ReturnRecorded", data);
+    fn_emit(d, EV_ReturnRecorded, data);
     fn_reply_set(d, "return_id", json_string(return_id));
     return 0;
 
@@ -126,6 +128,7 @@ fail:
 }
 
 const struct fn_command return_record = {
+    .abi = FN_ABI_VERSION,
     .name = "return.record",
     .method = "POST",
     .route = "/returns",

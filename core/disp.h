@@ -5,6 +5,9 @@
  * and suspend the connection; a worker (with its own PostgreSQL and Redis
  * connections) runs the function and calls job->done with the result, which
  * resumes the connection. The HTTP threads never wait on a database.
+ *
+ * The layers: this queue and its workers (core/disp.c); the command cycle
+ * (core/cmd.c); queries (core/query.c); the built-in routes (core/builtin.c).
  */
 #ifndef CQRSD_DISP_H
 #define CQRSD_DISP_H
@@ -14,7 +17,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
-#include "core/fn.h"
+#include "core/reg.h"
 
 enum disp_kind {
     DISP_COMMAND,
@@ -31,12 +34,13 @@ struct disp_param {
 
 struct disp_job {
     enum disp_kind kind;
-    const struct fn_command *command; /* DISP_COMMAND */
-    const struct fn_query *query;     /* DISP_QUERY */
+    struct reg *reg;                  /* the generation it was routed in: one reference, owned */
+    const struct reg_command *command; /* DISP_COMMAND, in reg */
+    const struct reg_query *query;     /* DISP_QUERY, in reg */
     json_t *cmd;                      /* DISP_COMMAND: body + route params + occurred_at; owned */
     char *request;                    /* canonical request text for idempotency; owned */
     char *idempotency_key;            /* owned, may be NULL */
-    int64_t expected;                 /* Expected-Version header; -2 = none given */
+    int64_t expected;                 /* Expected-Version header; DISP_NO_EXPECTED = none given */
     struct disp_param *params;        /* owned */
     size_t nparams;
 
@@ -55,9 +59,8 @@ struct disp_job {
 struct disp_config {
     const char *database_url;
     const char *redis_url;
-    int workers;      /* threads running commands and queries */
-    int queue_size;   /* bound of the invocation queue */
-    int max_attempts; /* command re-runs on a version conflict */
+    int workers;        /* threads running commands and queries */
+    int queue_size;     /* bound of the invocation queue */
     size_t state_cache; /* streams whose folded state is kept (core/sc.h); 0 = none */
 };
 
@@ -72,11 +75,18 @@ int disp_submit(struct disp_job *job, struct err *e);
 /* Stops taking jobs, finishes the queued ones, joins the workers. */
 void disp_stop(void);
 
-/* Frees a job and everything it owns (NULL: no-op). */
+/* Frees a job and everything it owns, its generation reference included
+ * (NULL: no-op). */
 void disp_job_free(struct disp_job *job);
 
 /* Sets job's result to an RFC 9457 problem for code with detail msg. */
 void disp_problem(struct disp_job *job, int code, const char *msg);
+
+/* Sets job's result to status with body (stolen). */
+void disp_reply(struct disp_job *job, int status, json_t *body);
+
+/* The value of a job's parameter, or NULL. */
+const char *disp_param(const struct disp_job *job, const char *name);
 
 /* Runs one job on the calling thread with the given connections (either may
  * be NULL: the job then answers 503). For tests and the worker loop. */

@@ -29,7 +29,7 @@ int err_http_status(int code)
     switch (code) {
     case 0: return 200;
 #define ERR(name, value, status, title) case value: return status;
-#include "core/err.def"
+#include "err.def"
 #undef ERR
     default: return 500;
     }
@@ -40,7 +40,7 @@ const char *err_title(int code)
     switch (code) {
     case 0: return "ok";
 #define ERR(name, value, status, title) case value: return title;
-#include "core/err.def"
+#include "err.def"
 #undef ERR
     default: return "internal error";
     }
@@ -51,7 +51,7 @@ const char *err_name(int code)
     switch (code) {
     case 0: return "OK";
 #define ERR(name, value, status, title) case value: return #name;
-#include "core/err.def"
+#include "err.def"
 #undef ERR
     default: return "UNKNOWN";
     }

@@ -11,7 +11,7 @@
 enum {
     ERR_OK = 0,
 #define ERR(name, value, status, title) ERR_##name = (value),
-#include "core/err.def"
+#include "err.def"
 #undef ERR
 };
 

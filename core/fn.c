@@ -1,7 +1,8 @@
-/* core/fn.c — the platform's implementation of the function ABI: decisions
- * that commands fill, Redis write batches that projections fill, the query
- * context that queries read through. Invariant: every string a batch holds is
- * owned by it; every json_t a decision holds is one reference it owns. */
+/* core/fn.c — the platform's implementation of the function ABI's writing
+ * side: strings, the decisions that commands fill and the Redis write batches
+ * that projections fill (the reads of queries are core/query.c's).
+ * Invariant: every string a batch holds is owned by it; every json_t a
+ * decision holds is one reference it owns. */
 #include "core/fn_int.h"
 
 #include <inttypes.h>
@@ -10,12 +11,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/util.h"
+char *fn_strdup(const char *s)
+{
+    return xstrdup(s);
+}
 
-void fn_decision_init(struct fn_decision *d)
+char *fn_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = NULL;
+    if (vasprintf(&p, fmt, ap) < 0) {
+        fprintf(stderr, "cqrsd: out of memory formatting a string\n");
+        abort();
+    }
+    va_end(ap);
+    return p;
+}
+
+void fn_decision_init(struct fn_decision *d, const char *const *events)
 {
     memset(d, 0, sizeof *d);
     d->reply = json_object();
+    d->events = events;
 }
 
 void fn_decision_free(struct fn_decision *d)
@@ -30,8 +48,24 @@ void fn_decision_free(struct fn_decision *d)
     memset(d, 0, sizeof *d);
 }
 
+static int declared(const struct fn_decision *d, const char *type)
+{
+    if (!d->events)
+        return 1;
+    for (const char *const *t = d->events; *t; t++)
+        if (!strcmp(*t, type))
+            return 1;
+    return 0;
+}
+
 static void emit(struct fn_decision *d, const char *stream_id, const char *type, json_t *data)
 {
+    if (!type || !declared(d, type)) { /* the command then fails (core/cmd.c) */
+        if (!d->undeclared[0])
+            snprintf(d->undeclared, sizeof d->undeclared, "%s", type ? type : "(null)");
+        json_decref(data);
+        return;
+    }
     if (d->n == d->cap) {
         d->cap = d->cap ? d->cap * 2 : 4;
         d->ev = xrealloc(d->ev, d->cap * sizeof *d->ev);
@@ -87,6 +121,14 @@ static void push(struct fn_batch *b, char *s)
         b->argv = xrealloc(b->argv, b->cap * sizeof *b->argv);
     }
     b->argv[b->argc++] = s;
+}
+
+void fn_batch_truncate(struct fn_batch *b, size_t argc, size_t ncmds)
+{
+    for (size_t i = argc; i < b->argc; i++)
+        free(b->argv[i]);
+    b->argc = argc;
+    b->ncmds = ncmds;
 }
 
 void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv)
@@ -160,60 +202,4 @@ void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *mem
     char n[24];
     snprintf(n, sizeof n, "%" PRId64, by);
     cmd(b, 4, (const char *[]){"ZINCRBY", key, n, member});
-}
-
-/* ---------- queries ---------- */
-
-const char *fn_param(const struct fn_query_ctx *q, const char *name)
-{
-    for (size_t i = 0; i < q->nparams; i++)
-        if (!strcmp(q->names[i], name))
-            return q->values[i];
-    return NULL;
-}
-
-static redisReply *checked(struct fn_query_ctx *q, redisReply *r)
-{
-    if (!r || q->redis->err) {
-        if (r)
-            freeReplyObject(r);
-        q->redis_failed = 1;
-        return NULL;
-    }
-    return r;
-}
-
-redisReply *fn_redis(struct fn_query_ctx *q, const char *fmt, ...)
-{
-    if (!q->redis || q->redis->err) {
-        q->redis_failed = 1;
-        return NULL;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(q->redis, fmt, ap);
-    va_end(ap);
-    return checked(q, r);
-}
-
-redisReply *fn_redis_argv(struct fn_query_ctx *q, int argc, const char **argv)
-{
-    if (!q->redis || q->redis->err) {
-        q->redis_failed = 1;
-        return NULL;
-    }
-    return checked(q, redisCommandArgv(q->redis, argc, argv, NULL));
-}
-
-char *fn_key(const char *projection, int version, const char *key)
-{
-    return xasprintf("%s:v%d:%s", projection, version, key);
-}
-
-const struct fn_projection *fn_projection_find(const char *name)
-{
-    for (size_t i = 0; fn_projections[i]; i++)
-        if (!strcmp(fn_projections[i]->name, name))
-            return fn_projections[i];
-    return NULL;
 }

@@ -1,30 +1,51 @@
-/* core/fn.h — the function ABI: all that commands/, projections/ and queries/
- * see of the platform.
+/* core/fn.h — the function ABI: the one header a module includes, and with
+ * the headers it includes (err.h, err.def, money.h, rtime.h) all that a
+ * function sees of the platform. Installed as <cqrsd/fn.h> (`make install`,
+ * pkg-config cqrsd); inside this repository the e-commerce module includes it
+ * from build/include/cqrsd/ the same way.
  *
- * A function is a const descriptor listed in its folder's registry.def
- * (an X-macro list): commands/registry.def, projections/registry.def,
- * queries/registry.def. The platform routes HTTP requests to commands and
- * queries by the descriptor's method and route, and feeds projections from
- * the global event stream.
+ * A module is a shared object that exports one descriptor, `cqrsd_module`
+ * (FN_MODULE below), listing its functions: commands, projections and
+ * queries. Every descriptor carries the ABI version it was built
+ * against (.abi = FN_ABI_VERSION); `cqrsd serve` refuses a module or a
+ * descriptor of another version.
  *
  * Ownership: everything a function receives is borrowed for the duration of
- * the call. json_t values handed to fn_emit/fn_reply_set are stolen (the
- * platform decrefs them). No function does I/O: decide and evolve are pure,
- * projections only describe Redis writes, and only queries read (Redis).
+ * the call. json_t values handed to fn_emit and fn_reply_set are stolen (the platform decrefs them). What a query reads
+ * (fn_hgetall and the other reads) lives in the query's arena and is freed by
+ * the platform when the query returns. fn_strdup and fn_asprintf return
+ * malloc'd strings the caller frees with free(); every allocation of the
+ * platform aborts when memory is exhausted.
+ *
+ * No function does I/O: evolve and decide are pure, projections only describe
+ * Redis writes, and queries read Redis only through the typed reads below.
  */
 #ifndef CQRSD_FN_H
 #define CQRSD_FN_H
 
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/err.h"
-#include "core/money.h"
-#include "core/rtime.h"
+#include "err.h"
+#include "money.h"
+#include "rtime.h"
 
-#define FN_ABI_VERSION 1
+/* The version of this header. A module built against another is refused. */
+#define FN_ABI_VERSION 2
+
+/* Marks the one symbol of a module that the platform looks up; modules are
+ * built with -fvisibility=hidden, so nothing else of theirs is exported. */
+#define FN_EXPORT __attribute__((visibility("default")))
+
+/* ---------- strings ---------- */
+
+/* A malloc'd copy of s; the caller frees it. */
+char *fn_strdup(const char *s);
+/* A malloc'd string formatted like printf; the caller frees it. */
+char *fn_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---------- events ---------- */
 
 /* An event as functions see it. */
 struct fn_event {
@@ -34,6 +55,27 @@ struct fn_event {
     const json_t *data;      /* the event's JSON object */
     const char *position;    /* global position token, 32 lowercase hex; "" when not stored yet */
     const char *recorded_at; /* RFC 3339 time the store recorded it; "" when not stored yet */
+    const char *event_id;    /* UUID; "" when not stored yet */
+};
+
+/* ---------- limits (every kind of function) ---------- */
+
+/*
+ * What a function declares about how the platform runs it. 0 in a field means
+ * the platform's default; the environment overrides any field per function:
+ * CQRSD_FN_<NAME>_CONCURRENCY, _TIMEOUT_MS, _RETRIES, _BACKOFF_MS, where NAME is
+ * the function's name in capitals with every other character than a letter or
+ * digit made '_' ("cart.add_item" -> CQRSD_FN_CART_ADD_ITEM_CONCURRENCY).
+ */
+struct fn_limits {
+    int concurrency; /* invocations at once (commands, queries). Default:
+                      * unlimited */
+    int timeout_ms;  /* the longest a request may take (commands, queries).
+                      * Default 30000 */
+    int retries;     /* commands: runs again on a version conflict (default
+                      * 20); projections: attempts at an event (default 5) */
+    int backoff_ms;  /* delay before the first retry of a failed event,
+                      * doubling each time up to 30 s (default 100) */
 };
 
 /* ---------- commands ---------- */
@@ -42,7 +84,8 @@ struct fn_event {
  * streams, and fields of the reply. Opaque; filled through the calls below. */
 struct fn_decision;
 
-/* Appends an event to the command's own stream. data is stolen. */
+/* Appends an event to the command's own stream. type must be one of the
+ * module's declared event types (FN_MODULE .events); data is stolen. */
 void fn_emit(struct fn_decision *d, const char *type, json_t *data);
 
 /* Appends an event that opens another stream (expected version: no stream),
@@ -62,13 +105,16 @@ void fn_reply_set(struct fn_decision *d, const char *key, json_t *value);
  *
  * The dispatcher loads the stream, runs evolve over its events, then decide;
  * it appends what decide emitted with the version it read as expected version
- * and, on a conflict, re-runs the whole cycle (bounded) unless the client gave
- * an explicit Expected-Version.
+ * and, on a conflict, re-runs the whole cycle (limits.retries times) unless
+ * the client gave an explicit Expected-Version.
+ *
+ * A command without a route (and method) is internal: HTTP cannot reach it.
  */
 struct fn_command {
+    int abi;              /* FN_ABI_VERSION */
     const char *name;     /* "cart.add_item" */
-    const char *method;   /* "POST" or "DELETE" */
-    const char *route;    /* "/carts/{cart_id}/items" */
+    const char *method;   /* "POST" or "DELETE"; NULL with route NULL */
+    const char *route;    /* "/carts/{cart_id}/items"; NULL: internal */
     const char *category; /* "cart" */
     const char *id_field; /* "cart_id" */
     int creates;          /* 1: the stream must not exist yet; replies 201 */
@@ -76,11 +122,13 @@ struct fn_command {
     /* Folds one event of the stream into state. */
     void (*evolve)(void *state, const struct fn_event *ev);
     /* Decides: returns 0 after emitting events, or ERR_INVALID (400) /
-     * ERR_REJECTED (422) / ERR_NOT_FOUND (404) with a message in e. */
+     * ERR_REJECTED (422) / ERR_NOT_FOUND (404) / ERR_CONFLICT (409) with a
+     * message in e. */
     int (*decide)(const void *state, int64_t version, const json_t *cmd, struct fn_decision *d,
                   struct err *e);
     /* Frees what evolve allocated inside state (not state itself); may be NULL. */
     void (*release)(void *state);
+    struct fn_limits limits;
 };
 
 /* ---------- projections ---------- */
@@ -106,17 +154,28 @@ void fn_zremrangebylex(struct fn_batch *b, const char *key, const char *min, con
  * ordering only; exact figures live in hashes. */
 void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *member);
 
+/* One entry of a projection's table: the handler of one event type. It
+ * describes writes into b and returns 0, or an ERR_* code with a message in e
+ * when it cannot project the event (the projection runner then halts,
+ * nothing of the batch written, and says why in the log and /healthz). */
+struct fn_on_event {
+    const char *type;
+    int (*apply)(struct fn_batch *b, const struct fn_event *ev, struct err *e);
+};
+
 /*
- * A projection function. apply is called for every event whose type is in
- * types (NULL: every event), in global order, exactly once per version of the
- * projection: the platform applies a batch's writes and its checkpoint in one
- * atomic Redis script that first checks the checkpoint it started from.
+ * A projection function. on is a table of {event type, handler} ending with
+ * {NULL, NULL}; a handler is called for every event of its type, in global
+ * order, exactly once per version of the projection: the platform applies a
+ * batch's writes and its checkpoint in one atomic Redis script that first
+ * checks the checkpoint it started from.
  */
 struct fn_projection {
-    const char *name;          /* "product" */
-    int version;               /* bump to rebuild into new keys */
-    const char *const *types;  /* NULL-terminated event types, or NULL for all */
-    void (*apply)(struct fn_batch *b, const struct fn_event *ev);
+    int abi;                       /* FN_ABI_VERSION */
+    const char *name;              /* "product" */
+    int version;                   /* bump to rebuild into new keys */
+    const struct fn_on_event *on;  /* {type, handler} ..., {NULL, NULL} */
+    struct fn_limits limits;
 };
 
 /* ---------- queries ---------- */
@@ -126,33 +185,117 @@ struct fn_query_ctx;
 /* A route parameter ({name}) or query-string parameter; NULL when absent. */
 const char *fn_param(const struct fn_query_ctx *q, const char *name);
 
-/* Runs one Redis command (hiredis redisCommand format) on the worker's
- * connection. Returns a reply the caller frees with freeReplyObject, or NULL
- * when Redis is unreachable (the platform then answers 503). */
-redisReply *fn_redis(struct fn_query_ctx *q, const char *fmt, ...);
+/*
+ * Typed reads of read models. `projection` names a projection of the query's
+ * own module generation; key is relative to its namespace, as projections
+ * write it; the platform adds "<projection>:v<version>:". Results live in the
+ * query's arena until the query returns. Every read returns 0, or:
+ * ERR_UNAVAILABLE when Redis is unreachable or answers an error (the platform
+ * answers 503), ERR_INTERNAL when the key holds another type or a malformed
+ * value (a damaged read model: 500), ERR_INVALID for an unknown projection.
+ */
 
-/* Runs one Redis command given as argv (binary-safe). Same contract. */
-redisReply *fn_redis_argv(struct fn_query_ctx *q, int argc, const char **argv);
+/* One field of a hash; name and value are NUL-terminated (and may hold NULs
+ * before their length). */
+struct fn_field {
+    const char *name, *value;
+    size_t name_len, value_len;
+};
 
-/* The full key of a projection's relative key: "<name>:v<version>:<key>".
- * Caller frees. */
-char *fn_key(const char *projection, int version, const char *key);
+/* A whole hash, its fields sorted by name (bytewise); n == 0 when absent. */
+struct fn_hash {
+    const struct fn_field *f;
+    size_t n;
+    const char *key; /* the full key read, for messages */
+};
+
+/* One member of a set or sorted set, with its score for sorted sets
+ * (integers only: fn_zadd and fn_zincrby write int64). */
+struct fn_member {
+    const char *member;
+    size_t len;
+    int64_t score;
+};
+
+struct fn_members {
+    const struct fn_member *m;
+    size_t n;
+};
+
+/* HGETALL. */
+int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
+               struct fn_hash *out, struct err *e);
+/* The value of field in h, or NULL when absent. */
+const char *fn_hash_get(const struct fn_hash *h, const char *field);
+/* The integer in field of h: 0 and *out = 0 when absent; ERR_INTERNAL, naming
+ * key and field, when it holds no strict decimal int64. */
+int fn_hash_int(const struct fn_hash *h, const char *field, int64_t *out, struct err *e);
+/* HMGET: values[i] gets field i's value, or NULL when absent. */
+int fn_hmget(struct fn_query_ctx *q, const char *projection, const char *key, size_t n,
+             const char *const *fields, const char **values, struct err *e);
+
+/* Flags of fn_zrange. */
+#define FN_DESC 1   /* highest score first (ZREVRANGE) */
+#define FN_SCORES 2 /* fill fn_member.score (else 0) */
+
+/* ZRANGE key start stop, ranks from 0, negative from the end. */
+int fn_zrange(struct fn_query_ctx *q, const char *projection, const char *key, int64_t start,
+              int64_t stop, int flags, struct fn_members *out, struct err *e);
+/* ZRANGEBYSCORE key min max WITHSCORES LIMIT offset count: members with
+ * min <= score <= max, lowest first, ties by member. */
+int fn_zrangebyscore(struct fn_query_ctx *q, const char *projection, const char *key,
+                     int64_t min, int64_t max, int64_t offset, int64_t count,
+                     struct fn_members *out, struct err *e);
+/* SMEMBERS, in no particular order. */
+int fn_smembers(struct fn_query_ctx *q, const char *projection, const char *key,
+                struct fn_members *out, struct err *e);
+/* ZCARD, SCARD, EXISTS. */
+int fn_zcard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
+             struct err *e);
+int fn_scard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
+             struct err *e);
+int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, int *exists,
+              struct err *e);
 
 /*
- * A query function: answers GET route from Redis. Returns 0 and sets *out
- * (a new reference, sent as the 200 body), or ERR_NOT_FOUND / ERR_INVALID /
- * ERR_UNAVAILABLE with a message.
+ * A query function: answers GET route from read models. Returns 0 and sets
+ * *out (a new reference, sent as the 200 body), or ERR_NOT_FOUND /
+ * ERR_INVALID / ERR_UNAVAILABLE / ERR_INTERNAL with a message.
  */
 struct fn_query {
+    int abi;           /* FN_ABI_VERSION */
     const char *name;  /* "product.get" */
     const char *route; /* "/products/{sku}" */
     int (*run)(struct fn_query_ctx *q, json_t **out, struct err *e);
+    struct fn_limits limits;
 };
 
-/* ---------- registries ---------- */
+/* ---------- modules ---------- */
 
-extern const struct fn_command *const fn_commands[];  /* NULL-terminated */
-extern const struct fn_projection *const fn_projections[];
-extern const struct fn_query *const fn_queries[];
+/*
+ * A module: one shared object, one descriptor. Lists are NULL-terminated and
+ * may be NULL. events lists every event type its commands emit (declare them
+ * once, in an X-macro list such as the e-commerce module's events.def, and
+ * use the names it defines: a typo then fails the build); fn_emit refuses
+ * any other type.
+ */
+struct fn_module {
+    int abi;               /* FN_ABI_VERSION */
+    const char *name;      /* "ecommerce": letters, digits, '_' and '-' */
+    const char *version;   /* the module's own version, e.g. "1.2.0" */
+    const char *const *events;
+    const struct fn_command *const *commands;
+    const struct fn_projection *const *projections;
+    const struct fn_query *const *queries;
+};
+
+/* The name of the descriptor's symbol. */
+#define FN_MODULE_SYMBOL "cqrsd_module"
+
+/* Defines the module's descriptor, in exactly one file of the module:
+ *   FN_MODULE = {.abi = FN_ABI_VERSION, .name = "loyalty", ...};        */
+#define FN_MODULE                                                                            \
+    extern FN_EXPORT const struct fn_module cqrsd_module;                                   \
+    FN_EXPORT const struct fn_module cqrsd_module
 
 #endif

@@ -3,7 +3,12 @@
 #ifndef CQRSD_FN_INT_H
 #define CQRSD_FN_INT_H
 
+#include <hiredis/hiredis.h>
+
 #include "core/fn.h"
+#include "core/util.h"
+
+struct reg;
 
 /* One event decide emitted. */
 struct fn_emitted {
@@ -15,10 +20,13 @@ struct fn_emitted {
 struct fn_decision {
     struct fn_emitted *ev;
     size_t n, cap;
-    json_t *reply; /* object, owned */
+    json_t *reply;              /* object, owned */
+    const char *const *events;  /* the module's declared event types (borrowed); NULL: any */
+    char undeclared[64];        /* the first type emitted that events lacks; "" if none */
 };
 
-void fn_decision_init(struct fn_decision *d);
+/* events: the declared types fn_emit accepts (NULL: any). */
+void fn_decision_init(struct fn_decision *d, const char *const *events);
 /* Frees everything the decision holds; it is unusable until fn_decision_init. */
 void fn_decision_free(struct fn_decision *d);
 
@@ -35,17 +43,18 @@ void fn_batch_init(struct fn_batch *b);
 void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version);
 /* Appends a raw command whose key (argument 1) is already absolute. */
 void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv);
+/* Drops the commands from the n-th on (n <= b->ncmds): a failed handler's. */
+void fn_batch_truncate(struct fn_batch *b, size_t argc, size_t ncmds);
 void fn_batch_clear(struct fn_batch *b);
 
 struct fn_query_ctx {
     redisContext *redis; /* borrowed; may be NULL */
-    int redis_failed;    /* set when a fn_redis call found Redis unreachable */
+    int redis_failed;    /* set when a read found Redis unreachable */
     const char *const *names; /* parameter names, borrowed */
     const char *const *values;
     size_t nparams;
+    const struct reg *reg; /* the generation whose projections are read; borrowed */
+    struct arena arena;    /* what the reads return; freed after the query */
 };
-
-/* Looks a projection up by exact name; NULL when unknown. */
-const struct fn_projection *fn_projection_find(const char *name);
 
 #endif

@@ -31,18 +31,6 @@ static struct {
 
 /* ---------- routing ---------- */
 
-struct route {
-    const char *method;
-    const char *pattern;
-    int kind;
-    const void *fn;
-};
-
-static const struct route builtins[] = {
-    {"GET", "/streams/{stream_id}", DISP_STREAM, NULL},
-    {"GET", "/healthz", DISP_HEALTH, NULL},
-};
-
 /* Matches one pattern; on success fills m (values owned). Returns the number
  * of literal segments (the more, the more specific), or -1. */
 static int match(const char *pattern, const char *path, struct http_match *m)
@@ -87,23 +75,11 @@ void http_match_clear(struct http_match *m)
     m->nparams = 0;
 }
 
-static size_t all_routes(struct route *out, size_t cap)
+int http_route(const struct reg *r, const char *method, const char *path, struct http_match *m,
+               char allow[64])
 {
-    size_t n = 0;
-    for (size_t i = 0; fn_commands[i] && n < cap; i++)
-        out[n++] = (struct route){fn_commands[i]->method, fn_commands[i]->route, DISP_COMMAND,
-                                  fn_commands[i]};
-    for (size_t i = 0; fn_queries[i] && n < cap; i++)
-        out[n++] = (struct route){"GET", fn_queries[i]->route, DISP_QUERY, fn_queries[i]};
-    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0] && n < cap; i++)
-        out[n++] = builtins[i];
-    return n;
-}
-
-int http_route(const char *method, const char *path, struct http_match *m, char allow[64])
-{
-    struct route routes[128];
-    size_t n = all_routes(routes, 128);
+    const struct reg_route *routes = r->routes;
+    size_t n = r->nroutes;
     int best = -1;
     allow[0] = '\0';
     memset(m, 0, sizeof *m);
@@ -124,8 +100,7 @@ int http_route(const char *method, const char *path, struct http_match *m, char 
         if (lit > best) {
             http_match_clear(m);
             *m = t;
-            m->kind = routes[i].kind;
-            m->fn = routes[i].fn;
+            m->route = &routes[i];
             best = lit;
         } else {
             http_match_clear(&t);
@@ -142,6 +117,7 @@ int http_route(const char *method, const char *path, struct http_match *m, char 
 
 struct req {
     struct MHD_Connection *conn;
+    struct reg *reg;      /* the generation routed in, until handed to the job */
     int64_t started_ms;   /* first call: the headers were read */
     struct http_match m;
     char *body;
@@ -299,7 +275,7 @@ static int parse_expected(const char *h, int64_t *out, struct err *e)
 static int build_command(struct req *rq, const char *method, const char *url,
                          struct disp_job *job, struct err *e)
 {
-    const struct fn_command *fc = rq->m.fn;
+    const struct fn_command *fc = ((const struct reg_command *)rq->m.route->target)->c;
     json_t *body;
     if (rq->len == 0) {
         body = json_object();
@@ -396,15 +372,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq->started_ms = util_now_ms();
         *con_cls = rq;
         /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
-        int rc = http_route(strcmp(method, "HEAD") ? method : "GET", url, &rq->m, rq->allow);
-        if (rc == ERR_NOT_FOUND) {
+        rq->reg = reg_current();
+        int rc = rq->reg ? http_route(rq->reg, strcmp(method, "HEAD") ? method : "GET", url,
+                                      &rq->m, rq->allow)
+                         : ERR_UNAVAILABLE;
+        if (rc == ERR_UNAVAILABLE) {
+            rq->early_code = rc;
+            snprintf(rq->early_msg, sizeof rq->early_msg, "no modules are loaded yet");
+        } else if (rc == ERR_NOT_FOUND) {
             rq->early_code = rc;
             snprintf(rq->early_msg, sizeof rq->early_msg, "no route for %.10s %.200s", method, url);
         } else if (rc == ERR_METHOD) {
             rq->early_code = rc;
             snprintf(rq->early_msg, sizeof rq->early_msg, "%.10s is not allowed on %.200s (allowed: %s)",
                      method, url, rq->allow);
-        } else if (rq->m.kind == DISP_COMMAND) {
+        } else if (rq->m.route->kind == REG_COMMAND) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
             const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
             const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
@@ -476,17 +458,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* the whole request is here: build the job */
     struct disp_job *job = xcalloc(1, sizeof *job);
-    job->kind = rq->m.kind;
+    const struct reg_route *route = rq->m.route;
+    job->kind = route->kind == REG_COMMAND ? DISP_COMMAND
+                : route->kind == REG_QUERY ? DISP_QUERY
+                : route->builtin == REG_STREAM ? DISP_STREAM
+                                               : DISP_HEALTH;
+    job->reg = rq->reg; /* the request runs on the generation it was routed in */
+    rq->reg = NULL;
     job->expected = DISP_NO_EXPECTED;
     job->done = job_done;
     job->user = rq;
     struct err e = {0};
     int rc = 0;
     if (job->kind == DISP_COMMAND) {
-        job->command = rq->m.fn;
+        job->command = route->target;
         rc = build_command(rq, method, url, job, &e);
     } else {
-        job->query = rq->m.fn;
+        job->query = route->kind == REG_QUERY ? route->target : NULL;
         rc = take_params(rq, job, &e);
         if (!rc) {
             struct args_ctx a = {job, 0, ""};
@@ -518,6 +506,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!rq)
         return;
     disp_job_free(rq->job);
+    reg_release(rq->reg);
     http_match_clear(&rq->m);
     free(rq->body);
     free(rq);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
+#include "core/reg.h"
 
 struct http_config {
     const char *addr;       /* "127.0.0.1:8080" */
@@ -28,17 +29,18 @@ void http_quiesce(void);
 /* Stops the server; call after disp_stop so no connection stays suspended. */
 void http_stop(void);
 
-/* Matches method and path (already percent-decoded) against the routes.
+/* Matches method and path (already percent-decoded) against the routes of
+ * generation r (core/reg.h); the most literal segments win.
  * Exposed for tests and the fuzzer. Returns 0 and fills *m, ERR_NOT_FOUND,
  * or ERR_METHOD (allow gets the allowed methods, e.g. "GET"). */
 struct http_match {
-    int kind; /* enum disp_kind */
-    const void *fn; /* struct fn_command or fn_query */
+    const struct reg_route *route; /* in the generation routed in */
     size_t nparams;
     char *names[8];
     char *values[8]; /* owned; free with http_match_clear */
 };
-int http_route(const char *method, const char *path, struct http_match *m, char allow[64]);
+int http_route(const struct reg *r, const char *method, const char *path, struct http_match *m,
+               char allow[64]);
 
 /* Percent-decodes uri in place (RFC 3986 §2.1); libmicrohttpd calls it for the
  * path and each query argument. A decoded NUL byte or a malformed escape

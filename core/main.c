@@ -1,7 +1,8 @@
 /* core/main.c — the cqrsd command line: serve, migrate, load, replay.
  *
  * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
- * REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
+ * REDIS_URL, CQRSD_MODULES (the e-commerce module beside the binary),
+ * CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (4),
  * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
  * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
  * CQRSD_HTTP_TIMEOUT (30 s, idle), CQRSD_BODY_TIMEOUT (30 s for a whole request body).
@@ -11,16 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <unistd.h>
+
 #include "core/disp.h"
 #include "core/es.h"
-#include "core/fn_int.h"
 #include "core/http.h"
 #include "core/migrate.h"
 #include "core/proj.h"
+#include "core/reg.h"
 #include "core/rm.h"
 #include "core/rtime.h"
 #include "core/util.h"
-#include "tools/load/load.h"
 
 #define DEFAULT_DATABASE_URL "postgresql://cqrsd@127.0.0.1:55432/cqrsd"
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:56379/0"
@@ -56,12 +59,34 @@ static int usage(FILE *f, int code)
           "  replay NAME...|--all   rebuild read models from the first event\n"
           "  projections            list projections and their checkpoints\n"
           "\n"
-          "environment: DATABASE_URL, REDIS_URL, CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
+          "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
+          "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
           "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London),\n"
           "  CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024), CQRSD_STATE_CACHE (10000),\n"
           "  CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s)\n",
           f);
     return code;
+}
+
+/* Loads the modules of CQRSD_MODULES (default: reg_default_modules) and makes
+ * them the current generation; on a refusal prints why and exits 2. */
+static void load_modules_or_die(void)
+{
+    const char *spec = env_or("CQRSD_MODULES", reg_default_modules());
+    struct reg *r = NULL;
+    struct err e = {0};
+    if (reg_open(spec, &r, &e)) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        exit(2);
+    }
+    for (char *line = r->notes, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        log_info("modules: %.*s", (int)(nl - line), line);
+    }
+    for (size_t i = 0; i < r->nmods; i++)
+        log_info("modules: loaded %s %s from %s", r->mods[i].desc->name,
+                 r->mods[i].desc->version ? r->mods[i].desc->version : "", r->mods[i].path);
+    reg_set_current(r);
 }
 
 static PGconn *connect_pg_or_die(void)
@@ -143,6 +168,7 @@ static int cmd_serve(void)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only sigwait sees them */
     signal(SIGPIPE, SIG_IGN);
+    load_modules_or_die();
     if (check_schema())
         return 1;
     struct err e = {0};
@@ -151,7 +177,6 @@ static int cmd_serve(void)
         .redis_url = env_or("REDIS_URL", DEFAULT_REDIS_URL),
         .workers = env_int("CQRSD_WORKERS", 4, 1, 256),
         .queue_size = env_int("CQRSD_QUEUE", 1024, 1, 1000000),
-        .max_attempts = 20,
         .state_cache = (size_t)env_int("CQRSD_STATE_CACHE", 10000, 0, 10000000),
     };
     struct http_config hc = {
@@ -175,6 +200,7 @@ static int cmd_serve(void)
     disp_stop();
     proj_stop();
     http_stop();
+    reg_set_current(NULL);
     log_info("stopped");
     return 0;
 }
@@ -183,16 +209,19 @@ static int cmd_replay(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr, 2);
+    load_modules_or_die();
+    struct reg *r = reg_current();
     int all = argc == 2 && !strcmp(argv[1], "--all");
     for (int i = 1; i < argc && !all; i++)
-        if (!fn_projection_find(argv[i])) {
+        if (!reg_projection_find(r, argv[i])) {
             fprintf(stderr, "cqrsd: no projection \"%s\" (see `cqrsd projections`)\n", argv[i]);
+            reg_release(r);
             return 2;
         }
     redisContext *rc = connect_redis_or_die();
     struct err e = {0};
-    for (size_t i = 0; fn_projections[i]; i++) {
-        const struct fn_projection *p = fn_projections[i];
+    for (size_t i = 0; i < r->nprojs; i++) {
+        const struct fn_projection *p = r->projs[i].p;
         int chosen = all;
         for (int k = 1; k < argc && !chosen; k++)
             chosen = !strcmp(argv[k], p->name);
@@ -202,6 +231,7 @@ static int cmd_replay(int argc, char **argv)
         if (rm_reset(rc, p->name, p->version, &n, &e)) {
             fprintf(stderr, "cqrsd: %s\n", e.msg);
             redisFree(rc);
+            reg_release(r);
             return 1;
         }
         printf("reset %s v%d: %lld keys deleted, replaying from the first event\n", p->name,
@@ -209,32 +239,60 @@ static int cmd_replay(int argc, char **argv)
     }
     PGconn *pg = connect_pg_or_die();
     int64_t t0 = util_now_ms();
-    int code = proj_catch_up(pg, rc, &e);
+    int code = proj_catch_up(pg, rc, r, &e);
     if (code)
         fprintf(stderr, "cqrsd: %s\n", e.msg);
     else
         printf("caught up in %.1f s\n", (double)(util_now_ms() - t0) / 1000.0);
     PQfinish(pg);
     redisFree(rc);
+    reg_release(r);
+    reg_set_current(NULL);
     return code ? 1 : 0;
 }
 
 static int cmd_projections(void)
 {
+    load_modules_or_die();
+    struct reg *r = reg_current();
     redisContext *rc = connect_redis_or_die();
     struct err e = {0};
-    for (size_t i = 0; fn_projections[i]; i++) {
+    int code = 0;
+    for (size_t i = 0; i < r->nprojs && !code; i++) {
+        const struct fn_projection *p = r->projs[i].p;
         char cp[33];
-        if (rm_checkpoint_get(rc, fn_projections[i]->name, fn_projections[i]->version, cp, &e)) {
+        if (rm_checkpoint_get(rc, p->name, p->version, cp, &e)) {
             fprintf(stderr, "cqrsd: %s\n", e.msg);
-            redisFree(rc);
-            return 1;
+            code = 1;
+            break;
         }
-        printf("%-12s v%-3d checkpoint %s\n", fn_projections[i]->name, fn_projections[i]->version,
-               *cp ? cp : "(none)");
+        printf("%-12s v%-3d checkpoint %s\n", p->name, p->version, *cp ? cp : "(none)");
     }
     redisFree(rc);
-    return 0;
+    reg_release(r);
+    reg_set_current(NULL);
+    return code;
+}
+
+/* `cqrsd load ...` runs the loader, a client of the HTTP API built as its own
+ * binary (cqrsd-load, beside this one) so the server links no CSV, gzip or
+ * HTTP-client library. */
+static int cmd_load(char **argv)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "cqrsd: cannot find my own path (/proc/self/exe): %s\n", strerror(errno));
+        return 1;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    char *path = xasprintf("%.*s/cqrsd-load", slash ? (int)(slash - exe) : 0, exe);
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "cqrsd: cannot run the loader %s: %s\n", path, strerror(errno));
+    free(path);
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -249,7 +307,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "migrate"))
         return cmd_migrate();
     if (!strcmp(c, "load"))
-        return load_main(argc - 1, argv + 1);
+        return cmd_load(argv + 1);
     if (!strcmp(c, "replay"))
         return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "projections"))

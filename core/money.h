@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "core/err.h"
+#include "err.h"
 
 /* Largest amount accepted from input or computed by a command:
  * 999,999,999,999.999 (1e15 - 1 thousandths). */

@@ -19,6 +19,7 @@
  */
 #include "core/proj.h"
 
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,27 +30,17 @@
 
 #include "core/es.h"
 #include "core/fn_int.h"
+#include "core/reg.h"
 #include "core/rm.h"
 #include "core/util.h"
 
 /* pg_advisory_lock key of the projection lease (DESIGN.md §7) */
 #define PROJ_LEASE_KEY "7203119411"
 
-static int wants(const struct fn_projection *p, const char *type)
+int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, int batch_size, int *applied,
+              struct err *e)
 {
-    if (!p->types)
-        return 1;
-    for (const char *const *t = p->types; *t; t++)
-        if (!strcmp(*t, type))
-            return 1;
-    return 0;
-}
-
-int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct err *e)
-{
-    size_t np = 0;
-    while (fn_projections[np])
-        np++;
+    size_t np = r->nprojs;
     *applied = 0;
     if (np == 0)
         return 0;
@@ -57,8 +48,7 @@ int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct
     int rcode = 0;
     const char *min = NULL;
     for (size_t i = 0; i < np; i++) {
-        if ((rcode = rm_checkpoint_get(rc, fn_projections[i]->name, fn_projections[i]->version,
-                                       cp[i], e)))
+        if ((rcode = rm_checkpoint_get(rc, r->projs[i].p->name, r->projs[i].p->version, cp[i], e)))
             goto out;
         if (!min || strcmp(cp[i], min) < 0)
             min = cp[i];
@@ -73,22 +63,33 @@ int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct
     fn_batch_init(&b);
     struct rm_checkpoint *moves = xcalloc(np, sizeof *moves);
     size_t nm = 0;
-    for (size_t i = 0; i < np; i++) {
-        const struct fn_projection *p = fn_projections[i];
+    for (size_t i = 0; i < np && !rcode; i++) {
+        const struct fn_projection *p = r->projs[i].p;
         if (strcmp(cp[i], last) >= 0)
             continue;
         fn_batch_set_prefix(&b, p->name, p->version);
         for (size_t k = 0; k < evs.n; k++) {
             const struct es_event *ev = &evs.ev[k];
-            if (strcmp(ev->position, cp[i]) <= 0 || !wants(p, ev->type))
+            if (strcmp(ev->position, cp[i]) <= 0)
                 continue;
-            struct fn_event fe = {ev->stream_id, ev->version,  ev->type,
-                                  ev->data,      ev->position, ev->recorded_at};
-            p->apply(&b, &fe);
+            int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
+                reg_projection_handler(p, ev->type);
+            if (!apply)
+                continue;
+            struct fn_event fe = {ev->stream_id, ev->version,  ev->type,    ev->data,
+                                  ev->position,  ev->recorded_at, ev->event_id};
+            struct err fe_err = {0};
+            if (apply(&b, &fe, &fe_err)) {
+                rcode = err_set(e, ERR_INTERNAL, "projection %s failed on event %s (%s/%" PRId64
+                                                 "): %s",
+                                p->name, ev->position, ev->stream_id, ev->version, fe_err.msg);
+                break;
+            }
         }
         moves[nm++] = (struct rm_checkpoint){p->name, p->version, cp[i], last};
     }
-    rcode = rm_apply(rc, &b, moves, nm, e);
+    if (!rcode)
+        rcode = rm_apply(rc, &b, moves, nm, e);
     if (rcode == 0)
         *applied = (int)evs.n;
     free(moves);
@@ -99,11 +100,11 @@ out:
     return rcode;
 }
 
-int proj_catch_up(PGconn *pg, redisContext *rc, struct err *e)
+int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e)
 {
     for (int conflicts = 0;;) {
         int n = 0;
-        int rc2 = proj_step(pg, rc, 1000, &n, e);
+        int rc2 = proj_step(pg, rc, r, 1000, &n, e);
         if (rc2 == ERR_CONFLICT && ++conflicts < 100)
             continue;
         if (rc2)
@@ -262,7 +263,9 @@ static void *runner(void *arg)
             warned = 0;
         }
         int n = 0;
-        int code = proj_step(pg, rc, P.cfg.batch_size, &n, &e);
+        struct reg *r = reg_current();
+        int code = r ? proj_step(pg, rc, r, P.cfg.batch_size, &n, &e) : 0;
+        reg_release(r);
         if (code == ERR_CONFLICT) {
             log_info("projections: %s; reading checkpoints again", e.msg);
             continue;

@@ -9,6 +9,8 @@
 
 #include "core/err.h"
 
+struct reg;
+
 struct proj_config {
     const char *database_url;
     const char *redis_url;
@@ -24,12 +26,14 @@ void proj_stop(void);
 
 /*
  * One step, on the caller's connections: reads up to batch_size events after
- * the smallest checkpoint, applies them to every projection behind them and
+ * the smallest checkpoint, applies them to every projection of r behind them and
  * moves their checkpoints, atomically. *applied gets the number of events
  * read (0: caught up). Returns 0, ERR_CONFLICT (checkpoints moved under us:
- * call again), ERR_UNAVAILABLE, ERR_INTERNAL.
+ * call again), ERR_UNAVAILABLE, ERR_INTERNAL (a handler failed or Redis
+ * refused the batch: nothing was written).
  */
-int proj_step(PGconn *pg, redisContext *rc, int batch_size, int *applied, struct err *e);
+int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, int batch_size, int *applied,
+              struct err *e);
 
 /* Tells the notifier that events were appended (cheap; callable from any
  * thread). It sends NOTIFY cqrsd_events soon after, waking all runners. */
@@ -39,6 +43,6 @@ void proj_poke(void);
 int proj_failure(char *buf, size_t len);
 
 /* Runs proj_step until caught up (for `cqrsd replay` and tests). */
-int proj_catch_up(PGconn *pg, redisContext *rc, struct err *e);
+int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e);
 
 #endif

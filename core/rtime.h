@@ -11,11 +11,12 @@
 
 #include <stdint.h>
 
-#include "core/err.h"
+#include "err.h"
 
 #define RTIME_BUFSZ 40
 
-/* Sets TZ for the process to CQRSD_TIMEZONE or Europe/London. Call once at start. */
+/* Sets TZ for the process to CQRSD_TIMEZONE or Europe/London. Call once at
+ * start. The platform calls it; it is not exported to modules. */
 void rtime_init(void);
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" ('t', 'z' and a space

@@ -119,6 +119,26 @@ void sc_put(struct sc_entry *e)
     sc_entry_free(evict);
 }
 
+void sc_drop_family(const void *family)
+{
+    struct sc_entry *dropped = NULL;
+    pthread_mutex_lock(&C.mu);
+    for (struct sc_entry *e = C.head, *next; e; e = next) {
+        next = e->next;
+        if (e->family != family)
+            continue;
+        unlink_entry(e);
+        e->next = dropped;
+        dropped = e;
+    }
+    pthread_mutex_unlock(&C.mu);
+    while (dropped) {
+        struct sc_entry *next = dropped->next;
+        sc_entry_free(dropped);
+        dropped = next;
+    }
+}
+
 void sc_clear(void)
 {
     pthread_mutex_lock(&C.mu);

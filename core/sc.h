@@ -36,6 +36,10 @@ void sc_put(struct sc_entry *e);
 /* Frees an entry taken out (NULL: no-op). */
 void sc_entry_free(struct sc_entry *e);
 
+/* Drops every entry of one family, e.g. the commands of a module generation
+ * about to be unloaded (their release functions are still mapped). */
+void sc_drop_family(const void *family);
+
 /* Drops every entry (tests). */
 void sc_clear(void);
 

@@ -16,6 +16,19 @@ char *xstrdup(const char *s);
 /* printf into a new string; caller frees. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* An arena: allocations freed all at once by arena_free (one per request or
+ * batch, as PostgreSQL's memory contexts). Zero-initialise it; arena_free
+ * leaves it empty and reusable. */
+struct arena_chunk;
+struct arena {
+    struct arena_chunk *head;
+};
+/* n bytes, zeroed, aligned for any type; aborts when out of memory. */
+void *arena_alloc(struct arena *a, size_t n);
+/* A NUL-terminated copy of the n bytes at s (which may hold NULs). */
+char *arena_strndup(struct arena *a, const char *s, size_t n);
+void arena_free(struct arena *a);
+
 /* Writes a random (version 4, RFC 9562 §5.4) UUID, 36 chars + NUL, into out. */
 void util_uuid4(char out[37]);
 

@@ -14,49 +14,74 @@
  * placed_at of the first/last order in event order; the query derives the
  * earliest/latest by placement time from the zset when it can.
  */
-#include "projections/keys.h"
+#include "keys.h"
 
-static const char *const customer_types[] = {"OrderPlaced", "OrderCancelled", "ReturnRecorded",
-                                             NULL};
-
-static void customer_apply(struct fn_batch *b, const struct fn_event *ev)
+static int order_placed(struct fn_batch *b, const struct fn_event *ev, struct err *e)
 {
+    (void)e;
     const json_t *d = ev->data;
     const char *customer = proj_opt(d, "customer_id");
     if (!customer)
-        return;
+        return 0;
     char *key = proj_key("customer:", customer, "");
-
-    if (!strcmp(ev->type, "OrderPlaced")) {
-        const char *order = proj_str(d, "order_id");
-        const char *at = proj_str(d, "occurred_at");
-        int64_t secs;
-        fn_hincrby(b, key, "orders", 1);
-        fn_hincrby(b, key, "revenue", proj_money(d, "total"));
-        fn_hincrby(b, key, "units", proj_int(d, "units"));
-        if (at) {
-            fn_hsetnx(b, key, "first_order_at", at);
-            fn_hset(b, key, "last_order_at", at);
-        }
-        if (order && *order) {
-            char *zkey = proj_keyf("%s:orders", key);
-            fn_zadd(b, zkey, proj_unix_seconds(at, &secs) == 0 ? secs : 0, order);
-            free(zkey);
-        }
-    } else if (!strcmp(ev->type, "OrderCancelled")) {
-        fn_hincrby(b, key, "cancelled", 1);
-        fn_hincrby(b, key, "revenue", proj_neg(proj_money(d, "total")));
-        fn_hincrby(b, key, "units", proj_neg(proj_int(d, "units")));
-    } else if (!strcmp(ev->type, "ReturnRecorded")) {
-        fn_hincrby(b, key, "returns", 1);
-        fn_hincrby(b, key, "returns_value", proj_money(d, "total"));
+    const char *order = proj_str(d, "order_id");
+    const char *at = proj_str(d, "occurred_at");
+    int64_t secs;
+    fn_hincrby(b, key, "orders", 1);
+    fn_hincrby(b, key, "revenue", proj_money(d, "total"));
+    fn_hincrby(b, key, "units", proj_int(d, "units"));
+    if (at) {
+        fn_hsetnx(b, key, "first_order_at", at);
+        fn_hset(b, key, "last_order_at", at);
+    }
+    if (order && *order) {
+        char *zkey = fn_asprintf("%s:orders", key);
+        fn_zadd(b, zkey, proj_unix_seconds(at, &secs) == 0 ? secs : 0, order);
+        free(zkey);
     }
     free(key);
+    return 0;
 }
 
+static int order_cancelled(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    const json_t *d = ev->data;
+    const char *customer = proj_opt(d, "customer_id");
+    if (!customer)
+        return 0;
+    char *key = proj_key("customer:", customer, "");
+    fn_hincrby(b, key, "cancelled", 1);
+    fn_hincrby(b, key, "revenue", proj_neg(proj_money(d, "total")));
+    fn_hincrby(b, key, "units", proj_neg(proj_int(d, "units")));
+    free(key);
+    return 0;
+}
+
+static int return_recorded(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    const json_t *d = ev->data;
+    const char *customer = proj_opt(d, "customer_id");
+    if (!customer)
+        return 0;
+    char *key = proj_key("customer:", customer, "");
+    fn_hincrby(b, key, "returns", 1);
+    fn_hincrby(b, key, "returns_value", proj_money(d, "total"));
+    free(key);
+    return 0;
+}
+
+static const struct fn_on_event customer_on[] = {
+    {EV_OrderPlaced, order_placed},
+    {EV_OrderCancelled, order_cancelled},
+    {EV_ReturnRecorded, return_recorded},
+    {NULL, NULL},
+};
+
 const struct fn_projection proj_customer = {
+    .abi = FN_ABI_VERSION,
     .name = PROJ_CUSTOMER,
     .version = PROJ_CUSTOMER_V,
-    .types = customer_types,
-    .apply = customer_apply,
+    .on = customer_on,
 };

@@ -22,6 +22,7 @@
  *     the ids unescaped.
  *
  * Out-of-memory aborts the process, as everywhere in the platform.
+ * This header sees the platform only through <cqrsd/fn.h>.
  */
 #ifndef CQRSD_PROJECTIONS_KEYS_H
 #define CQRSD_PROJECTIONS_KEYS_H
@@ -32,7 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fn.h"
+#include <cqrsd/fn.h>
+
+#include "../commands/events.h"
 
 /* ---------- read-model names and versions (key prefix "<name>:v<version>:") */
 
@@ -48,25 +51,6 @@
 #define PROJ_STATS_V 1
 
 /* ---------- projection helpers (pure; no I/O) ---------- */
-
-/* A new string formatted like printf; caller frees. Aborts when out of memory. */
-static inline char *proj_keyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static inline char *proj_keyf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    char *s = malloc((size_t)n + 1);
-    if (!s)
-        abort();
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 /* "<prefix><id escaped><suffix>" (see the escaping rule above); caller frees.
  * Aborts when out of memory. */
@@ -150,61 +134,16 @@ static inline int proj_unix_seconds(const char *t, int64_t *secs)
 
 /* ---------- query helpers (queries/common.c) ---------- */
 
-/* Bit of a hiredis reply type, for query_exec's `want` mask. */
-#define QUERY_WANT(type) (1u << (type))
-
 /* Longest range /stats/daily answers, in days (both ends included). */
 #define QUERY_DAILY_MAX_DAYS 400
 
-/*
- * Runs argv on Redis through fn_redis_argv and checks the reply type against
- * the mask want (QUERY_WANT(REDIS_REPLY_ARRAY) | ...). Returns 0 and sets *out
- * (caller frees with freeReplyObject), or ERR_UNAVAILABLE when Redis is
- * unreachable or answers an error, ERR_INTERNAL for WRONGTYPE or a reply of
- * another type (a damaged read model); *out is NULL then.
- */
-int query_exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct err *e, int argc,
-               const char **argv);
-
-/* The full key "<projection>:v<version>:<prefix><id escaped><suffix>"
- * (proj_key). Caller frees. Aborts when out of memory. */
-char *query_key(const char *projection, int version, const char *prefix, const char *id,
-                const char *suffix);
-
-/* One field/value pair of a hash reply; both borrowed from the reply. */
-struct query_kv {
-    const char *field, *value;
-    size_t flen, vlen;
-};
-
-/* A hash read with HGETALL, its pairs sorted by field (bytewise) for
- * lookups and ordered output. Owns the reply and a copy of the key. */
-struct query_hash {
-    char *key;
-    redisReply *reply;
-    struct query_kv *kv;
-    size_t n;
-};
-
-/* HGETALL key into *h (which it initialises; free it with query_hash_free
- * whatever the result). A missing key gives n == 0. Returns 0 or the
- * query_exec errors; ERR_INTERNAL when a field or value is not a string. */
-int query_hgetall(struct fn_query_ctx *q, const char *key, struct query_hash *h, struct err *e);
-
-/* The value of field, NUL-terminated and borrowed from h; NULL when absent. */
-const char *query_hash_get(const struct query_hash *h, const char *field);
-
-/* The integer value of field: 0 when absent; ERR_INTERNAL, naming the key
- * and field, when it is not a strict decimal int64. */
-int query_hash_i64(const struct query_hash *h, const char *field, int64_t *out, struct err *e);
-
 /* Sets o[field] to the hash's integer field as a JSON integer, or as a money
  * string (money_format) for query_put_money. Returns 0 or ERR_INTERNAL. */
-int query_put_int(json_t *o, const struct query_hash *h, const char *field, struct err *e);
-int query_put_money(json_t *o, const struct query_hash *h, const char *field, struct err *e);
+int query_put_int(json_t *o, const struct fn_hash *h, const char *field, struct err *e);
+int query_put_money(json_t *o, const struct fn_hash *h, const char *field, struct err *e);
 
 /* Sets o[field] to the hash's string field, or null when absent or empty. */
-void query_put_str(json_t *o, const struct query_hash *h, const char *field);
+void query_put_str(json_t *o, const struct fn_hash *h, const char *field);
 
 /* A field of a reply object taken from a hash: its name and how it shows. */
 enum query_kind {
@@ -219,18 +158,12 @@ struct query_field {
 
 /* Sets o's fields from h, in the order of f[0..n) (replies keep the
  * documented field order). Returns 0 or ERR_INTERNAL (malformed integer). */
-int query_put_fields(json_t *o, const struct query_hash *h, const struct query_field *f, size_t n,
+int query_put_fields(json_t *o, const struct fn_hash *h, const struct query_field *f, size_t n,
                      struct err *e);
-
-void query_hash_free(struct query_hash *h);
 
 /* Strict int64 parse of the len bytes at s (decimal, optional '-', nothing
  * else: no spaces, no '+'). Returns 0, or -1 when malformed or out of range. */
 int query_parse_i64(const char *s, size_t len, int64_t *out);
-
-/* Integer of a reply: INTEGER as is, STRING strictly parsed, NIL as 0.
- * Returns 0, or -1 for anything else. */
-int query_reply_i64(const redisReply *r, int64_t *out);
 
 /* A new JSON string with money_format(thousandths). */
 json_t *query_money(int64_t thousandths);

@@ -16,10 +16,7 @@
  * non-empty description an order or a return gave the sku (the field exists,
  * maybe empty, as soon as the hash does); cancellations leave it alone.
  */
-#include "projections/keys.h"
-
-static const char *const product_types[] = {"OrderPlaced", "OrderCancelled", "ReturnRecorded",
-                                            NULL};
+#include "keys.h"
 
 /* One line of an event, for grouping by sku. */
 struct product_line {
@@ -64,13 +61,12 @@ static struct product_line *product_lines(const json_t *d, size_t *n)
     return v;
 }
 
-static void product_apply(struct fn_batch *b, const struct fn_event *ev)
+/* What an event does to the figures of the skus it holds. */
+enum product_effect { PRODUCT_PLACED, PRODUCT_CANCELLED, PRODUCT_RETURNED };
+
+static void product_apply(struct fn_batch *b, const struct fn_event *ev, enum product_effect how)
 {
-    int placed = !strcmp(ev->type, "OrderPlaced");
-    int cancelled = !strcmp(ev->type, "OrderCancelled");
-    int returned = !strcmp(ev->type, "ReturnRecorded");
-    if (!placed && !cancelled && !returned)
-        return;
+    int placed = how == PRODUCT_PLACED, cancelled = how == PRODUCT_CANCELLED;
     size_t n;
     struct product_line *lines = product_lines(ev->data, &n);
 
@@ -117,9 +113,37 @@ static void product_apply(struct fn_batch *b, const struct fn_event *ev)
     free(lines);
 }
 
+static int order_placed(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    product_apply(b, ev, PRODUCT_PLACED);
+    return 0;
+}
+
+static int order_cancelled(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    product_apply(b, ev, PRODUCT_CANCELLED);
+    return 0;
+}
+
+static int return_recorded(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    product_apply(b, ev, PRODUCT_RETURNED);
+    return 0;
+}
+
+static const struct fn_on_event product_on[] = {
+    {EV_OrderPlaced, order_placed},
+    {EV_OrderCancelled, order_cancelled},
+    {EV_ReturnRecorded, return_recorded},
+    {NULL, NULL},
+};
+
 const struct fn_projection proj_product = {
+    .abi = FN_ABI_VERSION,
     .name = PROJ_PRODUCT,
     .version = PROJ_PRODUCT_V,
-    .types = product_types,
-    .apply = product_apply,
+    .on = product_on,
 };

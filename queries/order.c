@@ -4,7 +4,7 @@
  * Invariant: the lines are the OrderPlaced lines exactly as the event gave
  * them (stored as JSON text), in the order placed.
  */
-#include "projections/keys.h"
+#include "keys.h"
 
 /* A copy of the stored lines with each line's members in the documented
  * order (sku, description, quantity, unit_price, amount, then any other):
@@ -38,30 +38,27 @@ static json_t *order_lines_ordered(const json_t *stored)
  */
 static int order_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 {
-    struct query_hash h;
+    struct fn_hash h;
     const char *id;
     json_t *o = NULL, *lines = NULL;
     int rc;
 
     if ((rc = query_param_id(q, "order_id", &id, e)))
         return rc;
-    char *key = query_key(PROJ_ORDER, PROJ_ORDER_V, "order:", id, "");
-    rc = query_hgetall(q, key, &h, e);
+    char *key = proj_key("order:", id, "");
+    rc = fn_hgetall(q, PROJ_ORDER, key, &h, e);
     free(key);
     if (rc)
-        goto done;
-    if (h.n == 0) {
-        rc = err_set(e, ERR_NOT_FOUND, "no order \"%.200s\"", id);
-        goto done;
-    }
+        return rc;
+    if (h.n == 0)
+        return err_set(e, ERR_NOT_FOUND, "no order \"%.200s\"", id);
 
-    const char *text = query_hash_get(&h, "lines");
+    const char *text = fn_hash_get(&h, "lines");
     if (text) {
         json_t *stored = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
         if (!json_is_array(stored)) {
             json_decref(stored);
-            rc = err_set(e, ERR_INTERNAL, "order \"%.200s\" holds malformed lines", id);
-            goto done;
+            return err_set(e, ERR_INTERNAL, "order \"%.200s\" holds malformed lines", id);
         }
         lines = order_lines_ordered(stored);
         json_decref(stored);
@@ -89,11 +86,11 @@ static int order_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 done:
     json_decref(o);
     json_decref(lines);
-    query_hash_free(&h);
     return rc;
 }
 
 const struct fn_query query_order_get = {
+    .abi = FN_ABI_VERSION,
     .name = "order.get",
     .route = "/orders/{order_id}",
     .run = order_get,

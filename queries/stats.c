@@ -4,26 +4,11 @@
  * Invariants: stats never 404: what the read model lacks (nothing projected
  * yet, a day without events) reads as zeros; every figure is parsed strictly.
  */
-#include "projections/keys.h"
+#include "keys.h"
 
 #include <inttypes.h>
 
 #define STATS_NFIELDS(a) (sizeof(a) / sizeof *(a))
-
-/* SCARD of the stats key rel (relative, already escaped) into *n. */
-static int stats_scard(struct fn_query_ctx *q, const char *rel, int64_t *n, struct err *e)
-{
-    redisReply *r;
-    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, rel);
-    int rc = query_exec(q, QUERY_WANT(REDIS_REPLY_INTEGER), &r, e, 2,
-                        (const char *[]){"SCARD", key});
-    free(key);
-    if (rc)
-        return rc;
-    *n = (int64_t)r->integer;
-    freeReplyObject(r);
-    return 0;
-}
 
 /*
  * stats.summary: `{orders, revenue, units, cancelled, returns, returns_value,
@@ -37,24 +22,22 @@ static int stats_summary(struct fn_query_ctx *q, json_t **out, struct err *e)
         {"orders", QUERY_INT},   {"revenue", QUERY_MONEY}, {"units", QUERY_INT},
         {"cancelled", QUERY_INT}, {"returns", QUERY_INT},  {"returns_value", QUERY_MONEY},
     };
-    struct query_hash h;
+    struct fn_hash h;
     int64_t customers = 0;
     json_t *o = json_object();
-    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "summary");
-    int rc = query_hgetall(q, key, &h, e);
-    free(key);
+    int rc = fn_hgetall(q, PROJ_STATS, "summary", &h, e);
     if (!rc && !(rc = query_put_fields(o, &h, fields, STATS_NFIELDS(fields), e)) &&
-        !(rc = stats_scard(q, "customers", &customers, e))) {
+        !(rc = fn_scard(q, PROJ_STATS, "customers", &customers, e))) {
         json_object_set_new(o, "customers", json_integer((json_int_t)customers));
         *out = o;
         o = NULL;
     }
     json_decref(o);
-    query_hash_free(&h);
     return rc;
 }
 
 const struct fn_query query_stats_summary = {
+    .abi = FN_ABI_VERSION,
     .name = "stats.summary",
     .route = "/stats/summary",
     .run = stats_summary,
@@ -105,19 +88,16 @@ static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
     json_t *days = json_array();
     for (int64_t day = from; day <= to; day++) {
         char date[11], rel[16];
-        struct query_hash h;
+        struct fn_hash h;
         rtime_format_date(day, date);
         snprintf(rel, sizeof rel, "day:%s", date);
-        char *key = fn_key(PROJ_STATS, PROJ_STATS_V, rel);
-        rc = query_hgetall(q, key, &h, e);
-        free(key);
+        rc = fn_hgetall(q, PROJ_STATS, rel, &h, e);
         if (!rc) {
             json_t *d = json_object();
             json_object_set_new(d, "date", json_string(date));
             rc = query_put_fields(d, &h, fields, STATS_NFIELDS(fields), e);
             json_array_append_new(days, d);
         }
-        query_hash_free(&h);
         if (rc) {
             json_decref(days);
             return rc;
@@ -132,6 +112,7 @@ static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
 }
 
 const struct fn_query query_stats_daily = {
+    .abi = FN_ABI_VERSION,
     .name = "stats.daily",
     .route = "/stats/daily",
     .run = stats_daily,
@@ -139,7 +120,7 @@ const struct fn_query query_stats_daily = {
 
 /* One country's figures, kept for sorting. */
 struct stats_country {
-    const char *name; /* borrowed from the SMEMBERS reply */
+    const char *name; /* borrowed from the query's arena */
     size_t len;
     int64_t revenue;
     json_t *o;
@@ -172,46 +153,38 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
         {"returns", QUERY_INT},
         {"returns_value", QUERY_MONEY},
     };
-    redisReply *r;
-    char *key = fn_key(PROJ_STATS, PROJ_STATS_V, "countries");
-    int rc = query_exec(q, QUERY_WANT(REDIS_REPLY_ARRAY), &r, e, 2,
-                        (const char *[]){"SMEMBERS", key});
-    free(key);
+    struct fn_members m;
+    int rc = fn_smembers(q, PROJ_STATS, "countries", &m, e);
     if (rc)
         return rc;
-    struct stats_country *v = calloc(r->elements + 1, sizeof *v);
+    struct stats_country *v = calloc(m.n + 1, sizeof *v);
     size_t n = 0;
     if (!v)
         abort();
-    for (size_t i = 0; i < r->elements && !rc; i++) {
-        const redisReply *m = r->element[i];
-        struct query_hash h;
+    for (size_t i = 0; i < m.n && !rc; i++) {
+        const char *name = m.m[i].member;
+        struct fn_hash h;
         int64_t customers = 0;
-        if (!m || m->type != REDIS_REPLY_STRING) {
-            rc = err_set(e, ERR_INTERNAL, "redis answered SMEMBERS with a non-string member");
-            break;
-        }
-        char *ckey = query_key(PROJ_STATS, PROJ_STATS_V, "country:", m->str, "");
-        rc = query_hgetall(q, ckey, &h, e);
+        char *ckey = proj_key("country:", name, "");
+        rc = fn_hgetall(q, PROJ_STATS, ckey, &h, e);
         free(ckey);
         if (!rc) {
-            char *rel = proj_key("country:", m->str, ":customers");
-            rc = stats_scard(q, rel, &customers, e);
+            char *rel = proj_key("country:", name, ":customers");
+            rc = fn_scard(q, PROJ_STATS, rel, &customers, e);
             free(rel);
         }
         if (!rc)
-            rc = query_hash_i64(&h, "revenue", &v[n].revenue, e);
+            rc = fn_hash_int(&h, "revenue", &v[n].revenue, e);
         if (!rc) {
             json_t *o = json_object();
-            json_object_set_new(o, "country", json_stringn(m->str, m->len));
-            v[n].name = m->str;
-            v[n].len = m->len;
+            json_object_set_new(o, "country", json_stringn(name, m.m[i].len));
+            v[n].name = name;
+            v[n].len = m.m[i].len;
             v[n].o = o;
             n++;
             if (!(rc = query_put_fields(o, &h, fields, STATS_NFIELDS(fields), e)))
                 json_object_set_new(o, "customers", json_integer((json_int_t)customers));
         }
-        query_hash_free(&h);
     }
     if (!rc) {
         qsort(v, n, sizeof *v, stats_country_cmp);
@@ -223,11 +196,11 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
     for (size_t i = 0; i < n; i++)
         json_decref(v[i].o);
     free(v);
-    freeReplyObject(r);
     return rc;
 }
 
 const struct fn_query query_stats_countries = {
+    .abi = FN_ABI_VERSION,
     .name = "stats.countries",
     .route = "/stats/countries",
     .run = stats_countries,

@@ -8,12 +8,22 @@
 #include <string.h>
 
 #include "core/fn_int.h"
+#include "core/reg.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *const types[] = {"CartOpened", "ItemAdded",   "ItemRemoved",    "CartCheckedOut",
-                                    "OrderPlaced", "OrderPaid", "OrderCancelled", "ReturnRecorded"};
+/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a) */
+extern const struct fn_module cqrsd_module;
+
+static struct reg *modules(void)
+{
+    static struct reg *r;
+    const struct fn_module *m = &cqrsd_module;
+    if (!r && reg_from_descriptors(&m, 1, &r, NULL))
+        abort();
+    return r;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -36,14 +46,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_t *j = json_loadb(s, size, 0, NULL);
     if (json_is_object(j)) {
+        const struct reg *r = modules();
         struct fn_batch b;
         fn_batch_init(&b);
-        for (size_t p = 0; fn_projections[p]; p++) {
-            fn_batch_set_prefix(&b, fn_projections[p]->name, fn_projections[p]->version);
-            for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-                struct fn_event ev = {"fuzz-1", 1, types[t], j, "00000000000000010000000000000001",
-                                      "2011-01-01T00:00:00+00:00"};
-                fn_projections[p]->apply(&b, &ev);
+        for (size_t p = 0; p < r->nprojs; p++) {
+            const struct fn_projection *fp = r->projs[p].p;
+            fn_batch_set_prefix(&b, fp->name, fp->version);
+            for (const struct fn_on_event *h = fp->on; h->type; h++) {
+                struct fn_event ev = {"fuzz-1", 1, h->type, j, "00000000000000010000000000000001",
+                                      "2011-01-01T00:00:00+00:00", ""};
+                struct err e;
+                h->apply(&b, &ev, &e);
             }
         }
         fn_batch_clear(&b);

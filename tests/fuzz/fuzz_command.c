@@ -8,30 +8,42 @@
 #include <stdlib.h>
 
 #include "core/fn_int.h"
+#include "core/reg.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *const types[] = {"CartOpened", "ItemAdded",   "ItemRemoved",    "CartCheckedOut",
-                                    "OrderPlaced", "OrderPaid", "OrderCancelled", "ReturnRecorded"};
+/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a) */
+extern const struct fn_module cqrsd_module;
+
+static struct reg *modules(void)
+{
+    static struct reg *r;
+    const struct fn_module *m = &cqrsd_module;
+    if (!r && reg_from_descriptors(&m, 1, &r, NULL))
+        abort();
+    return r;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
     if (!j)
         return 0;
-    for (size_t c = 0; fn_commands[c]; c++) {
-        const struct fn_command *fc = fn_commands[c];
+    const struct reg *r = modules();
+    const char *const *types = cqrsd_module.events;
+    for (size_t c = 0; c < r->ncmds; c++) {
+        const struct fn_command *fc = r->cmds[c].c;
         for (int folded = 0; folded <= 1; folded++) {
             void *state = xcalloc(1, fc->state_size ? fc->state_size : 1);
             int64_t version = 0;
-            for (size_t t = 0; folded && t < sizeof types / sizeof types[0]; t++) {
-                struct fn_event ev = {"fuzz-1", ++version, types[t], j, "", ""};
+            for (size_t t = 0; folded && types[t]; t++) {
+                struct fn_event ev = {"fuzz-1", ++version, types[t], j, "", "", ""};
                 fc->evolve(state, &ev);
             }
             struct fn_decision d;
             struct err e = {0};
-            fn_decision_init(&d);
+            fn_decision_init(&d, cqrsd_module.events);
             if (fc->decide(state, version, j, &d, &e) == 0) {
                 for (size_t i = 0; i < d.n; i++)
                     if (!json_is_object(d.ev[i].data))

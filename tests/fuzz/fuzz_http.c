@@ -6,9 +6,14 @@
 #include <string.h>
 
 #include "core/http.h"
+#include "core/reg.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a): its
+ * routes and the built-in ones */
+extern const struct fn_module cqrsd_module;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -27,9 +32,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = http_unescape(path);
     if (n > before || strlen(path) != n)
         abort(); /* decoding only shrinks, and leaves no NUL inside */
+    static struct reg *r;
+    const struct fn_module *mod = &cqrsd_module;
+    if (!r && reg_from_descriptors(&mod, 1, &r, NULL))
+        abort();
     struct http_match m;
     char allow[64];
-    if (http_route(method, path, &m, allow) == 0) {
+    if (http_route(r, method, path, &m, allow) == 0) {
         for (size_t i = 0; i < m.nparams; i++)
             if (!m.values[i][0])
                 abort();

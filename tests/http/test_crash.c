@@ -38,6 +38,7 @@
 #include "core/es.h"
 #include "core/fn_int.h"
 #include "core/proj.h"
+#include "core/reg.h"
 #include "core/rm.h"
 #include "core/rtime.h"
 #include "core/util.h"
@@ -49,6 +50,7 @@
 
 static const char *url, *bin, *pidfile, *logfile;
 static char run_id[9];
+static struct reg *R; /* the modules the server runs: $CQRSD_MODULES */
 
 /* ---------- HTTP ---------- */
 
@@ -292,9 +294,9 @@ static char *dump(redisContext *rc)
 {
     char **keys = NULL;
     size_t nk = 0;
-    for (size_t p = 0; fn_projections[p]; p++) {
+    for (size_t p = 0; p < R->nprojs; p++) {
         char cursor[32] = "0";
-        char *pattern = xasprintf("%s:v%d:*", fn_projections[p]->name, fn_projections[p]->version);
+        char *pattern = xasprintf("%s:v%d:*", R->projs[p].p->name, R->projs[p].p->version);
         do {
             redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
             assert_non_null(r);
@@ -349,9 +351,9 @@ static void compare_with_rebuild(void)
      * runs too: the checkpoint check keeps the two runners from doubling */
     PGconn *pg = es_connect(getenv("DATABASE_URL"), &e);
     assert_non_null(pg);
-    for (size_t p = 0; fn_projections[p]; p++)
-        assert_int_equal(rm_reset(rc, fn_projections[p]->name, fn_projections[p]->version, NULL, &e), 0);
-    int rcode = proj_catch_up(pg, rc, &e);
+    for (size_t p = 0; p < R->nprojs; p++)
+        assert_int_equal(rm_reset(rc, R->projs[p].p->name, R->projs[p].p->version, NULL, &e), 0);
+    int rcode = proj_catch_up(pg, rc, R, &e);
     if (rcode)
         fail_msg("rebuild failed: %s", e.msg);
     wait_caught_up();
@@ -409,8 +411,8 @@ static void kill_during_catch_up(void)
     struct err e = {0};
     redisContext *rc = rm_connect(getenv("REDIS_URL"), 10000, &e);
     assert_non_null(rc);
-    for (size_t p = 0; fn_projections[p]; p++)
-        assert_int_equal(rm_reset(rc, fn_projections[p]->name, fn_projections[p]->version, NULL, &e), 0);
+    for (size_t p = 0; p < R->nprojs; p++)
+        assert_int_equal(rm_reset(rc, R->projs[p].p->name, R->projs[p].p->version, NULL, &e), 0);
     redisFree(rc);
     usleep((50 + rnd(300)) * 1000); /* the server's runner is replaying now */
     kill_server();
@@ -485,6 +487,12 @@ int main(void)
     snprintf(run_id, sizeof run_id, "%.8s", u);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     rtime_init(); /* the rebuild here must see business days as the server does */
+    struct err e = {0};
+    const char *mods = getenv("CQRSD_MODULES");
+    if (reg_open(mods && *mods ? mods : "build/modules/ecommerce.so", &R, &e)) {
+        fprintf(stderr, "test_crash: %s\n", e.msg);
+        return 1;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sigkill_loses_nothing),
@@ -492,5 +500,6 @@ int main(void)
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
+    reg_release(R);
     return rc;
 }

@@ -1,10 +1,12 @@
 /* tests/integration/test_readmodels.c — projections and queries against a
  * real Redis (REDIS_URL, e.g. redis://127.0.0.1:56379/0).
  *
- * Builds events as struct fn_event, runs every registered projection whose
- * types list holds the event's type, executes the batch's flat argv (count,
- * then that many arguments) with redisCommandArgv, then runs the registered
- * query functions and compares their JSON with the expected documents.
+ * Loads the modules of $CQRSD_MODULES (default build/modules/ecommerce.so),
+ * builds events as struct fn_event, runs every loaded projection's handler of
+ * the event's type, executes the batch's flat argv (count, then that many
+ * arguments) with redisCommandArgv, then runs the loaded query functions (as
+ * the platform does, core/query.h) and compares their JSON with the expected
+ * documents.
  *
  * Invariant: the test only ever uses Redis database TEST_DB (9), flushed
  * before each test; whatever database REDIS_URL names is ignored, so db 0 is
@@ -21,11 +23,22 @@
 #include <cmocka.h>
 
 #include "core/fn_int.h"
+#include "core/query.h"
+#include "core/reg.h"
 #include "projections/keys.h"
 
 #define TEST_DB 9
 
 static redisContext *redis;
+static struct reg *R;
+
+/* The full key of a projection's relative key, at its loaded version. */
+static char *key_of(const char *projection, const char *rel)
+{
+    const struct reg_projection *p = reg_projection_find(R, projection);
+    assert_non_null(p);
+    return xasprintf("%s:v%d:%s", projection, p->p->version, rel);
+}
 
 /* ---------- Redis connection ---------- */
 
@@ -115,16 +128,6 @@ static void exec_batch(const struct fn_batch *b)
     assert_int_equal(ncmds, b->ncmds);
 }
 
-static int handles(const struct fn_projection *p, const char *type)
-{
-    if (!p->types)
-        return 1;
-    for (size_t i = 0; p->types[i]; i++)
-        if (!strcmp(p->types[i], type))
-            return 1;
-    return 0;
-}
-
 /* Applies one event (data stolen) to every projection that handles its type. */
 static void emit(const char *stream_id, const char *type, json_t *data)
 {
@@ -132,16 +135,19 @@ static void emit(const char *stream_id, const char *type, json_t *data)
     char pos[33], recorded[RTIME_BUFSZ];
     assert_non_null(data);
     snprintf(pos, sizeof pos, "%032llx", (unsigned long long)++position);
-    struct fn_event ev = {stream_id, 1, type, data, pos, rtime_now(recorded)};
+    struct fn_event ev = {stream_id, 1, type, data, pos, rtime_now(recorded), ""};
     int applied = 0;
-    for (size_t i = 0; fn_projections[i]; i++) {
-        const struct fn_projection *p = fn_projections[i];
-        if (!handles(p, type))
+    for (size_t i = 0; i < R->nprojs; i++) {
+        const struct fn_projection *p = R->projs[i].p;
+        int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
+            reg_projection_handler(p, type);
+        if (!apply)
             continue;
         struct fn_batch b;
+        struct err e = {0};
         fn_batch_init(&b);
         fn_batch_set_prefix(&b, p->name, p->version);
-        p->apply(&b, &ev);
+        assert_int_equal(apply(&b, &ev, &e), 0);
         exec_batch(&b);
         fn_batch_clear(&b);
         applied++;
@@ -358,11 +364,10 @@ static int load_fixture(void **state)
 
 static const struct fn_query *find_query(const char *name)
 {
-    for (size_t i = 0; fn_queries[i]; i++)
-        if (!strcmp(fn_queries[i]->name, name))
-            return fn_queries[i];
-    fail_msg("no query %s", name);
-    return NULL;
+    const struct reg_query *q = reg_query_find(R, name);
+    if (!q)
+        fail_msg("no query %s", name);
+    return q->q;
 }
 
 /* Runs query `name` with NULL-terminated name/value parameter pairs;
@@ -377,11 +382,8 @@ static int vrun(const char *name, json_t **out, struct err *e, va_list ap)
         names[n] = k;
         values[n++] = va_arg(ap, const char *);
     }
-    struct fn_query_ctx q = {redis, 0, names, values, n};
     const struct fn_query *fq = find_query(name);
-    err_clear(e);
-    *out = NULL;
-    int rc = fq->run(&q, out, e);
+    int rc = query_call(R, fq, redis, names, values, n, out, e);
     if (rc) {
         assert_null(*out);
         assert_int_equal(e->code, rc);
@@ -832,7 +834,7 @@ static void test_hostile_ids(void **state)
 static void test_damaged_read_model(void **state)
 {
     (void)state;
-    char *key = fn_key(PROJ_PRODUCT, PROJ_PRODUCT_V, "product:85123A");
+    char *key = key_of(PROJ_PRODUCT, "product:85123A");
     test_redis("HSET %s units 12abc", key);
     expect_code(ERR_INTERNAL, "product.get", "sku", "85123A", NULL);
     test_redis("HSET %s units 99999999999999999999", key);
@@ -843,19 +845,19 @@ static void test_damaged_read_model(void **state)
     expect_code(ERR_INTERNAL, "product.top", NULL);
     free(key);
 
-    key = fn_key(PROJ_STATS, PROJ_STATS_V, "summary");
+    key = key_of(PROJ_STATS, "summary");
     test_redis("DEL %s", key);
     test_redis("SET %s 1", key);
     expect_code(ERR_INTERNAL, "stats.summary", NULL);
     free(key);
 
-    key = fn_key(PROJ_ORDER, PROJ_ORDER_V, "order:536365");
+    key = key_of(PROJ_ORDER, "order:536365");
     test_redis("HSET %s lines {not-json", key);
     expect_code(ERR_INTERNAL, "order.get", "order_id", "536365", NULL);
     free(key);
 
     /* an order listed for a customer but not (yet) in order_view */
-    key = fn_key(PROJ_ORDER, PROJ_ORDER_V, "order:536366");
+    key = key_of(PROJ_ORDER, "order:536366");
     test_redis("DEL %s", key);
     free(key);
     expect_json(query("customer.orders", "customer_id", "17850", "limit", "1", NULL),
@@ -872,15 +874,15 @@ static void test_redis_unreachable(void **state)
 {
     (void)state;
     const char *names[] = {"sku"}, *values[] = {"85123A"};
-    struct fn_query_ctx q = {NULL, 0, names, values, 1};
     struct err e;
     json_t *out = NULL;
-    assert_int_equal(find_query("product.get")->run(&q, &out, &e), ERR_UNAVAILABLE);
+    assert_int_equal(query_call(R, find_query("product.get"), NULL, names, values, 1, &out, &e),
+                     ERR_UNAVAILABLE);
     assert_null(out);
-    assert_int_equal(q.redis_failed, 1);
-    q.redis_failed = 0;
-    assert_int_equal(find_query("stats.summary")->run(&q, &out, &e), ERR_UNAVAILABLE);
-    assert_int_equal(find_query("stats.countries")->run(&q, &out, &e), ERR_UNAVAILABLE);
+    assert_int_equal(query_call(R, find_query("stats.summary"), NULL, NULL, NULL, 0, &out, &e),
+                     ERR_UNAVAILABLE);
+    assert_int_equal(query_call(R, find_query("stats.countries"), NULL, NULL, NULL, 0, &out, &e),
+                     ERR_UNAVAILABLE);
     assert_null(out);
 }
 
@@ -890,10 +892,11 @@ static void test_registries(void **state)
     static const char *const projections[] = {PROJ_CART, PROJ_ORDER, PROJ_CUSTOMER, PROJ_PRODUCT,
                                               PROJ_STATS};
     for (size_t i = 0; i < sizeof projections / sizeof *projections; i++) {
-        const struct fn_projection *p = fn_projection_find(projections[i]);
-        assert_non_null(p);
-        assert_non_null(p->types);
-        assert_true(p->version >= 1);
+        const struct reg_projection *rp = reg_projection_find(R, projections[i]);
+        assert_non_null(rp);
+        assert_non_null(rp->p->on);
+        assert_non_null(rp->p->on[0].type);
+        assert_true(rp->p->version >= 1);
     }
     static const char *const routes[][2] = {
         {"cart.get", "/carts/{cart_id}"},
@@ -906,9 +909,7 @@ static void test_registries(void **state)
         {"stats.daily", "/stats/daily"},
         {"stats.countries", "/stats/countries"},
     };
-    size_t n = 0;
-    while (fn_queries[n])
-        n++;
+    size_t n = R->nqueries;
     assert_int_equal(n, sizeof routes / sizeof *routes);
     for (size_t i = 0; i < n; i++)
         assert_string_equal(find_query(routes[i][0])->route, routes[i][1]);
@@ -922,6 +923,12 @@ int main(void)
         return 77;
     }
     rtime_init(); /* business days in Europe/London (or CQRSD_TIMEZONE) */
+    const char *mods = getenv("CQRSD_MODULES");
+    struct err e = {0};
+    if (reg_open(mods && *mods ? mods : "build/modules/ecommerce.so", &R, &e)) {
+        fprintf(stderr, "test_readmodels: %s\n", e.msg);
+        return 1;
+    }
     redis = test_connect(url);
     if (!redis)
         return 1;
@@ -943,5 +950,6 @@ int main(void)
     };
     int failed = cmocka_run_group_tests_name("readmodels", tests, NULL, flush_db);
     redisFree(redis);
+    reg_release(R);
     return failed ? 1 : 0;
 }

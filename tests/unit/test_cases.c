@@ -36,6 +36,7 @@
 #include <cmocka.h>
 
 #include "core/fn_int.h"
+#include "core/reg.h"
 
 struct tcase {
     char *fn;    /* folder name = function name */
@@ -44,6 +45,7 @@ struct tcase {
 };
 
 static const char *cases_root;
+static struct reg *R; /* the modules of $CQRSD_MODULES (default build/modules/ecommerce.so) */
 
 /* ---------- small helpers ---------- */
 
@@ -97,20 +99,17 @@ static char *dump(const json_t *j)
     return s ? s : strdup("(unprintable)");
 }
 
-static const struct fn_command *find_command(const char *name)
+static const struct reg_command *find_command(const char *name)
 {
-    for (size_t i = 0; fn_commands[i]; i++)
-        if (!strcmp(fn_commands[i]->name, name))
-            return fn_commands[i];
-    return NULL;
+    return reg_command_find(R, name);
 }
 
 /* A command whose stream category is cat (the evolve of that stream). */
 static const struct fn_command *find_category(const char *cat, size_t len)
 {
-    for (size_t i = 0; fn_commands[i]; i++)
-        if (strlen(fn_commands[i]->category) == len && !strncmp(fn_commands[i]->category, cat, len))
-            return fn_commands[i];
+    for (size_t i = 0; i < R->ncmds; i++)
+        if (strlen(R->cmds[i].c->category) == len && !strncmp(R->cmds[i].c->category, cat, len))
+            return R->cmds[i].c;
     return NULL;
 }
 
@@ -182,6 +181,7 @@ static void fold(const struct fn_command *c, void *state, const char *stream, js
             .data = json_object_get(ev, "data"),
             .position = "",
             .recorded_at = "",
+            .event_id = "",
         };
         c->evolve(state, &fe);
     }
@@ -202,6 +202,7 @@ static void fold_emitted(const struct fn_command *c, void *state, int64_t n,
             .data = em->data,
             .position = "",
             .recorded_at = "",
+            .event_id = "",
         };
         if (!em->stream_id) {
             fe.version = ++v;
@@ -318,11 +319,12 @@ static void compare_error(const json_t *want, int rc, const struct err *e,
 /* Runs one case; appends every problem to *msg. */
 static void check_case(const struct tcase *tc, char **msg)
 {
-    const struct fn_command *c = find_command(tc->fn);
-    if (!c) {
-        addf(msg, "unknown function \"%s\": no such name in fn_commands\n", tc->fn);
+    const struct reg_command *rcmd = find_command(tc->fn);
+    if (!rcmd) {
+        addf(msg, "unknown function \"%s\": no command of that name is loaded\n", tc->fn);
         return;
     }
+    const struct fn_command *c = rcmd->c;
     int has_then = file_exists(tc->dir, "then.jsonl");
     int has_error = file_exists(tc->dir, "error.json");
     if (has_then == has_error) {
@@ -355,8 +357,11 @@ static void check_case(const struct tcase *tc, char **msg)
 
     struct fn_decision d;
     struct err e = {0};
-    fn_decision_init(&d);
+    fn_decision_init(&d, rcmd->mod->desc->events);
     int rc = c->decide(state, n, cmd, &d, &e);
+    if (rc == 0 && d.undeclared[0])
+        addf(msg, "decide emitted the type \"%s\", which its module does not declare\n",
+             d.undeclared);
 
     if (then) {
         if (rc) {
@@ -406,10 +411,10 @@ static void every_command_has_cases(void **cm_state)
 {
     (void)cm_state;
     char *msg = NULL;
-    for (size_t i = 0; fn_commands[i]; i++) {
-        char *p = path_join(cases_root, fn_commands[i]->name);
+    for (size_t i = 0; i < R->ncmds; i++) {
+        char *p = path_join(cases_root, R->cmds[i].c->name);
         if (!is_dir(p))
-            addf(&msg, "command %s has no case folder %s\n", fn_commands[i]->name, p);
+            addf(&msg, "command %s has no case folder %s\n", R->cmds[i].c->name, p);
         free(p);
     }
     if (msg) {
@@ -467,6 +472,12 @@ int main(void)
     const char *env = getenv("CQRSD_CASES");
     cases_root = env && *env ? env : "tests/cases";
     rtime_init();
+    const char *mods = getenv("CQRSD_MODULES");
+    struct err e = {0};
+    if (reg_open(mods && *mods ? mods : "build/modules/ecommerce.so", &R, &e)) {
+        fprintf(stderr, "test_cases: %s\n", e.msg);
+        return 1;
+    }
     if (!is_dir(cases_root)) {
         fprintf(stderr, "test_cases: %s is not a directory (run from the repository root or set "
                         "CQRSD_CASES)\n", cases_root);
@@ -497,5 +508,6 @@ int main(void)
     }
     free(cases);
     free(tests);
+    reg_release(R);
     return failed;
 }

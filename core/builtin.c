@@ -1,0 +1,111 @@
+/* core/builtin.c — the platform's own routes: GET /streams/{stream_id} (the
+ * events of a stream, straight from PostgreSQL) and GET /healthz (the stores
+ * and the projections' checkpoints). They run on the workers like any job. */
+#include "core/builtin.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/es.h"
+#include "core/proj.h"
+#include "core/rm.h"
+
+static void fail(struct disp_job *job, const struct err *e)
+{
+    disp_problem(job, e->code, e->msg);
+}
+
+static int parse_count(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+        return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno == ERANGE || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+void builtin_stream(struct disp_job *job, PGconn *pg)
+{
+    struct err e = {0};
+    const char *sid = disp_param(job, "stream_id");
+    long long from = 0, limit = 1000;
+    if (disp_param(job, "from") && parse_count(disp_param(job, "from"), 0, INT64_MAX, &from)) {
+        err_set(&e, ERR_INVALID, "from must be a version number >= 0");
+        return fail(job, &e);
+    }
+    if (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 10000, &limit)) {
+        err_set(&e, ERR_INVALID, "limit must be an integer from 1 to 10000");
+        return fail(job, &e);
+    }
+    if (!pg) {
+        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return fail(job, &e);
+    }
+    struct es_events evs = {0};
+    if (es_read_stream(pg, sid, from, (size_t)limit, &evs, &e))
+        return fail(job, &e);
+    if (evs.n == 0 && from > 0 && es_read_stream(pg, sid, 0, 1, &evs, &e))
+        return fail(job, &e);
+    if (evs.n == 0) {
+        err_set(&e, ERR_NOT_FOUND, "no stream \"%.300s\"", sid);
+        return fail(job, &e);
+    }
+    if (from > 0 && evs.ev[0].version <= from) /* the stream exists, nothing after from */
+        es_events_clear(&evs);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < evs.n; i++) {
+        struct es_event *ev = &evs.ev[i];
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:O, s:O, s:s, s:s}", "version",
+                                             (json_int_t)ev->version, "type", ev->type, "event_id",
+                                             ev->event_id, "data", ev->data, "metadata",
+                                             ev->metadata, "position", ev->position,
+                                             "recorded_at", ev->recorded_at));
+    }
+    es_events_clear(&evs);
+    disp_reply(job, 200, json_pack("{s:s, s:o}", "stream", sid, "events", arr));
+}
+
+void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    struct err e = {0};
+    char head[ES_POSITION_LEN + 1] = "";
+    int pg_up = pg && es_head(pg, head, &e) == 0;
+    int redis_up = 0;
+    json_t *projs = json_array();
+    if (rc) {
+        redisReply *r = redisCommand(rc, "PING");
+        redis_up = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        for (size_t i = 0; redis_up && i < job->reg->nprojs; i++) {
+            const struct fn_projection *p = job->reg->projs[i].p;
+            char cp[33];
+            if (rm_checkpoint_get(rc, p->name, p->version, cp, &e)) {
+                redis_up = 0;
+                break;
+            }
+            json_array_append_new(projs, json_pack("{s:s, s:i, s:s, s:b}", "name", p->name,
+                                                   "version", p->version, "checkpoint", cp,
+                                                   "caught_up", pg_up && strcmp(cp, head) >= 0));
+        }
+    }
+    int ok = pg_up && redis_up;
+    char halted[512];
+    int failed = proj_failure(halted, sizeof halted);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "status",
+                             !ok ? "unavailable" : failed ? "degraded" : "ok", "postgres",
+                             pg_up ? "up" : "down", "redis", redis_up ? "up" : "down", "position",
+                             head, "projections", projs);
+    if (failed) /* queries still answer, from read models that no longer move */
+        json_object_set_new(body, "projections_halted", json_string(halted));
+    disp_reply(job, ok ? 200 : 503, body);
+    if (!ok)
+        job->retry_after = 1;
+}

@@ -1,0 +1,364 @@
+/* core/query.c — running query functions, and the typed reads of read models
+ * they use (core/fn.h: fn_hgetall and the others).
+ *
+ * A read resolves its projection by name in the query's own generation (so a
+ * query reads the version of the read model its module was built with, even
+ * while a newer generation rebuilds a newer version beside it), runs one
+ * Redis command on the worker's connection, checks every element of the
+ * reply, and copies what it returns into the query's arena: no hiredis type
+ * crosses the ABI and the function frees nothing.
+ *
+ * Errors: Redis unreachable, or answering an error other than WRONGTYPE
+ * (LOADING, BUSY, OOM), is ERR_UNAVAILABLE and marks the context, so the
+ * query is answered 503 whatever it returns; WRONGTYPE or a reply of an
+ * unexpected shape is ERR_INTERNAL (a damaged read model).
+ */
+#include "core/query.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fn_int.h"
+#include "core/reg.h"
+
+const char *fn_param(const struct fn_query_ctx *q, const char *name)
+{
+    for (size_t i = 0; i < q->nparams; i++)
+        if (!strcmp(q->names[i], name))
+            return q->values[i];
+    return NULL;
+}
+
+/* The full key of projection's relative key, in the arena; NULL and
+ * ERR_INVALID for a projection the generation lacks. */
+static char *full_key(struct fn_query_ctx *q, const char *projection, const char *key,
+                      struct err *e)
+{
+    const struct reg_projection *p = q->reg ? reg_projection_find(q->reg, projection) : NULL;
+    if (!p) {
+        err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection);
+        return NULL;
+    }
+    char *k = xasprintf("%s:v%d:%s", p->p->name, p->p->version, key);
+    char *out = arena_strndup(&q->arena, k, strlen(k));
+    free(k);
+    return out;
+}
+
+#define WANT(type) (1u << (type))
+
+/* Runs argv (argv[1] the full key) and checks the reply type against want. */
+static int exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct err *e, int argc,
+                const char **argv)
+{
+    *out = NULL;
+    if (!q->redis || q->redis->err) {
+        q->redis_failed = 1;
+        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+    }
+    redisReply *r = redisCommandArgv(q->redis, argc, argv, NULL);
+    if (!r || q->redis->err) {
+        if (r)
+            freeReplyObject(r);
+        q->redis_failed = 1;
+        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        int code = r->str && !strncmp(r->str, "WRONGTYPE", 9) ? ERR_INTERNAL : ERR_UNAVAILABLE;
+        err_set(e, code, "redis failed %s on key \"%.200s\": %.200s", argv[0], argv[1],
+                r->str ? r->str : "");
+        if (code == ERR_UNAVAILABLE)
+            q->redis_failed = 1;
+        freeReplyObject(r);
+        return code;
+    }
+    if (r->type < 0 || r->type >= 32 || !(want & WANT(r->type))) {
+        err_set(e, ERR_INTERNAL, "redis answered %s on key \"%.200s\" with a reply of type %d",
+                argv[0], argv[1], r->type);
+        freeReplyObject(r);
+        return ERR_INTERNAL;
+    }
+    *out = r;
+    return 0;
+}
+
+static int field_cmp(const void *a, const void *b)
+{
+    const struct fn_field *x = a, *y = b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    if (c)
+        return c;
+    return (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+static int is_str(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_STRING && r->str;
+}
+
+int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
+               struct fn_hash *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    out->key = k;
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 2, (const char *[]){"HGETALL", k});
+    if (rc)
+        return rc;
+    if (r->elements % 2) {
+        freeReplyObject(r);
+        return err_set(e, ERR_INTERNAL, "redis answered HGETALL on key \"%.200s\" with %zu elements",
+                       k, r->elements);
+    }
+    size_t n = r->elements / 2;
+    struct fn_field *f = arena_alloc(&q->arena, (n ? n : 1) * sizeof *f);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *name = r->element[2 * i], *value = r->element[2 * i + 1];
+        if (!is_str(name) || !is_str(value)) {
+            freeReplyObject(r);
+            return err_set(e, ERR_INTERNAL,
+                           "redis answered HGETALL on key \"%.200s\" with a non-string element", k);
+        }
+        f[i] = (struct fn_field){arena_strndup(&q->arena, name->str, name->len),
+                                 arena_strndup(&q->arena, value->str, value->len), name->len,
+                                 value->len};
+    }
+    freeReplyObject(r);
+    qsort(f, n, sizeof *f, field_cmp);
+    out->f = f;
+    out->n = n;
+    return 0;
+}
+
+const char *fn_hash_get(const struct fn_hash *h, const char *field)
+{
+    if (!h->n)
+        return NULL;
+    struct fn_field k = {.name = field, .name_len = strlen(field)};
+    const struct fn_field *hit = bsearch(&k, h->f, h->n, sizeof *h->f, field_cmp);
+    return hit ? hit->value : NULL;
+}
+
+/* Strict int64: optional '-', digits, nothing else. */
+static int parse_i64(const char *s, size_t len, int64_t *out)
+{
+    if (!s || len == 0 || len > 20 || strlen(s) != len)
+        return -1;
+    const char *d = s[0] == '-' ? s + 1 : s;
+    if (*d < '0' || *d > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end != s + len)
+        return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+int fn_hash_int(const struct fn_hash *h, const char *field, int64_t *out, struct err *e)
+{
+    const char *v = fn_hash_get(h, field);
+    *out = 0;
+    if (!v)
+        return 0;
+    if (parse_i64(v, strlen(v), out))
+        return err_set(e, ERR_INTERNAL,
+                       "read model key \"%.200s\" field \"%.100s\" holds \"%.40s\", not an integer",
+                       h->key ? h->key : "", field, v);
+    return 0;
+}
+
+int fn_hmget(struct fn_query_ctx *q, const char *projection, const char *key, size_t n,
+             const char *const *fields, const char **values, struct err *e)
+{
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    if (n == 0)
+        return 0;
+    const char **argv = xmalloc((n + 2) * sizeof *argv);
+    argv[0] = "HMGET";
+    argv[1] = k;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 2] = fields[i];
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, (int)n + 2, argv);
+    free(argv);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *v = i < r->elements ? r->element[i] : NULL;
+        values[i] = is_str(v) ? arena_strndup(&q->arena, v->str, v->len) : NULL;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* A score as Redis writes it ("12", "-3", "1e+20") into an int64; scores
+ * the ABI writes are integers, so anything else is a damaged read model. */
+static int parse_score(const redisReply *s, int64_t *out)
+{
+    if (!is_str(s))
+        return -1;
+    if (parse_i64(s->str, s->len, out) == 0)
+        return 0;
+    char *end;
+    double d = strtod(s->str, &end);
+    if (*end || !isfinite(d) || d != floor(d) || d >= 9.2233720368547758e18 ||
+        d < -9.2233720368547758e18)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* Copies a member list (with scores when scores) from r into out. */
+static int members(struct fn_query_ctx *q, redisReply *r, int scores, const char *cmd,
+                   const char *key, struct fn_members *out, struct err *e)
+{
+    size_t step = scores ? 2 : 1;
+    if (r->elements % step) {
+        freeReplyObject(r);
+        return err_set(e, ERR_INTERNAL, "redis answered %s on key \"%.200s\" with %zu elements",
+                       cmd, key, r->elements);
+    }
+    size_t n = r->elements / step;
+    struct fn_member *m = arena_alloc(&q->arena, (n ? n : 1) * sizeof *m);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *mem = r->element[i * step];
+        if (!is_str(mem) || (scores && parse_score(r->element[i * step + 1], &m[i].score))) {
+            freeReplyObject(r);
+            return err_set(e, ERR_INTERNAL,
+                           "redis answered %s on key \"%.200s\" with a malformed member or score",
+                           cmd, key);
+        }
+        m[i].member = arena_strndup(&q->arena, mem->str, mem->len);
+        m[i].len = mem->len;
+    }
+    freeReplyObject(r);
+    out->m = m;
+    out->n = n;
+    return 0;
+}
+
+int fn_zrange(struct fn_query_ctx *q, const char *projection, const char *key, int64_t start,
+              int64_t stop, int flags, struct fn_members *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%" PRId64, start);
+    snprintf(b, sizeof b, "%" PRId64, stop);
+    const char *cmd = flags & FN_DESC ? "ZREVRANGE" : "ZRANGE";
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, flags & FN_SCORES ? 5 : 4,
+                  (const char *[]){cmd, k, a, b, "WITHSCORES"});
+    return rc ? rc : members(q, r, flags & FN_SCORES, cmd, k, out, e);
+}
+
+int fn_zrangebyscore(struct fn_query_ctx *q, const char *projection, const char *key,
+                     int64_t min, int64_t max, int64_t offset, int64_t count,
+                     struct fn_members *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    char lo[24], hi[24], off[24], cnt[24];
+    snprintf(lo, sizeof lo, "%" PRId64, min);
+    snprintf(hi, sizeof hi, "%" PRId64, max);
+    snprintf(off, sizeof off, "%" PRId64, offset);
+    snprintf(cnt, sizeof cnt, "%" PRId64, count);
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 8,
+                  (const char *[]){"ZRANGEBYSCORE", k, lo, hi, "WITHSCORES", "LIMIT", off, cnt});
+    return rc ? rc : members(q, r, 1, "ZRANGEBYSCORE", k, out, e);
+}
+
+int fn_smembers(struct fn_query_ctx *q, const char *projection, const char *key,
+                struct fn_members *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 2, (const char *[]){"SMEMBERS", k});
+    return rc ? rc : members(q, r, 0, "SMEMBERS", k, out, e);
+}
+
+/* An integer-replying command on one key. */
+static int count(struct fn_query_ctx *q, const char *cmd, const char *projection,
+                 const char *key, int64_t *n, struct err *e)
+{
+    *n = 0;
+    char *k = full_key(q, projection, key, e);
+    if (!k)
+        return ERR_INVALID;
+    redisReply *r;
+    int rc = exec(q, WANT(REDIS_REPLY_INTEGER), &r, e, 2, (const char *[]){cmd, k});
+    if (rc)
+        return rc;
+    *n = (int64_t)r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
+int fn_zcard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
+             struct err *e)
+{
+    return count(q, "ZCARD", projection, key, n, e);
+}
+
+int fn_scard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
+             struct err *e)
+{
+    return count(q, "SCARD", projection, key, n, e);
+}
+
+int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, int *exists,
+              struct err *e)
+{
+    int64_t n;
+    int rc = count(q, "EXISTS", projection, key, &n, e);
+    *exists = n > 0;
+    return rc;
+}
+
+/* ---------- running a query ---------- */
+
+int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc,
+               const char *const *names, const char *const *values, size_t n, json_t **out,
+               struct err *e)
+{
+    struct fn_query_ctx q = {rc, 0, names, values, n, reg, {0}};
+    *out = NULL;
+    err_clear(e);
+    int code = fq->run(&q, out, e);
+    arena_free(&q.arena);
+    if (q.redis_failed) {
+        json_decref(*out);
+        *out = NULL;
+        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+    }
+    if (code) {
+        json_decref(*out);
+        *out = NULL;
+        if (!e->code)
+            err_set(e, code, "query %s failed without a message", fq->name);
+        return code;
+    }
+    if (!*out)
+        *out = json_object();
+    return 0;
+}

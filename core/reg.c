@@ -1,0 +1,845 @@
+/* core/reg.c — the function registry (see reg.h): loading modules, checking
+ * them against each other, the route table, and the process-wide function
+ * records.
+ *
+ * A generation is built in three steps, any of which may refuse it with
+ * nothing left loaded: load (copy each module into this process's private
+ * folder, dlopen the copy, look up its descriptor, check its ABI version),
+ * collect (every descriptor checked on its own: names, routes, handlers),
+ * and cross-check (module names, function names and their environment names,
+ * routes against routes). Limits are resolved last, so a CQRSD_FN_* variable
+ * naming no function refuses the generation too.
+ */
+#include "core/reg.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/sc.h"
+
+extern char **environ;
+
+/* ---------- function records ---------- */
+
+static struct {
+    pthread_mutex_t mu;
+    struct reg_fn **v;
+    size_t n, cap;
+} F = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static struct reg_fn *fn_record(const char *name, enum reg_kind kind)
+{
+    pthread_mutex_lock(&F.mu);
+    for (size_t i = 0; i < F.n; i++)
+        if (F.v[i]->kind == kind && !strcmp(F.v[i]->name, name)) {
+            pthread_mutex_unlock(&F.mu);
+            return F.v[i];
+        }
+    if (F.n == F.cap) {
+        F.cap = F.cap ? F.cap * 2 : 32;
+        F.v = xrealloc(F.v, F.cap * sizeof *F.v);
+    }
+    struct reg_fn *f = xcalloc(1, sizeof *f);
+    f->name = xstrdup(name);
+    f->kind = kind;
+    F.v[F.n++] = f;
+    pthread_mutex_unlock(&F.mu);
+    return f;
+}
+
+struct reg_fn *const *reg_functions(size_t *n)
+{
+    pthread_mutex_lock(&F.mu);
+    *n = F.n;
+    struct reg_fn *const *v = F.v;
+    pthread_mutex_unlock(&F.mu);
+    return v;
+}
+
+/* ---------- the current generation ---------- */
+
+static struct {
+    pthread_mutex_t mu;
+    struct reg *current;
+    unsigned long generations;
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void reg_acquire(struct reg *r)
+{
+    atomic_fetch_add(&r->refs, 1);
+}
+
+static void unload(struct reg *r)
+{
+    /* cached states of these commands point at their release functions */
+    for (size_t i = 0; i < r->ncmds; i++)
+        sc_drop_family((const void *)r->cmds[i].c->evolve);
+    for (size_t i = 0; i < r->nmods; i++) {
+        if (r->mods[i].handle)
+            dlclose(r->mods[i].handle);
+        if (r->mods[i].copy)
+            unlink(r->mods[i].copy);
+        free(r->mods[i].path);
+        free(r->mods[i].copy);
+    }
+    free(r->mods);
+    free(r->cmds);
+    free(r->queries);
+    free(r->projs);
+    free(r->routes);
+    arena_free(&r->arena);
+    free(r);
+}
+
+void reg_release(struct reg *r)
+{
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+        if (r->generation)
+            log_info("modules: generation %lu unloaded", r->generation);
+        unload(r);
+    }
+}
+
+struct reg *reg_current(void)
+{
+    pthread_mutex_lock(&G.mu);
+    struct reg *r = G.current;
+    if (r)
+        reg_acquire(r);
+    pthread_mutex_unlock(&G.mu);
+    return r;
+}
+
+void reg_set_current(struct reg *r)
+{
+    pthread_mutex_lock(&G.mu);
+    struct reg *old = G.current;
+    G.current = r;
+    if (r && !r->generation)
+        r->generation = ++G.generations;
+    pthread_mutex_unlock(&G.mu);
+    reg_release(old);
+}
+
+/* ---------- lookups ---------- */
+
+const struct reg_command *reg_command_find(const struct reg *r, const char *name)
+{
+    for (size_t i = 0; i < r->ncmds; i++)
+        if (!strcmp(r->cmds[i].c->name, name))
+            return &r->cmds[i];
+    return NULL;
+}
+
+const struct reg_query *reg_query_find(const struct reg *r, const char *name)
+{
+    for (size_t i = 0; i < r->nqueries; i++)
+        if (!strcmp(r->queries[i].q->name, name))
+            return &r->queries[i];
+    return NULL;
+}
+
+const struct reg_projection *reg_projection_find(const struct reg *r, const char *name)
+{
+    for (size_t i = 0; i < r->nprojs; i++)
+        if (!strcmp(r->projs[i].p->name, name))
+            return &r->projs[i];
+    return NULL;
+}
+
+int (*reg_projection_handler(const struct fn_projection *p,
+                             const char *type))(struct fn_batch *, const struct fn_event *,
+                                                struct err *)
+{
+    for (const struct fn_on_event *h = p->on; h->type; h++)
+        if (!strcmp(h->type, type))
+            return h->apply;
+    return NULL;
+}
+
+/* ---------- loading ---------- */
+
+/* This process's folder of module copies, made on first use; stale folders
+ * of processes that are gone are removed then. */
+static const char *private_dir(struct err *e)
+{
+    static char dir[512];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    if (!dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !*tmp)
+            tmp = "/tmp";
+        DIR *d = opendir(tmp);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            long pid;
+            char suffix[16];
+            if (sscanf(de->d_name, "cqrsd-modules.%ld.%15s", &pid, suffix) == 2 && pid > 0 &&
+                kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+                char path[1024];
+                snprintf(path, sizeof path, "%s/%s", tmp, de->d_name);
+                DIR *sd = opendir(path);
+                struct dirent *f;
+                while (sd && (f = readdir(sd))) {
+                    char fp[1400];
+                    snprintf(fp, sizeof fp, "%s/%s", path, f->d_name);
+                    if (f->d_name[0] != '.')
+                        unlink(fp);
+                }
+                if (sd)
+                    closedir(sd);
+                rmdir(path);
+            }
+        }
+        if (d)
+            closedir(d);
+        snprintf(dir, sizeof dir, "%s/cqrsd-modules.%ld.XXXXXX", tmp, (long)getpid());
+        if (!mkdtemp(dir)) {
+            err_set(e, ERR_INVALID, "could not make a folder for module copies in %s: %s", tmp,
+                    strerror(errno));
+            dir[0] = '\0';
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    return dir[0] ? dir : NULL;
+}
+
+/* Copies src to a new file in the private folder; returns its path (caller
+ * frees) or NULL with e set. */
+static char *copy_module(const char *src, struct err *e)
+{
+    static atomic_ulong seq;
+    const char *dir = private_dir(e);
+    if (!dir)
+        return NULL;
+    const char *base = strrchr(src, '/');
+    base = base ? base + 1 : src;
+    char *dst = xasprintf("%s/%lu.%s", dir, atomic_fetch_add(&seq, 1) + 1, base);
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+    struct stat st;
+    if (in < 0 || fstat(in, &st) || !S_ISREG(st.st_mode)) {
+        err_set(e, ERR_INVALID, "could not read module \"%s\": %s", src,
+                in < 0 ? strerror(errno) : "not a regular file");
+        goto fail;
+    }
+    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (out < 0) {
+        err_set(e, ERR_INVALID, "could not copy module \"%s\" to %s: %s", src, dst,
+                strerror(errno));
+        goto fail;
+    }
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        for (ssize_t w = 0; w < n;) {
+            ssize_t k = write(out, buf + w, (size_t)(n - w));
+            if (k < 0) {
+                err_set(e, ERR_INVALID, "could not copy module \"%s\": %s", src, strerror(errno));
+                goto fail;
+            }
+            w += k;
+        }
+    if (n < 0) {
+        err_set(e, ERR_INVALID, "could not read module \"%s\": %s", src, strerror(errno));
+        goto fail;
+    }
+    close(in);
+    close(out);
+    return dst;
+fail:
+    if (in >= 0)
+        close(in);
+    if (out >= 0) {
+        close(out);
+        unlink(dst);
+    }
+    free(dst);
+    return NULL;
+}
+
+static int load_one(const char *path, struct reg_module *m, struct err *e)
+{
+    memset(m, 0, sizeof *m);
+    m->path = xstrdup(path);
+    if (!(m->copy = copy_module(path, e)))
+        return ERR_INVALID;
+    dlerror();
+    m->handle = dlopen(m->copy, RTLD_NOW | RTLD_LOCAL);
+    if (!m->handle)
+        return err_set(e, ERR_INVALID, "could not load module \"%s\": %s", path, dlerror());
+    m->desc = dlsym(m->handle, FN_MODULE_SYMBOL);
+    if (!m->desc)
+        return err_set(e, ERR_INVALID,
+                       "\"%s\" is not a cqrsd module: it exports no symbol " FN_MODULE_SYMBOL
+                       " (define it with FN_MODULE, see <cqrsd/fn.h>)",
+                       path);
+    return 0;
+}
+
+static void unload_modules(struct reg_module *mods, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (mods[i].handle)
+            dlclose(mods[i].handle);
+        if (mods[i].copy)
+            unlink(mods[i].copy);
+    }
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
+static int so_filter(const struct dirent *de)
+{
+    return de->d_name[0] != '.' && has_suffix(de->d_name, ".so");
+}
+
+/* Appends the paths spec names to *paths (owned strings). */
+static int expand_spec(const char *spec, char ***paths, size_t *n, struct err *e)
+{
+    char *copy = xstrdup(spec), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ":,", &save); tok && !rc; tok = strtok_r(NULL, ":,", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        struct stat st;
+        if (stat(tok, &st)) {
+            rc = err_set(e, ERR_INVALID, "CQRSD_MODULES names \"%s\": %s", tok, strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
+            struct dirent **de = NULL;
+            int k = scandir(tok, &de, so_filter, alphasort);
+            for (int i = 0; i < k; i++) {
+                *paths = xrealloc(*paths, (*n + 1) * sizeof **paths);
+                (*paths)[(*n)++] = xasprintf("%s/%s", tok, de[i]->d_name);
+                free(de[i]);
+            }
+            free(de);
+            if (k <= 0 && !rc)
+                rc = err_set(e, ERR_INVALID, "CQRSD_MODULES names the folder \"%s\", which holds "
+                                             "no module (*.so)", tok);
+        } else {
+            *paths = xrealloc(*paths, (*n + 1) * sizeof **paths);
+            (*paths)[(*n)++] = xstrdup(tok);
+        }
+    }
+    free(copy);
+    if (!rc && *n == 0)
+        rc = err_set(e, ERR_INVALID, "CQRSD_MODULES names no module");
+    return rc;
+}
+
+static char default_modules[8192];
+
+/* reg_default_modules's search, once: beside the binary in the build tree,
+ * then where `make install` puts the modules. */
+static void find_default_modules(void)
+{
+    char exe[4000];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(default_modules, sizeof default_modules, "modules/ecommerce.so");
+        return;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(default_modules, sizeof default_modules, "%s/modules/ecommerce.so", exe);
+    if (access(default_modules, R_OK) == 0)
+        return;
+    char installed[sizeof exe + 64];
+    snprintf(installed, sizeof installed, "%s/../lib/cqrsd/modules/ecommerce.so", exe);
+    if (access(installed, R_OK) == 0)
+        snprintf(default_modules, sizeof default_modules, "%s", installed);
+}
+
+const char *reg_default_modules(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, find_default_modules);
+    return default_modules;
+}
+
+/* ---------- building a generation ---------- */
+
+struct build {
+    struct reg *r;
+    struct err *e;
+};
+
+static int name_ok(const char *s, const char *extra)
+{
+    if (!s || !*s || strlen(s) > 100)
+        return 0;
+    for (const char *c = s; *c; c++)
+        if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c) && !strchr(extra, *c))
+            return 0;
+    return 1;
+}
+
+/* "CART_ADD_ITEM" for "cart.add_item", into buf. */
+static void env_name(const char *name, char buf[128])
+{
+    size_t i = 0;
+    for (; name[i] && i < 127; i++)
+        buf[i] = isalnum((unsigned char)name[i]) ? (char)toupper((unsigned char)name[i]) : '_';
+    buf[i] = '\0';
+}
+
+static const char *owner(struct build *b, const char *kind, const char *name,
+                         const struct reg_module *m)
+{
+    char *s = xasprintf("%s %s (module %s)", kind, name, m->desc->name);
+    char *o = arena_strndup(&b->r->arena, s, strlen(s));
+    free(s);
+    return o;
+}
+
+/* Checks a route pattern: "/seg/{param}/...", at most 8 parameters, no
+ * parameter twice. */
+static int route_ok(const char *pattern, char why[128])
+{
+    if (!pattern || pattern[0] != '/') {
+        snprintf(why, 128, "does not start with '/'");
+        return 0;
+    }
+    const char *names[8];
+    size_t lens[8], np = 0;
+    for (const char *p = pattern; *p;) {
+        p++; /* '/' */
+        size_t l = strcspn(p, "/");
+        if (l == 0 && strcmp(pattern, "/")) {
+            snprintf(why, 128, "has an empty segment");
+            return 0;
+        }
+        if (p[0] == '{') {
+            if (l < 3 || p[l - 1] != '}') {
+                snprintf(why, 128, "has a malformed parameter segment");
+                return 0;
+            }
+            for (size_t i = 1; i + 1 < l; i++)
+                if (!islower((unsigned char)p[i]) && !isdigit((unsigned char)p[i]) && p[i] != '_') {
+                    snprintf(why, 128, "has a parameter name that is not [a-z0-9_]");
+                    return 0;
+                }
+            if (np == 8) {
+                snprintf(why, 128, "has more than 8 parameters");
+                return 0;
+            }
+            for (size_t k = 0; k < np; k++)
+                if (lens[k] == l - 2 && !strncmp(names[k], p + 1, l - 2)) {
+                    snprintf(why, 128, "names the parameter {%.*s} twice", (int)(l - 2), p + 1);
+                    return 0;
+                }
+            names[np] = p + 1;
+            lens[np++] = l - 2;
+        } else {
+            for (size_t i = 0; i < l; i++)
+                if (p[i] == '{' || p[i] == '}' || p[i] == '?' || p[i] == '#' ||
+                    (unsigned char)p[i] <= 0x20) {
+                    snprintf(why, 128, "has a literal segment with '%c'", p[i]);
+                    return 0;
+                }
+        }
+        p += l;
+    }
+    return 1;
+}
+
+static void add_route(struct build *b, const char *method, const char *pattern,
+                      enum reg_kind kind, const void *target, enum reg_builtin bi,
+                      const char *who)
+{
+    struct reg *r = b->r;
+    r->routes = xrealloc(r->routes, (r->nroutes + 1) * sizeof *r->routes);
+    r->routes[r->nroutes++] = (struct reg_route){method, pattern, kind, target, bi, who};
+}
+
+static int check_limits(struct build *b, const char *who, const struct fn_limits *l)
+{
+    if (l->concurrency < 0 || l->timeout_ms < 0 || l->retries < 0 || l->backoff_ms < 0)
+        return err_set(b->e, ERR_INVALID, "%s declares a negative limit", who);
+    return 0;
+}
+
+static int collect_module(struct build *b, const struct reg_module *m)
+{
+    const struct fn_module *d = m->desc;
+    struct reg *r = b->r;
+    if (d->abi != FN_ABI_VERSION)
+        return err_set(b->e, ERR_INVALID,
+                       "module \"%s\" was built for ABI version %d; this cqrsd has ABI version %d: "
+                       "rebuild it against this cqrsd's <cqrsd/fn.h>",
+                       m->path, d->abi, FN_ABI_VERSION);
+    if (!name_ok(d->name, "_-"))
+        return err_set(b->e, ERR_INVALID,
+                       "module \"%s\" has the name \"%s\": it must be 1 to 100 of a-z, 0-9, '_' "
+                       "and '-'",
+                       m->path, d->name ? d->name : "");
+    char why[128];
+    for (size_t i = 0; d->commands && d->commands[i]; i++) {
+        const struct fn_command *c = d->commands[i];
+        const char *who = owner(b, "command", c->name ? c->name : "(unnamed)", m);
+        if (c->abi != FN_ABI_VERSION)
+            return err_set(b->e, ERR_INVALID, "%s was built for ABI version %d, not %d", who,
+                           c->abi, FN_ABI_VERSION);
+        if (!name_ok(c->name, "._"))
+            return err_set(b->e, ERR_INVALID, "%s: a name is 1 to 100 of a-z, 0-9, '.' and '_'",
+                           who);
+        if (!c->category || !name_ok(c->category, "_") || !c->id_field || !*c->id_field ||
+            !c->evolve || !c->decide)
+            return err_set(b->e, ERR_INVALID,
+                           "%s lacks a category of a-z, 0-9 and '_', an id_field, evolve or decide",
+                           who);
+        if ((c->route == NULL) != (c->method == NULL))
+            return err_set(b->e, ERR_INVALID, "%s has a route without a method or the other way "
+                                              "round", who);
+        if (c->method && strcmp(c->method, "POST") && strcmp(c->method, "PUT") &&
+            strcmp(c->method, "PATCH") && strcmp(c->method, "DELETE"))
+            return err_set(b->e, ERR_INVALID, "%s has the method \"%s\": commands are POST, PUT, "
+                                              "PATCH or DELETE", who, c->method);
+        if (c->route && !route_ok(c->route, why))
+            return err_set(b->e, ERR_INVALID, "%s: route \"%s\" %s", who, c->route, why);
+        int rc = check_limits(b, who, &c->limits);
+        if (rc)
+            return rc;
+        r->cmds = xrealloc(r->cmds, (r->ncmds + 1) * sizeof *r->cmds);
+        r->cmds[r->ncmds++] = (struct reg_command){c, m, fn_record(c->name, REG_COMMAND),
+                                                   c->limits};
+    }
+    for (size_t i = 0; d->queries && d->queries[i]; i++) {
+        const struct fn_query *q = d->queries[i];
+        const char *who = owner(b, "query", q->name ? q->name : "(unnamed)", m);
+        if (q->abi != FN_ABI_VERSION)
+            return err_set(b->e, ERR_INVALID, "%s was built for ABI version %d, not %d", who,
+                           q->abi, FN_ABI_VERSION);
+        if (!name_ok(q->name, "._") || !q->run)
+            return err_set(b->e, ERR_INVALID, "%s: needs a name of a-z, 0-9, '.' and '_', and run",
+                           who);
+        if (!route_ok(q->route, why))
+            return err_set(b->e, ERR_INVALID, "%s: route \"%s\" %s", who,
+                           q->route ? q->route : "", why);
+        int rc = check_limits(b, who, &q->limits);
+        if (rc)
+            return rc;
+        r->queries = xrealloc(r->queries, (r->nqueries + 1) * sizeof *r->queries);
+        r->queries[r->nqueries++] = (struct reg_query){q, m, fn_record(q->name, REG_QUERY),
+                                                       q->limits};
+    }
+    for (size_t i = 0; d->projections && d->projections[i]; i++) {
+        const struct fn_projection *p = d->projections[i];
+        const char *who = owner(b, "projection", p->name ? p->name : "(unnamed)", m);
+        if (p->abi != FN_ABI_VERSION)
+            return err_set(b->e, ERR_INVALID, "%s was built for ABI version %d, not %d", who,
+                           p->abi, FN_ABI_VERSION);
+        /* the name is part of every Redis key: no ':' */
+        if (!name_ok(p->name, "_") || p->version < 1 || !p->on)
+            return err_set(b->e, ERR_INVALID,
+                           "%s: needs a name of a-z, 0-9 and '_', a version >= 1 and a table of "
+                           "handlers",
+                           who);
+        for (const struct fn_on_event *h = p->on; h->type; h++) {
+            if (!*h->type || !h->apply)
+                return err_set(b->e, ERR_INVALID, "%s has a handler without a type or function",
+                               who);
+            for (const struct fn_on_event *k = p->on; k < h; k++)
+                if (!strcmp(k->type, h->type))
+                    return err_set(b->e, ERR_INVALID, "%s has two handlers of %s", who, h->type);
+        }
+        int rc = check_limits(b, who, &p->limits);
+        if (rc)
+            return rc;
+        r->projs = xrealloc(r->projs, (r->nprojs + 1) * sizeof *r->projs);
+        r->projs[r->nprojs++] = (struct reg_projection){p, m, fn_record(p->name, REG_PROJECTION),
+                                                        p->limits};
+    }
+    return 0;
+}
+
+/* ---------- cross-checks ---------- */
+
+struct named {
+    const char *name, *who;
+};
+
+static int check_names(struct build *b)
+{
+    struct reg *r = b->r;
+    size_t n = r->ncmds + r->nqueries + r->nprojs, k = 0;
+    struct named *v = xcalloc(n, sizeof *v);
+    for (size_t i = 0; i < r->ncmds; i++)
+        v[k++] = (struct named){r->cmds[i].c->name, owner(b, "command", r->cmds[i].c->name,
+                                                          r->cmds[i].mod)};
+    for (size_t i = 0; i < r->nqueries; i++)
+        v[k++] = (struct named){r->queries[i].q->name, owner(b, "query", r->queries[i].q->name,
+                                                             r->queries[i].mod)};
+    for (size_t i = 0; i < r->nprojs; i++)
+        v[k++] = (struct named){r->projs[i].p->name, owner(b, "projection", r->projs[i].p->name,
+                                                           r->projs[i].mod)};
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        for (size_t j = 0; j < i && !rc; j++) {
+            char a[128], c[128];
+            env_name(v[i].name, a);
+            env_name(v[j].name, c);
+            if (!strcmp(v[i].name, v[j].name))
+                rc = err_set(b->e, ERR_INVALID, "duplicate function name: %s and %s", v[j].who,
+                             v[i].who);
+            else if (!strcmp(a, c))
+                rc = err_set(b->e, ERR_INVALID,
+                             "%s and %s share the environment name CQRSD_FN_%s_*: rename one",
+                             v[j].who, v[i].who, a);
+        }
+    free(v);
+    return rc;
+}
+
+/* Compares two route patterns: -1 when no path matches both; else sets
+ * *la and *lb to their literal segment counts and returns 1 when they have the
+ * same shape (the same route twice), 0 when they only overlap. */
+static int overlap(const char *a, const char *b, int *la, int *lb)
+{
+    *la = *lb = 0;
+    int same = 1;
+    while (*a && *b) {
+        a++;
+        b++;
+        size_t na = strcspn(a, "/"), nb = strcspn(b, "/");
+        int pa = *a == '{', pb = *b == '{';
+        if (!pa && !pb && (na != nb || strncmp(a, b, na)))
+            return -1;
+        if (pa != pb)
+            same = 0;
+        *la += !pa;
+        *lb += !pb;
+        a += na;
+        b += nb;
+    }
+    if (*a || *b)
+        return -1;
+    return same;
+}
+
+static int check_routes(struct build *b)
+{
+    struct reg *r = b->r;
+    for (size_t i = 0; i < r->nroutes; i++)
+        for (size_t j = 0; j < i; j++) {
+            const struct reg_route *x = &r->routes[j], *y = &r->routes[i];
+            if (strcmp(x->method, y->method))
+                continue;
+            int lx, ly, o = overlap(x->pattern, y->pattern, &lx, &ly);
+            if (o < 0)
+                continue;
+            if (o == 1 || lx == ly)
+                return err_set(b->e, ERR_INVALID,
+                               "route %s %s of %s clashes with %s %s of %s: no rule tells which "
+                               "one answers",
+                               y->method, y->pattern, y->owner, x->method, x->pattern, x->owner);
+            if (y->kind == REG_BUILTIN || x->kind == REG_BUILTIN)
+                return err_set(b->e, ERR_INVALID,
+                               "route %s %s of %s overlaps the built-in route %s %s",
+                               (x->kind == REG_BUILTIN ? y : x)->method,
+                               (x->kind == REG_BUILTIN ? y : x)->pattern,
+                               (x->kind == REG_BUILTIN ? y : x)->owner,
+                               (x->kind == REG_BUILTIN ? x : y)->method,
+                               (x->kind == REG_BUILTIN ? x : y)->pattern);
+            const struct reg_route *win = lx > ly ? x : y, *lose = lx > ly ? y : x;
+            char *note = xasprintf("%sroute %s %s of %s shadows %s %s of %s for the paths both "
+                                   "match (more literal segments win)\n",
+                                   r->notes ? r->notes : "", win->method, win->pattern, win->owner,
+                                   lose->method, lose->pattern, lose->owner);
+            r->notes = arena_strndup(&r->arena, note, strlen(note));
+            free(note);
+        }
+    return 0;
+}
+
+/* ---------- limits ---------- */
+
+struct limit_field {
+    const char *suffix;
+    size_t offset;
+    int min, max;
+};
+
+static const struct limit_field limit_fields[] = {
+    {"_CONCURRENCY", offsetof(struct fn_limits, concurrency), 1, 1000000},
+    {"_TIMEOUT_MS", offsetof(struct fn_limits, timeout_ms), 1, 3600000},
+    {"_RETRIES", offsetof(struct fn_limits, retries), 0, 1000},
+    {"_BACKOFF_MS", offsetof(struct fn_limits, backoff_ms), 1, 3600000},
+};
+
+static void defaults(struct fn_limits *l, int event_handler)
+{
+    if (!l->timeout_ms)
+        l->timeout_ms = REG_DEFAULT_TIMEOUT_MS;
+    if (!l->retries)
+        l->retries = event_handler ? REG_DEFAULT_EVENT_RETRIES : REG_DEFAULT_COMMAND_RETRIES;
+    if (!l->backoff_ms)
+        l->backoff_ms = REG_DEFAULT_BACKOFF_MS;
+}
+
+/* The limits of the function whose environment name is en, or NULL. */
+static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len)
+{
+    char buf[128];
+    for (size_t i = 0; i < r->ncmds; i++) {
+        env_name(r->cmds[i].c->name, buf);
+        if (strlen(buf) == len && !strncmp(buf, en, len))
+            return &r->cmds[i].limits;
+    }
+    for (size_t i = 0; i < r->nqueries; i++) {
+        env_name(r->queries[i].q->name, buf);
+        if (strlen(buf) == len && !strncmp(buf, en, len))
+            return &r->queries[i].limits;
+    }
+    for (size_t i = 0; i < r->nprojs; i++) {
+        env_name(r->projs[i].p->name, buf);
+        if (strlen(buf) == len && !strncmp(buf, en, len))
+            return &r->projs[i].limits;
+    }
+    return NULL;
+}
+
+static int resolve_limits(struct build *b)
+{
+    struct reg *r = b->r;
+    for (size_t i = 0; i < r->ncmds; i++)
+        defaults(&r->cmds[i].limits, 0);
+    for (size_t i = 0; i < r->nqueries; i++)
+        defaults(&r->queries[i].limits, 0);
+    for (size_t i = 0; i < r->nprojs; i++)
+        defaults(&r->projs[i].limits, 1);
+    for (char **ep = environ; ep && *ep; ep++) {
+        if (strncmp(*ep, "CQRSD_FN_", 9))
+            continue;
+        const char *name = *ep + 9, *eq = strchr(name, '=');
+        if (!eq)
+            continue;
+        const struct limit_field *f = NULL;
+        size_t nlen = 0;
+        for (size_t k = 0; k < sizeof limit_fields / sizeof *limit_fields; k++) {
+            size_t sl = strlen(limit_fields[k].suffix);
+            if ((size_t)(eq - name) > sl && !strncmp(eq - sl, limit_fields[k].suffix, sl)) {
+                f = &limit_fields[k];
+                nlen = (size_t)(eq - name) - sl;
+            }
+        }
+        if (!f)
+            return err_set(b->e, ERR_INVALID,
+                           "%.*s: a CQRSD_FN_ setting ends in _CONCURRENCY, _TIMEOUT_MS, _RETRIES "
+                           "or _BACKOFF_MS",
+                           (int)(eq - *ep), *ep);
+        struct fn_limits *l = limits_of(r, name, nlen);
+        if (!l)
+            return err_set(b->e, ERR_INVALID,
+                           "%.*s names no function of the loaded modules (the name is the "
+                           "function's in capitals, '.' as '_': CQRSD_FN_CART_ADD_ITEM_%s)",
+                           (int)(eq - *ep), *ep, f->suffix + 1);
+        char *end;
+        errno = 0;
+        long v = strtol(eq + 1, &end, 10);
+        if (!eq[1] || *end || errno || v < f->min || v > f->max)
+            return err_set(b->e, ERR_INVALID, "%.*s must be an integer from %d to %d, got \"%s\"",
+                           (int)(eq - *ep), *ep, f->min, f->max, eq + 1);
+        *(int *)((char *)l + f->offset) = (int)v;
+    }
+    return 0;
+}
+
+/* ---------- assembling ---------- */
+
+static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct err *e)
+{
+    struct reg *r = xcalloc(1, sizeof *r);
+    atomic_init(&r->refs, 1);
+    r->mods = mods;
+    r->nmods = nmods;
+    struct build b = {r, e};
+    int rc = 0;
+    for (size_t i = 0; i < nmods && !rc; i++) {
+        rc = collect_module(&b, &mods[i]);
+        for (size_t j = 0; j < i && !rc; j++)
+            if (!strcmp(mods[j].desc->name, mods[i].desc->name))
+                rc = err_set(e, ERR_INVALID, "two modules are named \"%s\": \"%s\" and \"%s\"",
+                             mods[i].desc->name, mods[j].path, mods[i].path);
+    }
+    if (!rc)
+        rc = check_names(&b);
+    if (!rc) {
+        add_route(&b, "GET", "/streams/{stream_id}", REG_BUILTIN, NULL, REG_STREAM,
+                  "the built-in stream reader");
+        add_route(&b, "GET", "/healthz", REG_BUILTIN, NULL, REG_HEALTH,
+                  "the built-in health check");
+        for (size_t i = 0; i < r->ncmds; i++)
+            if (r->cmds[i].c->route)
+                add_route(&b, r->cmds[i].c->method, r->cmds[i].c->route, REG_COMMAND, &r->cmds[i],
+                          0, owner(&b, "command", r->cmds[i].c->name, r->cmds[i].mod));
+        for (size_t i = 0; i < r->nqueries; i++)
+            add_route(&b, "GET", r->queries[i].q->route, REG_QUERY, &r->queries[i], 0,
+                      owner(&b, "query", r->queries[i].q->name, r->queries[i].mod));
+        rc = check_routes(&b);
+    }
+    if (!rc)
+        rc = resolve_limits(&b);
+    if (!r->notes)
+        r->notes = arena_strndup(&r->arena, "", 0);
+    if (rc) {
+        r->ncmds = 0; /* nothing was cached for this generation */
+        unload(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int reg_open(const char *spec, struct reg **out, struct err *e)
+{
+    char **paths = NULL;
+    size_t n = 0;
+    int rc = expand_spec(spec, &paths, &n, e);
+    struct reg_module *mods = xcalloc(n ? n : 1, sizeof *mods);
+    size_t loaded = 0;
+    for (size_t i = 0; i < n && !rc; i++, loaded++)
+        rc = load_one(paths[i], &mods[i], e);
+    if (rc) {
+        unload_modules(mods, loaded);
+        for (size_t i = 0; i < loaded; i++)
+            free(mods[i].path), free(mods[i].copy);
+        free(mods);
+    } else {
+        rc = build(mods, n, out, e);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
+int reg_from_descriptors(const struct fn_module *const *descs, size_t n, struct reg **out,
+                         struct err *e)
+{
+    struct reg_module *mods = xcalloc(n ? n : 1, sizeof *mods);
+    for (size_t i = 0; i < n; i++) {
+        mods[i].path = xstrdup("(linked in)");
+        mods[i].desc = descs[i];
+    }
+    return build(mods, n, out, e);
+}

@@ -1,0 +1,155 @@
+/* core/reg.h — the function registry: the modules loaded, their functions,
+ * and the routes they answer.
+ *
+ * A registry is one generation of loaded modules. It is immutable once built
+ * and reference-counted: an HTTP request, a projection batch or a reactor
+ * pass holds a reference to the generation it started with, so code is never
+ * unloaded under a running function. `reg_set_current` installs a new
+ * generation (start-up, SIGHUP); the old one is unloaded (dlclose) when its
+ * last reference is released.
+ *
+ * Modules are shared objects exporting FN_MODULE_SYMBOL (core/fn.h). Each is
+ * dlopen'd from a private copy, so a file replaced on disk (a rebuilt module)
+ * is loaded as new code on the next generation even while the old code still
+ * runs. A registry refuses, naming both parties: another ABI version, two
+ * modules of one name, two functions of one name (or of one environment name,
+ * see fn_limits), two routes of one method that match the same paths with
+ * the same specificity (an ambiguity no rule resolves), and a route of a
+ * module on a built-in route. Routes of one method where one shadows the other
+ * for some paths (GET /products/top and GET /products/{sku}: the one with more
+ * literal segments wins) are reported in the registry's notes.
+ *
+ * Function records (struct reg_fn: counters) belong to the
+ * process, not to a generation: they are looked up by name and survive
+ * reloads, so counters run on and a concurrency limit holds across two
+ * generations serving at once.
+ */
+#ifndef CQRSD_REG_H
+#define CQRSD_REG_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "core/fn.h"
+#include "core/util.h"
+
+enum reg_kind { REG_COMMAND, REG_QUERY, REG_PROJECTION, REG_BUILTIN };
+
+/* Defaults of struct fn_limits (core/fn.h). */
+#define REG_DEFAULT_TIMEOUT_MS 30000
+#define REG_DEFAULT_COMMAND_RETRIES 20
+#define REG_DEFAULT_EVENT_RETRIES 5
+#define REG_DEFAULT_BACKOFF_MS 100
+
+/* The process-wide record of one function name. Counters are monotonic. */
+struct reg_fn {
+    char *name;
+    enum reg_kind kind;
+    atomic_int in_flight;
+    atomic_llong invocations, errors, rejections;
+    atomic_llong duration_us, duration_max_us;
+};
+
+struct reg_module {
+    char *path;   /* as named in CQRSD_MODULES; "(built in)" for a static one */
+    char *copy;   /* the private copy dlopen'd; NULL for a static one */
+    void *handle; /* dlopen handle; NULL for a static one */
+    const struct fn_module *desc;
+};
+
+struct reg_command {
+    const struct fn_command *c;
+    const struct reg_module *mod;
+    struct reg_fn *fn;
+    struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
+};
+
+struct reg_query {
+    const struct fn_query *q;
+    const struct reg_module *mod;
+    struct reg_fn *fn;
+    struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
+};
+
+struct reg_projection {
+    const struct fn_projection *p;
+    const struct reg_module *mod;
+    struct reg_fn *fn;
+    struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
+};
+
+/* A built-in route of the platform (its handler is core/builtin.c's). */
+enum reg_builtin { REG_STREAM, REG_HEALTH };
+
+struct reg_route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/carts/{cart_id}" */
+    enum reg_kind kind;  /* REG_COMMAND, REG_QUERY or REG_BUILTIN */
+    const void *target;  /* struct reg_command / reg_query; NULL for a built-in */
+    enum reg_builtin builtin;
+    const char *owner;   /* "command cart.open (module ecommerce)", for messages */
+};
+
+struct reg {
+    atomic_int refs;
+    unsigned long generation;
+    struct reg_module *mods;
+    size_t nmods;
+    struct reg_command *cmds;
+    size_t ncmds;
+    struct reg_query *queries;
+    size_t nqueries;
+    struct reg_projection *projs;
+    size_t nprojs;
+    struct reg_route *routes;
+    size_t nroutes;
+    char *notes; /* shadowed routes and other remarks, one per line; "" when none */
+    struct arena arena; /* the strings above */
+};
+
+/*
+ * Loads the modules spec names: paths separated by ':' or ','; a directory
+ * stands for every *.so file in it, in name order. Returns 0 and *out (one
+ * reference, the caller's), or ERR_INVALID with a message (a file that is not
+ * a module, another ABI version, a conflict naming both parties); nothing
+ * stays loaded then.
+ */
+int reg_open(const char *spec, struct reg **out, struct err *e);
+
+/* The same from descriptors linked into the program (tests, fuzzers). */
+int reg_from_descriptors(const struct fn_module *const *mods, size_t n, struct reg **out,
+                         struct err *e);
+
+/* The default of CQRSD_MODULES: the e-commerce module beside the binary
+ * (<dir of cqrsd>/modules/ecommerce.so, or ../lib/cqrsd/modules/ecommerce.so
+ * once installed). Static storage. */
+const char *reg_default_modules(void);
+
+/* Takes one more reference. */
+void reg_acquire(struct reg *r);
+/* Drops a reference (NULL: no-op); the last one unloads the generation: its
+ * cached stream states are dropped, then its modules are dlclose'd. */
+void reg_release(struct reg *r);
+
+/* The current generation with a new reference (NULL before the first
+ * reg_set_current). Thread-safe. */
+struct reg *reg_current(void);
+/* Installs r as the current generation, taking over the caller's reference,
+ * and releases the previous one. Thread-safe. */
+void reg_set_current(struct reg *r);
+
+const struct reg_command *reg_command_find(const struct reg *r, const char *name);
+const struct reg_query *reg_query_find(const struct reg *r, const char *name);
+const struct reg_projection *reg_projection_find(const struct reg *r, const char *name);
+
+/* The handler of type in p's table, or NULL. */
+int (*reg_projection_handler(const struct fn_projection *p,
+                             const char *type))(struct fn_batch *, const struct fn_event *,
+                                                struct err *);
+
+/* Every function record created so far, in creation order; *n gets the count.
+ * The array is the registry's; records never move or go away. */
+struct reg_fn *const *reg_functions(size_t *n);
+
+#endif
