@@ -56,6 +56,8 @@ TEST_LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
+# the fixture modules of tests/unit/test_modules.c
+FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcard tests/modules/*.c))
 
 .PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
         format install headers modules
@@ -122,7 +124,11 @@ $(BUILD)/tests/%: tests/%.c $(CORE_OBJ) $(TEST_LIB_OBJ) core/abi.list | $(ABI_IN
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORT) $< $(TEST_LIB_OBJ) $(CORE_OBJ) -o $@ $(LDLIBS) $(TEST_LDLIBS)
 
-tests: all $(TEST_LIB_OBJ) $(TEST_BIN)
+$(BUILD)/tests/modules/%.so: tests/modules/%.c tests/modules/fixture.h | $(ABI_INC)
+	@mkdir -p $(dir $@)
+	$(CC) $(MODULE_CFLAGS) $(LDFLAGS) -shared $< -o $@ $(MODULE_LDLIBS)
+
+tests: all $(TEST_LIB_OBJ) $(TEST_BIN) $(FIXTURE_SO)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_OBJ) $(BUILD)/modules/ecommerce.a
 	@mkdir -p $(dir $@)

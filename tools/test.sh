@@ -16,7 +16,9 @@ export CQRSD_HTTP_ADDR=${CQRSD_TEST_HTTP_ADDR:-127.0.0.1:18089}
 export CQRSD_URL="http://$CQRSD_HTTP_ADDR"
 export CQRSD_BIN="$PWD/$BUILD/cqrsd"
 # the modules every test and the server load (the build's, sanitizers included)
-export CQRSD_MODULES=${CQRSD_MODULES:-$PWD/$BUILD/modules/ecommerce.so}
+export CQRSD_ECOMMERCE_MODULE="$PWD/$BUILD/modules/ecommerce.so"
+export CQRSD_MODULES=${CQRSD_MODULES:-$CQRSD_ECOMMERCE_MODULE}
+export CQRSD_TEST_MODULES="$PWD/$BUILD/tests/modules"   # fixtures of tests/modules/
 export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
 export CQRSD_BODY_TIMEOUT=${CQRSD_BODY_TIMEOUT:-3}   # test_hostile trickles a body past it
 
