@@ -1,6 +1,7 @@
 /* core/builtin.c — the platform's own routes: GET /streams/{stream_id} (the
- * events of a stream, straight from PostgreSQL) and GET /healthz (the stores
- * and the projections' checkpoints). They run on the workers like any job. */
+ * events of a stream, straight from PostgreSQL), GET /healthz (the stores
+ * and the projections' checkpoints) and GET /admin/functions (every function
+ * loaded, its limits and counters). They run on the workers like any job. */
 #include "core/builtin.h"
 
 #include <errno.h>
@@ -31,7 +32,7 @@ static int parse_count(const char *s, long long lo, long long hi, long long *out
     return 0;
 }
 
-void builtin_stream(struct disp_job *job, PGconn *pg)
+static void builtin_stream(struct disp_job *job, PGconn *pg)
 {
     struct err e = {0};
     const char *sid = disp_param(job, "stream_id");
@@ -72,7 +73,7 @@ void builtin_stream(struct disp_job *job, PGconn *pg)
     disp_reply(job, 200, json_pack("{s:s, s:o}", "stream", sid, "events", arr));
 }
 
-void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
+static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     struct err e = {0};
     char head[ES_POSITION_LEN + 1] = "";
@@ -108,4 +109,71 @@ void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
     disp_reply(job, ok ? 200 : 503, body);
     if (!ok)
         job->retry_after = 1;
+}
+
+static json_t *limit_or_null(int v)
+{
+    return v > 0 ? json_integer(v) : json_null();
+}
+
+/* One function of the generation: what it is and its counters. */
+static json_t *function_json(const char *name, const char *kind, const struct reg_module *m,
+                             const char *method, const char *route, const struct fn_limits *l,
+                             struct reg_fn *fn)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s}", "name", name, "kind", kind, "module",
+                          m->desc->name);
+    if (route)
+        json_object_set_new(o, "route", json_sprintf("%s %s", method, route));
+    json_object_set_new(o, "limits",
+                        json_pack("{s:o, s:i, s:i, s:i}", "concurrency",
+                                  limit_or_null(l->concurrency), "timeout_ms", l->timeout_ms,
+                                  "retries", l->retries, "backoff_ms", l->backoff_ms));
+    json_object_set_new(o, "in_flight", json_integer(atomic_load(&fn->in_flight)));
+    json_object_set_new(o, "invocations", json_integer(atomic_load(&fn->invocations)));
+    json_object_set_new(o, "errors", json_integer(atomic_load(&fn->errors)));
+    json_object_set_new(o, "rejections", json_integer(atomic_load(&fn->rejections)));
+    json_object_set_new(o, "duration_us",
+                        json_pack("{s:I, s:I}", "total",
+                                  (json_int_t)atomic_load(&fn->duration_us), "max",
+                                  (json_int_t)atomic_load(&fn->duration_max_us)));
+    return o;
+}
+
+static void builtin_functions(struct disp_job *job)
+{
+    const struct reg *r = job->reg;
+    json_t *list = json_array();
+    for (size_t i = 0; i < r->ncmds; i++) {
+        const struct reg_command *c = &r->cmds[i];
+        json_array_append_new(list, function_json(c->c->name, "command", c->mod, c->c->method,
+                                                  c->c->route, &c->limits, c->fn));
+    }
+    for (size_t i = 0; i < r->nqueries; i++) {
+        const struct reg_query *q = &r->queries[i];
+        json_array_append_new(list, function_json(q->q->name, "query", q->mod, "GET",
+                                                  q->q->route, &q->limits, q->fn));
+    }
+    for (size_t i = 0; i < r->nprojs; i++) {
+        const struct reg_projection *p = &r->projs[i];
+        json_t *o = function_json(p->p->name, "projection", p->mod, NULL, NULL, &p->limits, p->fn);
+        json_object_set_new(o, "version", json_integer(p->p->version));
+        json_array_append_new(list, o);
+    }
+    disp_reply(job, 200, json_pack("{s:I, s:o}", "generation", (json_int_t)r->generation,
+                                   "functions", list));
+}
+
+void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    switch (job->builtin) {
+    case REG_STREAM: builtin_stream(job, pg); break;
+    case REG_HEALTH: builtin_health(job, pg, rc); break;
+    case REG_FUNCTIONS: builtin_functions(job); break;
+    }
+}
+
+int builtin_inline(enum reg_builtin b)
+{
+    return b == REG_FUNCTIONS;
 }

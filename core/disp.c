@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,11 @@
 #include "core/sc.h"
 #include "core/util.h"
 
+/* A job's state, under D.wmu. */
+enum { QUEUED, RUNNING, DONE, EXPIRED };
+
+#define WATCH_MS 20 /* how often the watchdog looks at deadlines */
+
 static struct {
     struct disp_config cfg;
     pthread_mutex_t mu;
@@ -34,7 +40,97 @@ static struct {
     int stopping;
     pthread_t *threads;
     int nthreads;
-} D = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    /* the watch list: every submitted job with a deadline, until answered */
+    pthread_mutex_t wmu;
+    struct disp_job *watched;
+    pthread_t watchdog;
+    int watch_stop;
+} D = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .cv = PTHREAD_COND_INITIALIZER,
+       .wmu = PTHREAD_MUTEX_INITIALIZER};
+
+struct reg_fn *disp_job_fn(const struct disp_job *job)
+{
+    return job->kind == DISP_COMMAND ? job->command->fn
+           : job->kind == DISP_QUERY ? job->query->fn
+                                     : NULL;
+}
+
+const struct fn_limits *disp_job_limits(const struct disp_job *job)
+{
+    return job->kind == DISP_COMMAND ? &job->command->limits
+           : job->kind == DISP_QUERY ? &job->query->limits
+                                     : NULL;
+}
+
+static void unwatch(struct disp_job *job)
+{
+    if (job->wprev)
+        job->wprev->wnext = job->wnext;
+    else if (D.watched == job)
+        D.watched = job->wnext;
+    if (job->wnext)
+        job->wnext->wprev = job->wprev;
+    job->wprev = job->wnext = NULL;
+}
+
+/* Gives back the job's concurrency slot. */
+static void release_slot(struct disp_job *job)
+{
+    if (job->holds_slot) {
+        atomic_fetch_sub(&disp_job_fn(job)->in_flight, 1);
+        job->holds_slot = 0;
+    }
+}
+
+/* The watchdog: answers the jobs whose deadline passed (see disp_submit). */
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        poll(NULL, 0, WATCH_MS);
+        pthread_mutex_lock(&D.wmu);
+        if (D.watch_stop) {
+            pthread_mutex_unlock(&D.wmu);
+            break;
+        }
+        int64_t now = util_now_ms();
+        for (struct disp_job *job = D.watched, *next; job; job = next) {
+            next = job->wnext;
+            if (now < job->deadline_ms)
+                continue;
+            unwatch(job);
+            const struct reg_fn *fn = disp_job_fn(job);
+            const char *name = fn ? fn->name : "built-in";
+            int timeout = disp_job_limits(job) ? disp_job_limits(job)->timeout_ms
+                                               : REG_DEFAULT_TIMEOUT_MS;
+            char msg[400];
+            int code;
+            if (job->state == QUEUED) {
+                code = ERR_BUSY;
+                snprintf(msg, sizeof msg,
+                         "the request waited %lld ms in the queue, past the timeout of %s (%d "
+                         "ms); it was not run: try again",
+                         (long long)(now - job->queued_ms), name, timeout);
+            } else if (job->kind == DISP_COMMAND) {
+                code = ERR_TIMEOUT;
+                snprintf(msg, sizeof msg,
+                         "command %s did not finish within its timeout of %d ms; it may still "
+                         "complete: retry with the same Idempotency-Key to learn its outcome",
+                         name, timeout);
+            } else {
+                code = ERR_TIMEOUT;
+                snprintf(msg, sizeof msg, "%s did not finish within its timeout of %d ms", name,
+                         timeout);
+            }
+            log_warn("%s", msg);
+            job->state = EXPIRED;
+            job->expired(job, code, msg); /* the job is ours from now on */
+        }
+        pthread_mutex_unlock(&D.wmu);
+    }
+    return NULL;
+}
 
 void disp_job_free(struct disp_job *job)
 {
@@ -67,7 +163,7 @@ void disp_problem(struct disp_job *job, int code, const char *msg)
     job->status = err_http_status(code);
     job->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", err_title(code), "status",
                           job->status, "detail", msg && *msg ? msg : err_title(code));
-    if (code == ERR_UNAVAILABLE || code == ERR_BUSY)
+    if (code == ERR_UNAVAILABLE || code == ERR_BUSY || code == ERR_THROTTLED)
         job->retry_after = 1;
 }
 
@@ -110,8 +206,7 @@ void disp_run(struct disp_job *job, PGconn *pg, redisContext *redis)
     switch (job->kind) {
     case DISP_COMMAND: cmd_run(job, pg); break;
     case DISP_QUERY: run_query(job, redis); break;
-    case DISP_STREAM: builtin_stream(job, pg); break;
-    case DISP_HEALTH: builtin_health(job, pg, redis); break;
+    case DISP_BUILTIN: builtin_run(job, pg, redis); break;
     }
     if (!job->body)
         disp_problem(job, ERR_INTERNAL, "no reply");
@@ -157,6 +252,16 @@ static void *worker_main(void *arg)
         D.head = (D.head + 1) % D.cap;
         D.len--;
         pthread_mutex_unlock(&D.mu);
+        pthread_mutex_lock(&D.wmu);
+        int expired = job->state == EXPIRED; /* answered while queued: never run */
+        job->state = RUNNING;
+        pthread_mutex_unlock(&D.wmu);
+        if (expired) {
+            release_slot(job);
+            disp_job_free(job);
+            continue;
+        }
+        int64_t t0 = util_now_us();
         worker_connect(&w);
         disp_run(job, w.pg, w.rc);
         if (job->kind != DISP_COMMAND && job->status == 503 &&
@@ -171,7 +276,30 @@ static void *worker_main(void *arg)
             job->retry_after = 0;
             disp_run(job, w.pg, w.rc);
         }
-        job->done(job);
+        struct reg_fn *fn = disp_job_fn(job);
+        if (fn) {
+            int64_t us = util_now_us() - t0;
+            atomic_fetch_add(&fn->invocations, 1);
+            atomic_fetch_add(&fn->duration_us, us);
+            long long max = atomic_load(&fn->duration_max_us);
+            while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
+                ;
+            if (job->status >= 500)
+                atomic_fetch_add(&fn->errors, 1);
+        }
+        release_slot(job);
+        pthread_mutex_lock(&D.wmu);
+        int late = job->state == EXPIRED;
+        job->state = DONE;
+        unwatch(job);
+        pthread_mutex_unlock(&D.wmu);
+        if (late) { /* the watchdog answered the client: nobody waits for this */
+            log_warn("%s finished %lld ms after its deadline, with status %d", fn ? fn->name : "a "
+                     "built-in route", (long long)(util_now_ms() - job->deadline_ms), job->status);
+            disp_job_free(job);
+        } else {
+            job->done(job);
+        }
     }
     if (w.pg)
         PQfinish(w.pg);
@@ -196,19 +324,50 @@ int disp_start(const struct disp_config *cfg, struct err *e)
     D.threads = xcalloc((size_t)cfg->workers, sizeof *D.threads);
     for (int i = 0; i < cfg->workers; i++)
         pthread_create(&D.threads[i], NULL, worker_main, NULL);
+    D.watch_stop = 0;
+    pthread_create(&D.watchdog, NULL, watchdog_main, NULL);
     return 0;
 }
 
 int disp_submit(struct disp_job *job, struct err *e)
 {
-    pthread_mutex_lock(&D.mu);
-    if (D.stopping) {
-        pthread_mutex_unlock(&D.mu);
-        return err_set(e, ERR_UNAVAILABLE, "server is shutting down");
+    struct reg_fn *fn = disp_job_fn(job);
+    const struct fn_limits *lim = disp_job_limits(job);
+    if (fn && lim->concurrency > 0) {
+        int cur = atomic_load(&fn->in_flight);
+        do {
+            if (cur >= lim->concurrency) {
+                atomic_fetch_add(&fn->rejections, 1);
+                return err_set(e, ERR_THROTTLED,
+                               "%s is at its concurrency limit of %d requests at once; try again",
+                               fn->name, lim->concurrency);
+            }
+        } while (!atomic_compare_exchange_weak(&fn->in_flight, &cur, cur + 1));
+        job->holds_slot = 1;
+    } else if (fn) {
+        atomic_fetch_add(&fn->in_flight, 1);
+        job->holds_slot = 1;
     }
-    if (D.len == D.cap) {
+    job->queued_ms = util_now_ms();
+    job->deadline_ms = job->queued_ms + (lim ? lim->timeout_ms : REG_DEFAULT_TIMEOUT_MS);
+    job->state = QUEUED;
+    pthread_mutex_lock(&D.mu);
+    if (D.stopping || D.len == D.cap) {
+        int stopping = D.stopping;
         pthread_mutex_unlock(&D.mu);
+        release_slot(job);
+        if (stopping)
+            return err_set(e, ERR_UNAVAILABLE, "server is shutting down");
         return err_set(e, ERR_BUSY, "server busy: %zu requests queued, try again", D.cap);
+    }
+    if (job->expired) {
+        pthread_mutex_lock(&D.wmu);
+        job->wprev = NULL;
+        job->wnext = D.watched;
+        if (D.watched)
+            D.watched->wprev = job;
+        D.watched = job;
+        pthread_mutex_unlock(&D.wmu);
     }
     D.q[(D.head + D.len) % D.cap] = job;
     D.len++;
@@ -225,6 +384,11 @@ void disp_stop(void)
     pthread_mutex_unlock(&D.mu);
     for (int i = 0; i < D.nthreads; i++)
         pthread_join(D.threads[i], NULL);
+    pthread_mutex_lock(&D.wmu);
+    D.watch_stop = 1;
+    pthread_mutex_unlock(&D.wmu);
+    if (D.nthreads)
+        pthread_join(D.watchdog, NULL);
     free(D.threads);
     free(D.q);
     sc_clear();

@@ -22,8 +22,7 @@
 enum disp_kind {
     DISP_COMMAND,
     DISP_QUERY,
-    DISP_STREAM,  /* GET /streams/{stream_id}: raw events */
-    DISP_HEALTH,  /* GET /healthz */
+    DISP_BUILTIN, /* a route of the platform's own (job->builtin, core/builtin.c) */
 };
 
 /* A route parameter or query-string argument, owned by the job. */
@@ -37,6 +36,7 @@ struct disp_job {
     struct reg *reg;                  /* the generation it was routed in: one reference, owned */
     const struct reg_command *command; /* DISP_COMMAND, in reg */
     const struct reg_query *query;     /* DISP_QUERY, in reg */
+    enum reg_builtin builtin;         /* DISP_BUILTIN */
     json_t *cmd;                      /* DISP_COMMAND: body + route params + occurred_at; owned */
     char *request;                    /* canonical request text for idempotency; owned */
     char *idempotency_key;            /* owned, may be NULL */
@@ -51,7 +51,19 @@ struct disp_job {
     int problem;       /* body is an RFC 9457 problem (application/problem+json) */
 
     void (*done)(struct disp_job *job); /* called on a worker thread; owns nothing */
-    void *user;                          /* for done() */
+    void *user;                          /* for done() and expired() */
+    /* Called instead of done() when the request cannot wait any longer (its
+     * function's timeout passed while it was queued or running): code and msg
+     * are the problem to answer. The job is then the dispatcher's: whatever
+     * the function still does, done() is never called, and the job is freed
+     * by the dispatcher. NULL: the job waits for its function, however long. */
+    void (*expired)(struct disp_job *job, int code, const char *msg);
+
+    /* the dispatcher's (disp_submit), under its watch lock */
+    int64_t queued_ms, deadline_ms; /* util_now_ms() clock; deadline 0: none */
+    int state;                      /* queued, running, done, expired */
+    int holds_slot;                 /* counted in its function's in_flight */
+    struct disp_job *wprev, *wnext; /* the watch list */
 };
 
 #define DISP_NO_EXPECTED (-2)
@@ -67,9 +79,15 @@ struct disp_config {
 /* Starts the workers. Returns 0, or ERR_INVALID for a bad config. */
 int disp_start(const struct disp_config *cfg, struct err *e);
 
-/* Queues a job. Returns 0, or ERR_BUSY when the queue is full (the caller
- * answers 503 with Retry-After) or ERR_UNAVAILABLE when stopping. On error
- * the job stays the caller's. */
+/* Queues a job. Returns 0, or ERR_THROTTLED when its function is at its
+ * concurrency limit (the caller answers 429 with Retry-After), ERR_BUSY when
+ * the queue is full (503 with Retry-After) or ERR_UNAVAILABLE when stopping.
+ * On error the job stays the caller's.
+ *
+ * A queued job has a deadline: its function's timeout_ms after now. Past it,
+ * a job not started yet is answered 503 and never run; a job running is
+ * answered 504 (a command may still complete: the client learns its outcome
+ * by retrying with its Idempotency-Key). Deadlines are checked every 20 ms. */
 int disp_submit(struct disp_job *job, struct err *e);
 
 /* Stops taking jobs, finishes the queued ones, joins the workers. */
@@ -84,6 +102,11 @@ void disp_problem(struct disp_job *job, int code, const char *msg);
 
 /* Sets job's result to status with body (stolen). */
 void disp_reply(struct disp_job *job, int status, json_t *body);
+
+/* The function record and the limits of a job's function (NULL for a
+ * built-in route). */
+struct reg_fn *disp_job_fn(const struct disp_job *job);
+const struct fn_limits *disp_job_limits(const struct disp_job *job);
 
 /* The value of a job's parameter, or NULL. */
 const char *disp_param(const struct disp_job *job, const char *name);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/builtin.h"
 #include "core/disp.h"
 #include "core/es.h"
 #include "core/fn.h"
@@ -126,6 +127,8 @@ struct req {
     struct disp_job *job; /* answered job, once resumed */
     int early_code;       /* an error found on the first call */
     char early_msg[400];
+    int late_code;        /* the dispatcher answered for the function (job_expired) */
+    char late_msg[400];
     char allow[64];
 };
 
@@ -197,6 +200,16 @@ static void job_done(struct disp_job *job)
 {
     struct req *rq = job->user;
     rq->job = job;
+    MHD_resume_connection(rq->conn);
+}
+
+/* The dispatcher answers for the function (its timeout passed); the job is
+ * no longer ours. */
+static void job_expired(struct disp_job *job, int code, const char *msg)
+{
+    struct req *rq = job->user;
+    rq->late_code = code;
+    snprintf(rq->late_msg, sizeof rq->late_msg, "%s", msg);
     MHD_resume_connection(rq->conn);
 }
 
@@ -419,6 +432,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
     }
+    if (rq->late_code) /* resumed: the function's timeout passed */
+        return send_problem(c, rq->late_code, rq->late_msg, NULL);
     if (rq->job) { /* resumed: the worker answered */
         return send_json(c, rq->job->status, rq->job->body, rq->job->problem,
                          rq->job->retry_after, NULL);
@@ -461,12 +476,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const struct reg_route *route = rq->m.route;
     job->kind = route->kind == REG_COMMAND ? DISP_COMMAND
                 : route->kind == REG_QUERY ? DISP_QUERY
-                : route->builtin == REG_STREAM ? DISP_STREAM
-                                               : DISP_HEALTH;
+                                           : DISP_BUILTIN;
+    job->builtin = route->builtin;
     job->reg = rq->reg; /* the request runs on the generation it was routed in */
     rq->reg = NULL;
     job->expected = DISP_NO_EXPECTED;
     job->done = job_done;
+    job->expired = job_expired;
     job->user = rq;
     struct err e = {0};
     int rc = 0;
@@ -487,6 +503,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rc) {
         disp_job_free(job);
         return send_problem(c, rc, e.msg, NULL);
+    }
+    if (job->kind == DISP_BUILTIN && builtin_inline(job->builtin)) {
+        /* answered here: it reads only memory, so it answers even when every
+         * worker is busy */
+        builtin_run(job, NULL, NULL);
+        rq->job = job;
+        return send_json(c, job->status, job->body, job->problem, job->retry_after, NULL);
     }
     MHD_suspend_connection(c);
     if ((rc = disp_submit(job, &e))) {

@@ -788,6 +788,8 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in stream reader");
         add_route(&b, "GET", "/healthz", REG_BUILTIN, NULL, REG_HEALTH,
                   "the built-in health check");
+        add_route(&b, "GET", "/admin/functions", REG_BUILTIN, NULL, REG_FUNCTIONS,
+                  "the built-in function list");
         for (size_t i = 0; i < r->ncmds; i++)
             if (r->cmds[i].c->route)
                 add_route(&b, r->cmds[i].c->method, r->cmds[i].c->route, REG_COMMAND, &r->cmds[i],

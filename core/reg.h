@@ -80,7 +80,7 @@ struct reg_projection {
 };
 
 /* A built-in route of the platform (its handler is core/builtin.c's). */
-enum reg_builtin { REG_STREAM, REG_HEALTH };
+enum reg_builtin { REG_STREAM, REG_HEALTH, REG_FUNCTIONS };
 
 struct reg_route {
     const char *method;  /* "GET", "POST", ... */

@@ -34,6 +34,8 @@ void util_uuid4(char out[37]);
 
 /* Monotonic clock in milliseconds. */
 int64_t util_now_ms(void);
+/* The same in microseconds. */
+int64_t util_now_us(void);
 
 /* Log levels; CQRSD_LOG_LEVEL=debug|info|warn|error (default info). */
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };

@@ -1,12 +1,15 @@
 /* tests/lib/th.c — the tests' HTTP client (see th.h). */
 #include "tests/lib/th.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -26,9 +29,10 @@ static size_t on_body(char *d, size_t s, size_t n, void *u)
 static size_t on_header(char *d, size_t s, size_t n, void *u)
 {
     struct th_reply *r = u;
-    if (s * n > 12 && !strncasecmp(d, "Retry-After:", 12))
-        snprintf(r->retry_after, sizeof r->retry_after, "%.*s",
-                 (int)strcspn(d + 12, "\r\n"), d + 12 + strspn(d + 12, " "));
+    if (s * n > 12 && !strncasecmp(d, "Retry-After:", 12)) {
+        const char *v = d + 12 + strspn(d + 12, " ");
+        snprintf(r->retry_after, sizeof r->retry_after, "%.*s", (int)strcspn(v, "\r\n"), v);
+    }
     return s * n;
 }
 
@@ -101,4 +105,54 @@ void th_wait_caught_up(const char *base, int seconds)
         usleep(100000);
     }
     fail_msg("projections did not catch up within %d s", seconds);
+}
+
+pid_t th_start_server(const char *addr, const char *const *env)
+{
+    const char *bin = getenv("CQRSD_BIN"), *log = getenv("CQRSD_SERVER_LOG");
+    if (!bin)
+        fail_msg("CQRSD_BIN is not set (run the test with make test)");
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        setsid(); /* not in the test's process group */
+        if (log && !freopen(log, "a", stderr))
+            _exit(126);
+        setenv("CQRSD_HTTP_ADDR", addr, 1);
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execl(bin, bin, "serve", (char *)NULL);
+        _exit(127);
+    }
+    char *base = xasprintf("http://%s", addr);
+    for (int i = 0; i < 200; i++) {
+        struct th_reply r = th_call(NULL, base, "GET", "/healthz", NULL, NULL, 2);
+        th_reply_free(&r);
+        if (r.status == 200) {
+            free(base);
+            return pid;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            fail_msg("the server on %s exited at start (status %d): see %s", addr,
+                     WIFEXITED(st) ? WEXITSTATUS(st) : -1, log ? log : "its stderr");
+        usleep(50000);
+    }
+    kill(pid, SIGKILL);
+    fail_msg("the server on %s did not answer /healthz within 10 s", addr);
+    free(base);
+    return -1;
+}
+
+void th_stop_server(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return;
+        usleep(100000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
 }

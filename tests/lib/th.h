@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct th_reply {
     long status;          /* 0: no HTTP answer (refused, timed out) */
@@ -31,5 +32,14 @@ json_t *th_get_json(const char *base, const char *path);
 /* Polls GET /healthz until every projection is caught_up; fails the test
  * after `seconds`. */
 void th_wait_caught_up(const char *base, int seconds);
+
+/* Starts `$CQRSD_BIN serve` on addr ("127.0.0.1:port") with the extra
+ * environment env (NULL-terminated "NAME=VALUE" strings, may be NULL), its
+ * stderr appended to $CQRSD_SERVER_LOG, and waits until /healthz answers
+ * (fails the test after 10 s). Returns its pid. */
+pid_t th_start_server(const char *addr, const char *const *env);
+
+/* SIGTERM, then waits for the process (SIGKILL after 10 s). */
+void th_stop_server(pid_t pid);
 
 #endif
