@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "core/es.h"
+#include "core/park.h"
 #include "core/proj.h"
 #include "core/rm.h"
+#include "core/util.h"
 
 static void fail(struct disp_job *job, const struct err *e)
 {
@@ -78,34 +80,39 @@ static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
     struct err e = {0};
     char head[ES_POSITION_LEN + 1] = "";
     int pg_up = pg && es_head(pg, head, &e) == 0;
+    int64_t parked = 0;
+    if (pg_up && park_count(pg, &parked, &e))
+        pg_up = 0;
     int redis_up = 0;
     json_t *projs = json_array();
+    const struct reg *r = job->reg;
     if (rc) {
-        redisReply *r = redisCommand(rc, "PING");
-        redis_up = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-        for (size_t i = 0; redis_up && i < job->reg->nprojs; i++) {
-            const struct fn_projection *p = job->reg->projs[i].p;
-            char cp[33];
-            if (rm_checkpoint_get(rc, p->name, p->version, cp, &e)) {
-                redis_up = 0;
-                break;
-            }
+        redisReply *pong = redisCommand(rc, "PING");
+        redis_up = pong && pong->type == REDIS_REPLY_STATUS;
+        if (pong)
+            freeReplyObject(pong);
+        char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
+        if (redis_up && rm_checkpoints_get(rc, r, cp, &e))
+            redis_up = 0;
+        for (size_t i = 0; redis_up && i < r->nprojs; i++) {
+            const struct fn_projection *p = r->projs[i].p;
             json_array_append_new(projs, json_pack("{s:s, s:i, s:s, s:b}", "name", p->name,
-                                                   "version", p->version, "checkpoint", cp,
-                                                   "caught_up", pg_up && strcmp(cp, head) >= 0));
+                                                   "version", p->version, "checkpoint", cp[i],
+                                                   "caught_up", pg_up && strcmp(cp[i], head) >= 0));
         }
+        free(cp);
     }
     int ok = pg_up && redis_up;
-    char halted[512];
-    int failed = proj_failure(halted, sizeof halted);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "status",
-                             !ok ? "unavailable" : failed ? "degraded" : "ok", "postgres",
-                             pg_up ? "up" : "down", "redis", redis_up ? "up" : "down", "position",
-                             head, "projections", projs);
-    if (failed) /* queries still answer, from read models that no longer move */
-        json_object_set_new(body, "projections_halted", json_string(halted));
+    char retrying[1024];
+    int failing = proj_retrying(retrying, sizeof retrying);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "status",
+                             !ok                    ? "unavailable"
+                             : failing || parked    ? "degraded"
+                                                    : "ok",
+                             "postgres", pg_up ? "up" : "down", "redis", redis_up ? "up" : "down",
+                             "position", head, "projections", projs, "parked", (json_int_t)parked);
+    if (failing) /* queries still answer; that projection lags until it gets past the event */
+        json_object_set_new(body, "projections_retrying", json_string(retrying));
     disp_reply(job, ok ? 200 : 503, body);
     if (!ok)
         job->retry_after = 1;

@@ -247,3 +247,97 @@ void cmd_run(struct disp_job *job, PGconn *pg)
     }
     free(stream_id);
 }
+
+int cmd_prepare(const struct fn_command *fc, json_t *cmd, int generate_id,
+                const char *default_at, struct err *e)
+{
+    json_t *id = json_object_get(cmd, fc->id_field);
+    if (!id || json_is_null(id)) {
+        if (!fc->creates || !generate_id)
+            return err_set(e, ERR_INVALID, "%s is required", fc->id_field);
+        char uuid[37];
+        util_uuid4(uuid);
+        json_object_set_new(cmd, fc->id_field, json_string(uuid));
+    } else if (!json_is_string(id) || !util_text_ok(json_string_value(id), UTIL_ID_MAX, 0)) {
+        return err_set(e, ERR_INVALID,
+                       "%s must be a string of 1 to %d bytes without control characters or '/'",
+                       fc->id_field, UTIL_ID_MAX);
+    }
+    json_t *at = json_object_get(cmd, "occurred_at");
+    char t[RTIME_BUFSZ];
+    int rc;
+    if (!at || json_is_null(at)) {
+        if (!default_at)
+            rtime_now(t);
+        else if (rtime_normalize(default_at, t, NULL))
+            rtime_now(t);
+    } else if (!json_is_string(at)) {
+        return err_set(e, ERR_INVALID, "occurred_at must be an RFC 3339 string");
+    } else if ((rc = rtime_normalize(json_string_value(at), t, e))) {
+        char m[sizeof e->msg];
+        snprintf(m, sizeof m, "%s", e->msg);
+        return err_set(e, rc, "occurred_at: %s", m);
+    }
+    json_object_set_new(cmd, "occurred_at", json_string(t));
+    return 0;
+}
+
+int cmd_issue(struct reg *r, PGconn *pg, const char *name, json_t *cmd, const char *key,
+              const char *default_at, int *status, struct err *e)
+{
+    *status = 0;
+    const struct reg_command *rc = reg_command_find(r, name);
+    if (!rc) {
+        json_decref(cmd);
+        return err_set(e, ERR_INVALID, "no command \"%.100s\" is loaded", name);
+    }
+    if (!json_is_object(cmd)) {
+        json_decref(cmd);
+        return err_set(e, ERR_INVALID, "command %s was issued with a body that is not an object",
+                       name);
+    }
+    int code = cmd_prepare(rc->c, cmd, 0, default_at, e);
+    if (code) {
+        char m[sizeof e->msg];
+        snprintf(m, sizeof m, "%s", e->msg);
+        json_decref(cmd);
+        return err_set(e, code, "command %s was issued malformed: %s", name, m);
+    }
+    struct disp_job *job = xcalloc(1, sizeof *job);
+    job->kind = DISP_COMMAND;
+    reg_acquire(r);
+    job->reg = r;
+    job->command = rc;
+    job->cmd = cmd;
+    char *canon = json_dumps(cmd, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    job->request = xasprintf("ISSUE %s\n%s", name, canon);
+    free(canon);
+    job->idempotency_key = xstrdup(key);
+    job->expected = DISP_NO_EXPECTED;
+    int64_t t0 = util_now_us();
+    atomic_fetch_add(&rc->fn->in_flight, 1);
+    cmd_run(job, pg);
+    atomic_fetch_sub(&rc->fn->in_flight, 1);
+    int64_t us = util_now_us() - t0;
+    atomic_fetch_add(&rc->fn->invocations, 1);
+    atomic_fetch_add(&rc->fn->duration_us, us);
+    *status = job->status;
+    code = 0;
+    if (job->status >= 500)
+        atomic_fetch_add(&rc->fn->errors, 1);
+    const char *detail = json_string_value(json_object_get(job->body, "detail"));
+    if (job->status == 400 || job->status >= 500 ||
+        (job->status == 422 &&
+         !strcmp(json_string_value(json_object_get(job->body, "type")) ?: "",
+                 "/problems/idempotency")))
+        code = err_set(e,
+                       job->status == 400   ? ERR_INVALID
+                       : job->status == 422 ? ERR_IDEMPOTENCY
+                       : job->status == 503 ? ERR_UNAVAILABLE
+                                            : ERR_INTERNAL,
+                       "command %s answered %d: %s", name, job->status, detail ? detail : "");
+    else if (job->status >= 400)
+        err_set(e, 0, "command %s answered %d: %s", name, job->status, detail ? detail : "");
+    disp_job_free(job);
+    return code;
+}

@@ -17,4 +17,28 @@
  */
 void cmd_run(struct disp_job *job, PGconn *pg);
 
+/*
+ * Checks and completes cmd (a command object: body plus route parameters)
+ * for fc, in place: the id field must be an id (UTIL_ID_MAX bytes of text
+ * without '/'), or absent for a creating command when generate_id (a UUID
+ * is set then); occurred_at, when present, must be RFC 3339 and is
+ * normalised, else it is set to default_at (NULL: now). Returns 0 or
+ * ERR_INVALID with a message naming the field.
+ */
+int cmd_prepare(const struct fn_command *fc, json_t *cmd, int generate_id,
+                const char *default_at, struct err *e);
+
+/*
+ * Runs the command `name` of generation r with cmd (stolen) on pg, as a
+ * reactor or a timer issues it: key is its idempotency key, default_at its
+ * occurred_at when cmd has none. *status gets the HTTP status of the outcome.
+ * Returns 0 when the command reached an outcome: applied (2xx) or decided
+ * against (404, 409, 422: the command's own answer); else the ERR_* code of
+ * a failure with a message in e (ERR_INVALID: no such command or a malformed
+ * one; ERR_IDEMPOTENCY: the key came with another request before;
+ * ERR_UNAVAILABLE, ERR_INTERNAL), after which the caller retries or parks.
+ */
+int cmd_issue(struct reg *r, PGconn *pg, const char *name, json_t *cmd, const char *key,
+              const char *default_at, int *status, struct err *e);
+
 #endif

@@ -16,7 +16,7 @@
 
 #include "core/util.h"
 
-static int pg_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
+int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
 {
     if (PQstatus(pg) != CONNECTION_OK) {
         if (r)
@@ -142,7 +142,7 @@ int es_append(PGconn *pg, const char *command_id, const char *request, int statu
     free(batch_txt);
     free(extra_txt);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(pg, r, "append", e);
+        return es_fail(pg, r, "append", e);
     json_error_t je;
     *reply = json_loads(PQgetvalue(r, 0, 0), 0, &je);
     PQclear(r);
@@ -215,7 +215,7 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
                                "AND version > $2::bigint ORDER BY version LIMIT $3::bigint",
                                3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(pg, r, "read stream", e);
+        return es_fail(pg, r, "read stream", e);
     return collect(r, out, e);
 }
 
@@ -242,7 +242,7 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
                                "ORDER BY txid, seq LIMIT $3::bigint",
                                3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(pg, r, "read the global stream", e);
+        return es_fail(pg, r, "read the global stream", e);
     return collect(r, out, e);
 }
 
@@ -252,7 +252,7 @@ int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e)
                              "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) "
                              "ORDER BY txid DESC, seq DESC LIMIT 1), '')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(pg, r, "read the head position", e);
+        return es_fail(pg, r, "read the head position", e);
     snprintf(buf, ES_POSITION_LEN + 1, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     return 0;
@@ -268,7 +268,7 @@ int es_command_lookup(PGconn *pg, const char *command_id, const char *request, i
                                "FROM commands WHERE command_id = $1",
                                2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(pg, r, "look up idempotency key", e);
+        return es_fail(pg, r, "look up idempotency key", e);
     if (PQntuples(r) == 0) {
         PQclear(r);
         return 0;

@@ -115,6 +115,13 @@ PGconn *es_connect(const char *url, struct err *e);
  * ERR_UNAVAILABLE. */
 int es_ensure(PGconn *pg, struct err *e);
 
+/* Turns the failure of a statement (r, cleared; may be NULL) into an error:
+ * ERR_UNAVAILABLE when the connection is gone or the server is shutting
+ * down, ERR_CONFLICT for a version conflict or a unique violation,
+ * ERR_IDEMPOTENCY for one on commands_pkey, ERR_INVALID for a data or check
+ * error, ERR_INTERNAL otherwise; the message says what could not be done. */
+int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e);
+
 /* Checks a position token's syntax ("" allowed). */
 int es_position_valid(const char *tok);
 

@@ -5,20 +5,22 @@
  * from build/include/cqrsd/ the same way.
  *
  * A module is a shared object that exports one descriptor, `cqrsd_module`
- * (FN_MODULE below), listing its functions: commands, projections and
- * queries. Every descriptor carries the ABI version it was built
+ * (FN_MODULE below), listing its functions: commands, projections, queries,
+ * reactors and timers. Every descriptor carries the ABI version it was built
  * against (.abi = FN_ABI_VERSION); `cqrsd serve` refuses a module or a
  * descriptor of another version.
  *
  * Ownership: everything a function receives is borrowed for the duration of
- * the call. json_t values handed to fn_emit and fn_reply_set are stolen (the platform decrefs them). What a query reads
+ * the call. json_t values handed to fn_emit, fn_reply_set, fn_issue and
+ * fn_timer_start are stolen (the platform decrefs them). What a query reads
  * (fn_hgetall and the other reads) lives in the query's arena and is freed by
  * the platform when the query returns. fn_strdup and fn_asprintf return
  * malloc'd strings the caller frees with free(); every allocation of the
  * platform aborts when memory is exhausted.
  *
  * No function does I/O: evolve and decide are pure, projections only describe
- * Redis writes, and queries read Redis only through the typed reads below.
+ * Redis writes, queries read Redis only through the typed reads below, and
+ * reactors and timers only ask the platform to issue commands.
  */
 #ifndef CQRSD_FN_H
 #define CQRSD_FN_H
@@ -73,7 +75,8 @@ struct fn_limits {
     int timeout_ms;  /* the longest a request may take (commands, queries).
                       * Default 30000 */
     int retries;     /* commands: runs again on a version conflict (default
-                      * 20); projections: attempts at an event (default 5) */
+                      * 20); projections, reactors, timers: attempts at an
+                      * event or a due timer before it is parked (default 5) */
     int backoff_ms;  /* delay before the first retry of a failed event,
                       * doubling each time up to 30 s (default 100) */
 };
@@ -108,7 +111,8 @@ void fn_reply_set(struct fn_decision *d, const char *key, json_t *value);
  * and, on a conflict, re-runs the whole cycle (limits.retries times) unless
  * the client gave an explicit Expected-Version.
  *
- * A command without a route (and method) is internal: HTTP cannot reach it.
+ * A command without a route (and method) is internal: only reactors and
+ * timers issue it (fn_issue), by name.
  */
 struct fn_command {
     int abi;              /* FN_ABI_VERSION */
@@ -156,8 +160,9 @@ void fn_zincrby(struct fn_batch *b, const char *key, int64_t by, const char *mem
 
 /* One entry of a projection's table: the handler of one event type. It
  * describes writes into b and returns 0, or an ERR_* code with a message in e
- * when it cannot project the event (the projection runner then halts,
- * nothing of the batch written, and says why in the log and /healthz). */
+ * when it cannot project the event: the platform retries it with back-off
+ * (limits.retries, limits.backoff_ms), then parks the event with the error
+ * (GET /admin/parked) and moves on; nothing of a failed call is written. */
 struct fn_on_event {
     const char *type;
     int (*apply)(struct fn_batch *b, const struct fn_event *ev, struct err *e);
@@ -270,6 +275,75 @@ struct fn_query {
     struct fn_limits limits;
 };
 
+/* ---------- reactors and timers ---------- */
+
+/* What a reactor or a timer asks of the platform. Opaque. */
+struct fn_react;
+
+/*
+ * Issues the command named `command` (of any loaded module; internal ones
+ * included) with cmd (stolen): the object decide receives, its id field
+ * included. Without "occurred_at" the platform sets the triggering event's
+ * occurred_at (or recorded_at), for a timer its due time. The commands run
+ * in order after the handler returns, each with an idempotency key derived
+ * from the function's name and the event's id (a timer's: its schedule) and
+ * the command's rank, so a handler run again after a crash issues nothing
+ * twice. A command's business answer (404, 409, 422) is its outcome, not a
+ * failure; a malformed command (400) or an unreachable store fails the
+ * invocation, which is retried and then parked.
+ */
+void fn_issue(struct fn_react *r, const char *command, json_t *cmd);
+
+/* In a timer's event handlers only: starts (or restarts, with a new due time
+ * and payload) the timer for key, due the timer's delay after the event was
+ * recorded; payload (stolen, an object or NULL) is handed to fire. Stopping a
+ * timer that is not running does nothing. */
+void fn_timer_start(struct fn_react *r, const char *key, json_t *payload);
+void fn_timer_stop(struct fn_react *r, const char *key);
+
+/* One entry of a reactor's or a timer's table: the handler of one event
+ * type. Returns 0, or an ERR_* code with a message in e (retried, then
+ * parked); what it issued is then dropped. */
+struct fn_on_react {
+    const char *type;
+    int (*react)(struct fn_react *r, const struct fn_event *ev, struct err *e);
+};
+
+/*
+ * A reactor: receives the events of its table's types from the global
+ * stream, in order, from its own checkpoint (kept in PostgreSQL), and issues
+ * commands. Several instances: one runs it at a time.
+ */
+struct fn_reactor {
+    int abi;                      /* FN_ABI_VERSION */
+    const char *name;             /* "loyalty.earn_on_payment" */
+    const struct fn_on_react *on; /* {type, handler} ..., {NULL, NULL} */
+    struct fn_limits limits;
+};
+
+/* A due timer, as fire receives it. */
+struct fn_timer_due {
+    const char *key;
+    const json_t *payload; /* an object */
+    const char *due_at;    /* RFC 3339 */
+};
+
+/*
+ * A timer: its table's handlers start and stop timers (by key) as events
+ * arrive, from its own checkpoint; when one is due, fire runs (once, across
+ * any number of instances) and issues commands. Timers are stored in
+ * PostgreSQL and survive restarts. delay_s is the default delay;
+ * CQRSD_FN_<NAME>_DELAY_S overrides it.
+ */
+struct fn_timer {
+    int abi;                      /* FN_ABI_VERSION */
+    const char *name;             /* "order.payment_timeout" */
+    int delay_s;                  /* seconds from the starting event to the fire */
+    const struct fn_on_react *on; /* {type, handler} ..., {NULL, NULL} */
+    int (*fire)(struct fn_react *r, const struct fn_timer_due *t, struct err *e);
+    struct fn_limits limits;
+};
+
 /* ---------- modules ---------- */
 
 /*
@@ -287,6 +361,8 @@ struct fn_module {
     const struct fn_command *const *commands;
     const struct fn_projection *const *projections;
     const struct fn_query *const *queries;
+    const struct fn_reactor *const *reactors;
+    const struct fn_timer *const *timers;
 };
 
 /* The name of the descriptor's symbol. */

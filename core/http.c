@@ -18,12 +18,12 @@
 #include <string.h>
 
 #include "core/builtin.h"
+#include "core/cmd.h"
 #include "core/disp.h"
 #include "core/es.h"
 #include "core/fn.h"
 #include "core/util.h"
 
-#define ID_MAX 200
 
 static struct {
     struct http_config cfg;
@@ -132,37 +132,6 @@ struct req {
     char allow[64];
 };
 
-/* A valid UTF-8 string without control characters (RFC 3629 §4). */
-static int text_ok(const char *s, size_t max, int allow_slash)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = 0;
-    while (*p) {
-        if (++n > max)
-            return 0;
-        if (*p < 0x20 || *p == 0x7f || (!allow_slash && *p == '/'))
-            return 0;
-        if (*p < 0x80) {
-            p++;
-            continue;
-        }
-        int len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-        if (!len || (*p == 0xc0 || *p == 0xc1) || *p > 0xf4)
-            return 0;
-        unsigned cp = *p & (0x7f >> len);
-        for (int i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (len == 2 && cp < 0x80))
-            return 0;
-        p += len;
-    }
-    return n > 0;
-}
-
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body,
                                  int problem, int retry_after, const char *allow)
 {
@@ -224,9 +193,9 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
 {
     (void)kind;
     struct args_ctx *a = cls;
-    if (!text_ok(key, 100, 1) || (value && *value && !text_ok(value, 1000, 1))) {
+    if (!util_text_ok(key, 100, 1) || (value && *value && !util_text_ok(value, 1000, 1))) {
         a->bad = 1;
-        snprintf(a->badname, sizeof a->badname, "%.60s", text_ok(key, 60, 1) ? key : "?");
+        snprintf(a->badname, sizeof a->badname, "%.60s", util_text_ok(key, 60, 1) ? key : "?");
         return MHD_NO;
     }
     for (size_t i = 0; i < a->job->nparams; i++)
@@ -244,8 +213,8 @@ static int take_params(struct req *rq, struct disp_job *job, struct err *e)
 {
     for (size_t i = 0; i < rq->m.nparams; i++) {
         /* a stream id is "<category>-<id>": longer than the ids it is made of */
-        int max = strcmp(rq->m.names[i], "stream_id") ? ID_MAX : ES_STREAM_ID_MAX;
-        if (!text_ok(rq->m.values[i], (size_t)max, 0))
+        int max = strcmp(rq->m.names[i], "stream_id") ? UTIL_ID_MAX : ES_STREAM_ID_MAX;
+        if (!util_text_ok(rq->m.values[i], (size_t)max, 0))
             return err_set(e, ERR_INVALID,
                            "%s must be 1 to %d bytes of UTF-8 text without control characters "
                            "or '/'",
@@ -322,30 +291,8 @@ static int build_command(struct req *rq, const char *method, const char *url,
                            job->params[i].name);
         json_object_set_new(body, job->params[i].name, json_string(job->params[i].value));
     }
-    json_t *id = json_object_get(body, fc->id_field);
-    if (!id || json_is_null(id)) {
-        if (!fc->creates)
-            return err_set(e, ERR_INVALID, "%s is required", fc->id_field);
-        char uuid[37];
-        util_uuid4(uuid);
-        json_object_set_new(body, fc->id_field, json_string(uuid));
-    } else if (!json_is_string(id) || !text_ok(json_string_value(id), ID_MAX, 0)) {
-        return err_set(e, ERR_INVALID,
-                       "%s must be a string of 1 to %d bytes without control characters or '/'",
-                       fc->id_field, ID_MAX);
-    }
-    json_t *at = json_object_get(body, "occurred_at");
-    char t[RTIME_BUFSZ];
-    if (!at || json_is_null(at)) {
-        rtime_now(t);
-    } else if (!json_is_string(at)) {
-        return err_set(e, ERR_INVALID, "occurred_at must be an RFC 3339 string");
-    } else if ((rc = rtime_normalize(json_string_value(at), t, e))) {
-        char m[sizeof e->msg];
-        snprintf(m, sizeof m, "%s", e->msg);
-        return err_set(e, rc, "occurred_at: %s", m);
-    }
-    json_object_set_new(body, "occurred_at", json_string(t));
+    if ((rc = cmd_prepare(fc, body, 1, NULL, e)))
+        return rc;
     const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
     if (key) {
         size_t kl = strlen(key);

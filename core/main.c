@@ -20,6 +20,7 @@
 #include "core/http.h"
 #include "core/migrate.h"
 #include "core/proj.h"
+#include "core/react.h"
 #include "core/reg.h"
 #include "core/rm.h"
 #include "core/rtime.h"
@@ -192,12 +193,15 @@ static int cmd_serve(void)
         return 1;
     }
     proj_start(&pc, &e);
+    struct react_config xc = {dc.database_url, 500, 500};
+    react_start(&xc, &e);
     log_info("cqrsd serving on http://%s (%d workers)", hc.addr, dc.workers);
     int sig = 0;
     sigwait(&set, &sig);
     log_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_quiesce();
     disp_stop();
+    react_stop();
     proj_stop();
     http_stop();
     reg_set_current(NULL);

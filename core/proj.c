@@ -3,8 +3,14 @@
  * Each projection (name, version) has a checkpoint in Redis: the position of
  * the last event it has seen. A step reads the global stream after the
  * smallest checkpoint (es_read_all, commit-safe order), gives each projection
- * the events after its own checkpoint (filtered by its types), and applies all
- * writes plus every moved checkpoint in one rm_apply. Checkpoints are read
+ * the events after its own checkpoint (to its handler of each type), and
+ * applies all writes plus every moved checkpoint in one rm_apply.
+ * Projections at the newest checkpoint and those behind it (a new version
+ * rebuilding, one that was failing) read in separate batches, so those at
+ * the head never wait for the others. A handler that fails, or an event
+ * whose writes Redis refuses, is retried with back-off and then parked
+ * (core/park.h): the other projections go on meanwhile, and the failing one
+ * moves past the parked event. Checkpoints are read
  * from Redis at every step, so a reset (cqrsd replay) or a second runner is
  * seen at once; rm_apply's check makes a stale or retried batch a no-op.
  * One instance at a time runs the projections: the runner holds a session
@@ -30,6 +36,7 @@
 
 #include "core/es.h"
 #include "core/fn_int.h"
+#include "core/park.h"
 #include "core/reg.h"
 #include "core/rm.h"
 #include "core/util.h"
@@ -37,81 +44,254 @@
 /* pg_advisory_lock key of the projection lease (DESIGN.md §7) */
 #define PROJ_LEASE_KEY "7203119411"
 
-int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, int batch_size, int *applied,
-              struct err *e)
+/* One projection's part of a step. */
+struct part {
+    const struct reg_projection *rp;
+    char cp[ES_POSITION_LEN + 1];  /* stored */
+    char now[ES_POSITION_LEN + 1]; /* handled up to, in this batch */
+    int in_step, stopped;
+};
+
+/* Counts one handler call of fn that took since t0_us. */
+static void count(struct reg_fn *fn, int64_t t0_us, int failed)
 {
-    size_t np = r->nprojs;
-    *applied = 0;
-    if (np == 0)
-        return 0;
-    char(*cp)[33] = xcalloc(np, sizeof *cp);
-    int rcode = 0;
-    const char *min = NULL;
-    for (size_t i = 0; i < np; i++) {
-        if ((rcode = rm_checkpoint_get(rc, r->projs[i].p->name, r->projs[i].p->version, cp[i], e)))
-            goto out;
-        if (!min || strcmp(cp[i], min) < 0)
-            min = cp[i];
+    int64_t us = util_now_us() - t0_us;
+    atomic_fetch_add(&fn->invocations, 1);
+    atomic_fetch_add(&fn->duration_us, us);
+    long long max = atomic_load(&fn->duration_max_us);
+    while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
+        ;
+    if (failed)
+        atomic_fetch_add(&fn->errors, 1);
+}
+
+/* A failure of part at ev: back off (the part stops before ev), or park ev
+ * after limits.retries failures and move past it. Returns 1 when it stops. */
+static int part_failed(PGconn *pg, struct park_book *book, struct part *pt,
+                       const struct es_event *ev, const char *why)
+{
+    const struct fn_projection *p = pt->rp->p;
+    struct park_retry *f = park_book_fail(book, p->name, p->version, ev->position, why,
+                                          pt->rp->limits.backoff_ms);
+    if (f->attempts < pt->rp->limits.retries) {
+        log_warn("projection %s: attempt %d of %d at event %s failed: %s; trying again in %lld "
+                 "ms",
+                 p->name, f->attempts, pt->rp->limits.retries, ev->position, why,
+                 (long long)(f->next_ms - util_now_ms()));
+        pt->stopped = 1;
+        return 1;
     }
+    json_t *subject = park_event_subject(ev);
+    struct err e = {0};
+    int64_t id = 0;
+    int rc = park_put(pg, p->name, "projection", p->version, ev->position, subject, why,
+                      f->attempts, &id, &e);
+    json_decref(subject);
+    if (rc) { /* not parked: it stays the failure it was */
+        log_error("projection %s: could not park event %s: %s", p->name, ev->position, e.msg);
+        pt->stopped = 1;
+        return 1;
+    }
+    log_error("projection %s: parked event %s (%s %s/%" PRId64 ") as #%lld after %d attempts: "
+              "%s",
+              p->name, ev->position, ev->type, ev->stream_id, ev->version, (long long)id,
+              f->attempts, why);
+    park_book_clear(book, p->name, p->version);
+    return 0;
+}
+
+/* Describes pt's writes for the events of evs after pt->now into b; on a
+ * handler's failure drops that event's writes and calls part_failed. */
+static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
+                          const struct es_events *evs, struct fn_batch *b)
+{
+    const struct fn_projection *p = pt->rp->p;
+    fn_batch_set_prefix(b, p->name, p->version);
+    for (size_t k = 0; k < evs->n && !pt->stopped; k++) {
+        const struct es_event *ev = &evs->ev[k];
+        if (strcmp(ev->position, pt->now) <= 0)
+            continue;
+        int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
+            reg_projection_handler(p, ev->type);
+        if (apply) {
+            struct fn_event fe = {ev->stream_id, ev->version,     ev->type,    ev->data,
+                                  ev->position,  ev->recorded_at, ev->event_id};
+            struct err fe_err = {0};
+            size_t argc = b->argc, ncmds = b->ncmds;
+            int64_t t0 = util_now_us();
+            int rc = apply(b, &fe, &fe_err);
+            count(pt->rp->fn, t0, rc != 0);
+            if (rc) {
+                fn_batch_truncate(b, argc, ncmds);
+                char why[600];
+                snprintf(why, sizeof why, "%s", fe_err.msg[0] ? fe_err.msg : err_title(rc));
+                if (part_failed(pg, book, pt, ev, why))
+                    break;
+            } else {
+                struct park_retry *f = park_book_get(book, p->name, p->version);
+                if (f && !strcmp(f->position, ev->position))
+                    park_book_clear(book, p->name, p->version);
+            }
+        }
+        memcpy(pt->now, ev->position, sizeof pt->now);
+    }
+}
+
+/* Redis refused a batch (a write would fail): finds the event, one event of
+ * one projection at a time, and treats it as that projection's failure. */
+static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book,
+                            struct part *parts, size_t n, const struct es_events *evs,
+                            struct err *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct part *pt = &parts[i];
+        if (!pt->in_step)
+            continue;
+        const struct fn_projection *p = pt->rp->p;
+        memcpy(pt->now, pt->cp, sizeof pt->now);
+        pt->stopped = 0;
+        for (size_t k = 0; k < evs->n && !pt->stopped; k++) {
+            const struct es_event *ev = &evs->ev[k];
+            if (strcmp(ev->position, pt->now) <= 0)
+                continue;
+            struct es_events one = {(struct es_event *)ev, 1};
+            struct fn_batch b;
+            fn_batch_init(&b);
+            char from[ES_POSITION_LEN + 1];
+            memcpy(from, pt->now, sizeof from);
+            part_describe(pg, book, pt, &one, &b);
+            if (pt->stopped) {
+                fn_batch_clear(&b);
+                break;
+            }
+            struct rm_checkpoint mv = {p->name, p->version, from, pt->now};
+            struct err ae = {0};
+            int a = rm_apply(rc, &b, &mv, 1, &ae);
+            fn_batch_clear(&b);
+            if (a == ERR_INTERNAL) { /* this event's writes are refused */
+                memcpy(pt->now, from, sizeof pt->now);
+                if (!part_failed(pg, book, pt, ev, ae.msg)) {
+                    /* parked: move past it with nothing written */
+                    struct fn_batch none;
+                    fn_batch_init(&none);
+                    mv = (struct rm_checkpoint){p->name, p->version, from, ev->position};
+                    a = rm_apply(rc, &none, &mv, 1, &ae);
+                    fn_batch_clear(&none);
+                    if (!a)
+                        memcpy(pt->now, ev->position, sizeof pt->now);
+                }
+            }
+            if (a && a != ERR_INTERNAL)
+                return err_set(e, a, "%s", ae.msg);
+        }
+    }
+    return 0;
+}
+
+/* One batch for the parts marked in_step. */
+static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, struct part *parts,
+                      size_t n, int batch_size, int *applied, struct err *e)
+{
+    const char *min = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].in_step && (!min || strcmp(parts[i].cp, min) < 0))
+            min = parts[i].cp;
+    if (!min)
+        return 0;
     struct es_events evs = {0};
-    if ((rcode = es_read_all(pg, min, (size_t)batch_size, &evs, e)))
-        goto out;
-    if (evs.n == 0)
-        goto out;
+    int rcode = es_read_all(pg, min, (size_t)batch_size, &evs, e);
+    if (rcode || evs.n == 0) {
+        es_events_clear(&evs);
+        return rcode;
+    }
     const char *last = evs.ev[evs.n - 1].position;
     struct fn_batch b;
     fn_batch_init(&b);
-    struct rm_checkpoint *moves = xcalloc(np, sizeof *moves);
+    struct rm_checkpoint *moves = xcalloc(n, sizeof *moves);
     size_t nm = 0;
-    for (size_t i = 0; i < np && !rcode; i++) {
-        const struct fn_projection *p = r->projs[i].p;
-        if (strcmp(cp[i], last) >= 0)
+    for (size_t i = 0; i < n; i++) {
+        struct part *pt = &parts[i];
+        if (!pt->in_step || strcmp(pt->cp, last) >= 0)
             continue;
-        fn_batch_set_prefix(&b, p->name, p->version);
-        for (size_t k = 0; k < evs.n; k++) {
-            const struct es_event *ev = &evs.ev[k];
-            if (strcmp(ev->position, cp[i]) <= 0)
-                continue;
-            int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
-                reg_projection_handler(p, ev->type);
-            if (!apply)
-                continue;
-            struct fn_event fe = {ev->stream_id, ev->version,  ev->type,    ev->data,
-                                  ev->position,  ev->recorded_at, ev->event_id};
-            struct err fe_err = {0};
-            if (apply(&b, &fe, &fe_err)) {
-                rcode = err_set(e, ERR_INTERNAL, "projection %s failed on event %s (%s/%" PRId64
-                                                 "): %s",
-                                p->name, ev->position, ev->stream_id, ev->version, fe_err.msg);
-                break;
-            }
-        }
-        moves[nm++] = (struct rm_checkpoint){p->name, p->version, cp[i], last};
+        part_describe(pg, book, pt, &evs, &b);
+        if (strcmp(pt->now, pt->cp))
+            moves[nm++] = (struct rm_checkpoint){pt->rp->p->name, pt->rp->p->version, pt->cp,
+                                                 pt->now};
     }
-    if (!rcode)
-        rcode = rm_apply(rc, &b, moves, nm, e);
-    if (rcode == 0)
-        *applied = (int)evs.n;
-    free(moves);
+    rcode = nm ? rm_apply(rc, &b, moves, nm, e) : 0;
     fn_batch_clear(&b);
+    free(moves);
+    if (rcode == ERR_INTERNAL) {
+        log_warn("projections: %s; finding the event, one at a time", e->msg);
+        rcode = apply_one_by_one(pg, rc, book, parts, n, &evs, e);
+    }
+    if (rcode == 0)
+        *applied += (int)evs.n;
     es_events_clear(&evs);
-out:
+    return rcode;
+}
+
+int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
+              int batch_size, int *applied, struct err *e)
+{
+    size_t n = r->nprojs;
+    *applied = 0;
+    if (n == 0)
+        return 0;
+    char(*cp)[33] = xcalloc(n, sizeof *cp);
+    int rcode = rm_checkpoints_get(rc, r, cp, e);
+    struct part *parts = xcalloc(n, sizeof *parts);
+    int64_t now = util_now_ms();
+    const char *max = NULL;
+    for (size_t i = 0; i < n && !rcode; i++) {
+        parts[i].rp = &r->projs[i];
+        memcpy(parts[i].cp, cp[i], sizeof parts[i].cp);
+        memcpy(parts[i].now, cp[i], sizeof parts[i].now);
+        if (!park_book_waiting(book, r->projs[i].p->name, r->projs[i].p->version, now) &&
+            (!max || strcmp(cp[i], max) > 0))
+            max = cp[i];
+    }
+    /* those at the newest checkpoint read apart from those behind (a new
+     * version rebuilding, one that was failing), so they never wait for them */
+    for (int lead = 1; lead >= 0 && !rcode && max; lead--) {
+        for (size_t i = 0; i < n; i++) {
+            const struct fn_projection *p = r->projs[i].p;
+            parts[i].in_step = !park_book_waiting(book, p->name, p->version, now) &&
+                               (strcmp(parts[i].cp, max) == 0) == lead;
+        }
+        rcode = step_group(pg, rc, book, parts, n, batch_size, applied, e);
+    }
+    free(parts);
     free(cp);
     return rcode;
 }
 
 int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e)
 {
+    struct park_book book = {0};
+    int rcode = 0;
     for (int conflicts = 0;;) {
         int n = 0;
-        int rc2 = proj_step(pg, rc, r, 1000, &n, e);
-        if (rc2 == ERR_CONFLICT && ++conflicts < 100)
+        rcode = proj_step(pg, rc, r, &book, 1000, &n, e);
+        if (rcode == ERR_CONFLICT && ++conflicts < 100)
             continue;
-        if (rc2)
-            return rc2;
-        if (n == 0)
-            return 0;
+        if (rcode)
+            break;
+        if (n == 0) {
+            /* caught up, unless some wait to try an event again */
+            int64_t next = 0;
+            for (struct park_retry *f = book.head; f; f = f->next)
+                if (!next || f->next_ms < next)
+                    next = f->next_ms;
+            if (!next)
+                break;
+            int64_t wait = next - util_now_ms();
+            if (wait > 0)
+                poll(NULL, 0, (int)wait);
+        }
     }
+    park_book_free(&book);
+    return rcode;
 }
 
 /* ---------- the runner thread ---------- */
@@ -124,7 +304,7 @@ static struct {
     atomic_int stop;
     int started;
     pthread_mutex_t mu;
-    char failure[512];
+    char retrying[1024]; /* the runner's failures being retried; "" when none */
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .poked_cv = PTHREAD_COND_INITIALIZER};
 
 void proj_poke(void)
@@ -176,13 +356,27 @@ static void *notifier(void *arg)
     return NULL;
 }
 
-int proj_failure(char *buf, size_t len)
+/* Publishes the runner's failures for proj_retrying. */
+static void publish(const struct park_book *book)
 {
     pthread_mutex_lock(&P.mu);
-    int failed = P.failure[0] != '\0';
-    snprintf(buf, len, "%s", P.failure);
+    P.retrying[0] = '\0';
+    size_t len = 0;
+    for (const struct park_retry *f = book->head; f && len + 1 < sizeof P.retrying; f = f->next)
+        len += (size_t)snprintf(P.retrying + len, sizeof P.retrying - len, "%s%s v%d: attempt %d "
+                                "at event %s failed: %s",
+                                len ? "; " : "", f->function, f->version, f->attempts,
+                                f->position, f->error);
     pthread_mutex_unlock(&P.mu);
-    return failed;
+}
+
+int proj_retrying(char *buf, size_t len)
+{
+    pthread_mutex_lock(&P.mu);
+    int any = P.retrying[0] != '\0';
+    snprintf(buf, len, "%s", P.retrying);
+    pthread_mutex_unlock(&P.mu);
+    return any;
 }
 
 static void wait_for_notify(PGconn *pg, int ms)
@@ -212,6 +406,7 @@ static void *runner(void *arg)
     (void)arg;
     PGconn *pg = NULL;
     redisContext *rc = NULL;
+    struct park_book book = {0};
     struct err e = {0};
     int warned = 0, leader = 0, standby = 0;
     while (!atomic_load(&P.stop)) {
@@ -264,22 +459,11 @@ static void *runner(void *arg)
         }
         int n = 0;
         struct reg *r = reg_current();
-        int code = r ? proj_step(pg, rc, r, P.cfg.batch_size, &n, &e) : 0;
+        int code = r ? proj_step(pg, rc, r, &book, P.cfg.batch_size, &n, &e) : 0;
         reg_release(r);
         if (code == ERR_CONFLICT) {
             log_info("projections: %s; reading checkpoints again", e.msg);
             continue;
-        }
-        if (code == ERR_INTERNAL) {
-            /* a write failed inside the script: writes before it may have
-             * been applied, so retrying could double them. Halt, loudly. */
-            log_error("projections halted: %s; fix the projection, then `cqrsd replay` it", e.msg);
-            pthread_mutex_lock(&P.mu);
-            snprintf(P.failure, sizeof P.failure, "%s", e.msg);
-            pthread_mutex_unlock(&P.mu);
-            while (!atomic_load(&P.stop))
-                poll(NULL, 0, 100);
-            break;
         }
         if (code) {
             log_error("projections: %s", e.msg);
@@ -293,9 +477,11 @@ static void *runner(void *arg)
                 poll(NULL, 0, 100);
             continue;
         }
+        publish(&book);
         if (n == 0)
-            wait_for_notify(pg, P.cfg.poll_ms);
+            wait_for_notify(pg, book.head ? 100 : P.cfg.poll_ms);
     }
+    park_book_free(&book);
     if (pg)
         PQfinish(pg);
     if (rc)

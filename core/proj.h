@@ -10,6 +10,7 @@
 #include "core/err.h"
 
 struct reg;
+struct park_book;
 
 struct proj_config {
     const char *database_url;
@@ -26,23 +27,29 @@ void proj_stop(void);
 
 /*
  * One step, on the caller's connections: reads up to batch_size events after
- * the smallest checkpoint, applies them to every projection of r behind them and
+ * the smallest checkpoint (projections at the newest checkpoint and those
+ * behind in batches of their own), applies them to every projection of r
+ * behind them and
  * moves their checkpoints, atomically. *applied gets the number of events
  * read (0: caught up). Returns 0, ERR_CONFLICT (checkpoints moved under us:
- * call again), ERR_UNAVAILABLE, ERR_INTERNAL (a handler failed or Redis
- * refused the batch: nothing was written).
+ * call again), ERR_UNAVAILABLE. A handler's failure, or writes Redis refuses,
+ * are the failing projection's alone: book counts its attempts and, after
+ * limits.retries, the event is parked (core/park.h) and the projection
+ * moves on; a projection in back-off sits the step out.
  */
-int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, int batch_size, int *applied,
-              struct err *e);
+int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
+              int batch_size, int *applied, struct err *e);
 
 /* Tells the notifier that events were appended (cheap; callable from any
  * thread). It sends NOTIFY cqrsd_events soon after, waking all runners. */
 void proj_poke(void);
 
-/* 1 and the message when the runner halted on a failed write, else 0. */
-int proj_failure(char *buf, size_t len);
+/* 1 and a description when the runner is retrying an event of some
+ * projection (it backs off, then parks it), else 0. */
+int proj_retrying(char *buf, size_t len);
 
-/* Runs proj_step until caught up (for `cqrsd replay` and tests). */
+/* Runs proj_step until caught up, waiting out back-offs, parking what keeps
+ * failing (for `cqrsd replay` and tests). */
 int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e);
 
 #endif

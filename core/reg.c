@@ -96,6 +96,8 @@ static void unload(struct reg *r)
     free(r->cmds);
     free(r->queries);
     free(r->projs);
+    free(r->reactors);
+    free(r->timers);
     free(r->routes);
     arena_free(&r->arena);
     free(r);
@@ -155,6 +157,45 @@ const struct reg_projection *reg_projection_find(const struct reg *r, const char
         if (!strcmp(r->projs[i].p->name, name))
             return &r->projs[i];
     return NULL;
+}
+
+const struct reg_reactor *reg_reactor_find(const struct reg *r, const char *name)
+{
+    for (size_t i = 0; i < r->nreactors; i++)
+        if (!strcmp(r->reactors[i].x->name, name))
+            return &r->reactors[i];
+    return NULL;
+}
+
+const struct reg_timer *reg_timer_find(const struct reg *r, const char *name)
+{
+    for (size_t i = 0; i < r->ntimers; i++)
+        if (!strcmp(r->timers[i].t->name, name))
+            return &r->timers[i];
+    return NULL;
+}
+
+int (*reg_react_handler(const struct fn_on_react *on,
+                        const char *type))(struct fn_react *, const struct fn_event *,
+                                           struct err *)
+{
+    for (const struct fn_on_react *h = on; h->type; h++)
+        if (!strcmp(h->type, type))
+            return h->react;
+    return NULL;
+}
+
+const char *reg_kind_name(enum reg_kind k)
+{
+    switch (k) {
+    case REG_COMMAND: return "command";
+    case REG_QUERY: return "query";
+    case REG_PROJECTION: return "projection";
+    case REG_REACTOR: return "reactor";
+    case REG_TIMER: return "timer";
+    case REG_BUILTIN: return "built-in";
+    }
+    return "?";
 }
 
 int (*reg_projection_handler(const struct fn_projection *p,
@@ -478,6 +519,26 @@ static int check_limits(struct build *b, const char *who, const struct fn_limits
     return 0;
 }
 
+/* The checks a reactor and a timer share: ABI, name, handler table. */
+static int check_react(struct build *b, const char *who, int abi, const char *name,
+                       const struct fn_on_react *on, const struct fn_limits *l)
+{
+    if (abi != FN_ABI_VERSION)
+        return err_set(b->e, ERR_INVALID, "%s was built for ABI version %d, not %d", who, abi,
+                       FN_ABI_VERSION);
+    if (!name_ok(name, "._") || !on)
+        return err_set(b->e, ERR_INVALID,
+                       "%s: needs a name of a-z, 0-9, '.' and '_', and a table of handlers", who);
+    for (const struct fn_on_react *h = on; h->type; h++) {
+        if (!*h->type || !h->react)
+            return err_set(b->e, ERR_INVALID, "%s has a handler without a type or function", who);
+        for (const struct fn_on_react *k = on; k < h; k++)
+            if (!strcmp(k->type, h->type))
+                return err_set(b->e, ERR_INVALID, "%s has two handlers of %s", who, h->type);
+    }
+    return check_limits(b, who, l);
+}
+
 static int collect_module(struct build *b, const struct reg_module *m)
 {
     const struct fn_module *d = m->desc;
@@ -569,6 +630,28 @@ static int collect_module(struct build *b, const struct reg_module *m)
         r->projs[r->nprojs++] = (struct reg_projection){p, m, fn_record(p->name, REG_PROJECTION),
                                                         p->limits};
     }
+    for (size_t i = 0; d->reactors && d->reactors[i]; i++) {
+        const struct fn_reactor *x = d->reactors[i];
+        const char *who = owner(b, "reactor", x->name ? x->name : "(unnamed)", m);
+        int rc = check_react(b, who, x->abi, x->name, x->on, &x->limits);
+        if (rc)
+            return rc;
+        r->reactors = xrealloc(r->reactors, (r->nreactors + 1) * sizeof *r->reactors);
+        r->reactors[r->nreactors++] = (struct reg_reactor){x, m, fn_record(x->name, REG_REACTOR),
+                                                           x->limits};
+    }
+    for (size_t i = 0; d->timers && d->timers[i]; i++) {
+        const struct fn_timer *t = d->timers[i];
+        const char *who = owner(b, "timer", t->name ? t->name : "(unnamed)", m);
+        int rc = check_react(b, who, t->abi, t->name, t->on, &t->limits);
+        if (rc)
+            return rc;
+        if (!t->fire || t->delay_s < 0)
+            return err_set(b->e, ERR_INVALID, "%s needs fire and a delay_s >= 0", who);
+        r->timers = xrealloc(r->timers, (r->ntimers + 1) * sizeof *r->timers);
+        r->timers[r->ntimers++] = (struct reg_timer){t, m, fn_record(t->name, REG_TIMER),
+                                                     t->limits, t->delay_s};
+    }
     return 0;
 }
 
@@ -581,7 +664,7 @@ struct named {
 static int check_names(struct build *b)
 {
     struct reg *r = b->r;
-    size_t n = r->ncmds + r->nqueries + r->nprojs, k = 0;
+    size_t n = r->ncmds + r->nqueries + r->nprojs + r->nreactors + r->ntimers, k = 0;
     struct named *v = xcalloc(n, sizeof *v);
     for (size_t i = 0; i < r->ncmds; i++)
         v[k++] = (struct named){r->cmds[i].c->name, owner(b, "command", r->cmds[i].c->name,
@@ -592,6 +675,12 @@ static int check_names(struct build *b)
     for (size_t i = 0; i < r->nprojs; i++)
         v[k++] = (struct named){r->projs[i].p->name, owner(b, "projection", r->projs[i].p->name,
                                                            r->projs[i].mod)};
+    for (size_t i = 0; i < r->nreactors; i++)
+        v[k++] = (struct named){r->reactors[i].x->name,
+                                owner(b, "reactor", r->reactors[i].x->name, r->reactors[i].mod)};
+    for (size_t i = 0; i < r->ntimers; i++)
+        v[k++] = (struct named){r->timers[i].t->name,
+                                owner(b, "timer", r->timers[i].t->name, r->timers[i].mod)};
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
         for (size_t j = 0; j < i && !rc; j++) {
@@ -684,6 +773,7 @@ static const struct limit_field limit_fields[] = {
     {"_TIMEOUT_MS", offsetof(struct fn_limits, timeout_ms), 1, 3600000},
     {"_RETRIES", offsetof(struct fn_limits, retries), 0, 1000},
     {"_BACKOFF_MS", offsetof(struct fn_limits, backoff_ms), 1, 3600000},
+    {"_DELAY_S", 0, 0, 100000000}, /* timers only: struct reg_timer's delay_s */
 };
 
 static void defaults(struct fn_limits *l, int event_handler)
@@ -696,24 +786,29 @@ static void defaults(struct fn_limits *l, int event_handler)
         l->backoff_ms = REG_DEFAULT_BACKOFF_MS;
 }
 
-/* The limits of the function whose environment name is en, or NULL. */
-static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len)
+/* The limits (and for a timer its delay) of the function whose environment
+ * name is en, or NULL. */
+static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len, int **delay)
 {
     char buf[128];
-    for (size_t i = 0; i < r->ncmds; i++) {
-        env_name(r->cmds[i].c->name, buf);
-        if (strlen(buf) == len && !strncmp(buf, en, len))
-            return &r->cmds[i].limits;
+#define LIMITS_OF(array, count, desc)                                                        \
+    for (size_t i = 0; i < r->count; i++) {                                                  \
+        env_name(r->array[i].desc->name, buf);                                               \
+        if (strlen(buf) == len && !strncmp(buf, en, len))                                    \
+            return &r->array[i].limits;                                                      \
     }
-    for (size_t i = 0; i < r->nqueries; i++) {
-        env_name(r->queries[i].q->name, buf);
-        if (strlen(buf) == len && !strncmp(buf, en, len))
-            return &r->queries[i].limits;
-    }
-    for (size_t i = 0; i < r->nprojs; i++) {
-        env_name(r->projs[i].p->name, buf);
-        if (strlen(buf) == len && !strncmp(buf, en, len))
-            return &r->projs[i].limits;
+    *delay = NULL;
+    LIMITS_OF(cmds, ncmds, c)
+    LIMITS_OF(queries, nqueries, q)
+    LIMITS_OF(projs, nprojs, p)
+    LIMITS_OF(reactors, nreactors, x)
+#undef LIMITS_OF
+    for (size_t i = 0; i < r->ntimers; i++) {
+        env_name(r->timers[i].t->name, buf);
+        if (strlen(buf) == len && !strncmp(buf, en, len)) {
+            *delay = &r->timers[i].delay_s;
+            return &r->timers[i].limits;
+        }
     }
     return NULL;
 }
@@ -727,6 +822,10 @@ static int resolve_limits(struct build *b)
         defaults(&r->queries[i].limits, 0);
     for (size_t i = 0; i < r->nprojs; i++)
         defaults(&r->projs[i].limits, 1);
+    for (size_t i = 0; i < r->nreactors; i++)
+        defaults(&r->reactors[i].limits, 1);
+    for (size_t i = 0; i < r->ntimers; i++)
+        defaults(&r->timers[i].limits, 1);
     for (char **ep = environ; ep && *ep; ep++) {
         if (strncmp(*ep, "CQRSD_FN_", 9))
             continue;
@@ -744,10 +843,14 @@ static int resolve_limits(struct build *b)
         }
         if (!f)
             return err_set(b->e, ERR_INVALID,
-                           "%.*s: a CQRSD_FN_ setting ends in _CONCURRENCY, _TIMEOUT_MS, _RETRIES "
-                           "or _BACKOFF_MS",
+                           "%.*s: a CQRSD_FN_ setting ends in _CONCURRENCY, _TIMEOUT_MS, _RETRIES, "
+                           "_BACKOFF_MS or (timers) _DELAY_S",
                            (int)(eq - *ep), *ep);
-        struct fn_limits *l = limits_of(r, name, nlen);
+        int *delay;
+        struct fn_limits *l = limits_of(r, name, nlen, &delay);
+        if (l && !strcmp(f->suffix, "_DELAY_S") && !delay)
+            return err_set(b->e, ERR_INVALID, "%.*s: only a timer has a delay", (int)(eq - *ep),
+                           *ep);
         if (!l)
             return err_set(b->e, ERR_INVALID,
                            "%.*s names no function of the loaded modules (the name is the "
@@ -759,7 +862,10 @@ static int resolve_limits(struct build *b)
         if (!eq[1] || *end || errno || v < f->min || v > f->max)
             return err_set(b->e, ERR_INVALID, "%.*s must be an integer from %d to %d, got \"%s\"",
                            (int)(eq - *ep), *ep, f->min, f->max, eq + 1);
-        *(int *)((char *)l + f->offset) = (int)v;
+        if (!strcmp(f->suffix, "_DELAY_S"))
+            *delay = (int)v;
+        else
+            *(int *)((char *)l + f->offset) = (int)v;
     }
     return 0;
 }

@@ -34,7 +34,7 @@
 #include "core/fn.h"
 #include "core/util.h"
 
-enum reg_kind { REG_COMMAND, REG_QUERY, REG_PROJECTION, REG_BUILTIN };
+enum reg_kind { REG_COMMAND, REG_QUERY, REG_PROJECTION, REG_REACTOR, REG_TIMER, REG_BUILTIN };
 
 /* Defaults of struct fn_limits (core/fn.h). */
 #define REG_DEFAULT_TIMEOUT_MS 30000
@@ -79,6 +79,21 @@ struct reg_projection {
     struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
 };
 
+struct reg_reactor {
+    const struct fn_reactor *x;
+    const struct reg_module *mod;
+    struct reg_fn *fn;
+    struct fn_limits limits;
+};
+
+struct reg_timer {
+    const struct fn_timer *t;
+    const struct reg_module *mod;
+    struct reg_fn *fn;
+    struct fn_limits limits;
+    int delay_s; /* resolved: the descriptor's, or CQRSD_FN_<NAME>_DELAY_S */
+};
+
 /* A built-in route of the platform (its handler is core/builtin.c's). */
 enum reg_builtin { REG_STREAM, REG_HEALTH, REG_FUNCTIONS };
 
@@ -102,6 +117,10 @@ struct reg {
     size_t nqueries;
     struct reg_projection *projs;
     size_t nprojs;
+    struct reg_reactor *reactors;
+    size_t nreactors;
+    struct reg_timer *timers;
+    size_t ntimers;
     struct reg_route *routes;
     size_t nroutes;
     char *notes; /* shadowed routes and other remarks, one per line; "" when none */
@@ -142,6 +161,16 @@ void reg_set_current(struct reg *r);
 const struct reg_command *reg_command_find(const struct reg *r, const char *name);
 const struct reg_query *reg_query_find(const struct reg *r, const char *name);
 const struct reg_projection *reg_projection_find(const struct reg *r, const char *name);
+const struct reg_reactor *reg_reactor_find(const struct reg *r, const char *name);
+const struct reg_timer *reg_timer_find(const struct reg *r, const char *name);
+
+/* The handler of type in a reactor's or timer's table, or NULL. */
+int (*reg_react_handler(const struct fn_on_react *on,
+                        const char *type))(struct fn_react *, const struct fn_event *,
+                                           struct err *);
+
+/* "command", "query", ... for a kind. */
+const char *reg_kind_name(enum reg_kind k);
 
 /* The handler of type in p's table, or NULL. */
 int (*reg_projection_handler(const struct fn_projection *p,

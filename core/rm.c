@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/reg.h"
 #include "core/util.h"
 
 /* The batch script. Redis runs it atomically but does not undo the writes
@@ -93,6 +94,7 @@ static const char APPLY_LUA[] =
 static const char RESET_LUA[] =
     "local keys = redis.call('KEYS', ARGV[1])\n"
     "for _, k in ipairs(keys) do redis.call('UNLINK', k) end\n"
+    "for _, k in ipairs(redis.call('KEYS', ARGV[3])) do redis.call('UNLINK', k) end\n"
     "redis.call('DEL', ARGV[2])\n"
     "return #keys\n";
 
@@ -226,15 +228,55 @@ int rm_checkpoint_get(redisContext *rc, const char *projection, int version, cha
     return code;
 }
 
+int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], struct err *e)
+{
+    if (r->nprojs == 0)
+        return 0;
+    const char **argv = xmalloc((r->nprojs + 1) * sizeof *argv);
+    char **keys = xmalloc(r->nprojs * sizeof *keys);
+    argv[0] = "MGET";
+    for (size_t i = 0; i < r->nprojs; i++) {
+        keys[i] = xasprintf("cqrsd:checkpoint:%s:v%d", r->projs[i].p->name, r->projs[i].p->version);
+        argv[i + 1] = keys[i];
+    }
+    redisReply *rep = redisCommandArgv(rc, (int)r->nprojs + 1, argv, NULL);
+    for (size_t i = 0; i < r->nprojs; i++)
+        free(keys[i]);
+    free(keys);
+    free(argv);
+    if (!rep || rc->err)
+        return lost(rc, rep, "read the checkpoints", e);
+    int code = 0;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != r->nprojs) {
+        code = err_set(e, rep->type == REDIS_REPLY_ERROR ? ERR_UNAVAILABLE : ERR_INTERNAL,
+                       "could not read the checkpoints: %s",
+                       rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    } else {
+        for (size_t i = 0; i < r->nprojs && !code; i++) {
+            const redisReply *v = rep->element[i];
+            cps[i][0] = '\0';
+            if (v->type == REDIS_REPLY_STRING && v->len == 32)
+                memcpy(cps[i], v->str, 33);
+            else if (v->type != REDIS_REPLY_NIL)
+                code = err_set(e, ERR_INTERNAL, "checkpoint of %s is not a position token",
+                               r->projs[i].p->name);
+        }
+    }
+    freeReplyObject(rep);
+    return code;
+}
+
 int rm_reset(redisContext *rc, const char *projection, int version, long long *deleted,
              struct err *e)
 {
     char *pattern = xasprintf("%s:v%d:*", projection, version);
     char *cp = xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
-    const char *argv[] = {"EVAL", RESET_LUA, "0", pattern, cp};
-    redisReply *r = redisCommandArgv(rc, 5, argv, NULL);
+    char *markers = xasprintf("cqrsd:parked:%s:v%d:*", projection, version);
+    const char *argv[] = {"EVAL", RESET_LUA, "0", pattern, cp, markers};
+    redisReply *r = redisCommandArgv(rc, 6, argv, NULL);
     free(pattern);
     free(cp);
+    free(markers);
     if (!r || rc->err)
         return lost(rc, r, "reset a projection", e);
     int code = 0;

@@ -48,8 +48,16 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
 int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
                       struct err *e);
 
-/* Deletes every key of "<projection>:v<version>:" and its checkpoint in one
- * script, so its runner starts again from the first event. *deleted gets the
+/* Reads the checkpoints of the n projections of r (core/reg.h) with one MGET
+ * into cps[i] ("" when none). Returns 0, ERR_UNAVAILABLE, or ERR_INTERNAL
+ * for a checkpoint that is no position token. */
+struct reg;
+int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], struct err *e);
+
+/* Deletes every key of "<projection>:v<version>:", its checkpoint and the
+ * markers of its re-applied parked events ("cqrsd:parked:<projection>:
+ * v<version>:*") in one script, so its runner starts again from the first
+ * event. *deleted gets the
  * number of keys deleted. Returns 0 or ERR_UNAVAILABLE. */
 int rm_reset(redisContext *rc, const char *projection, int version, long long *deleted,
              struct err *e);

@@ -169,3 +169,33 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s\n", line); /* one write per line: stdio locks the stream */
 }
+
+int util_text_ok(const char *s, size_t max, int allow_slash)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0;
+    while (*p) {
+        if (++n > max)
+            return 0;
+        if (*p < 0x20 || *p == 0x7f || (!allow_slash && *p == '/'))
+            return 0;
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (!len || (*p == 0xc0 || *p == 0xc1) || *p > 0xf4)
+            return 0;
+        unsigned cp = *p & (0x7f >> len);
+        for (int i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (len == 2 && cp < 0x80))
+            return 0;
+        p += len;
+    }
+    return n > 0;
+}

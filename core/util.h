@@ -32,6 +32,13 @@ void arena_free(struct arena *a);
 /* Writes a random (version 4, RFC 9562 §5.4) UUID, 36 chars + NUL, into out. */
 void util_uuid4(char out[37]);
 
+/* Longest id (cart_id, sku, ...) in a path or a command, in bytes. */
+#define UTIL_ID_MAX 200
+
+/* 1 when s is 1 to max bytes of valid UTF-8 (RFC 3629 §4) without C0
+ * control characters or DEL, and without '/' unless allow_slash. */
+int util_text_ok(const char *s, size_t max, int allow_slash);
+
 /* Monotonic clock in milliseconds. */
 int64_t util_now_ms(void);
 /* The same in microseconds. */
