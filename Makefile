@@ -43,8 +43,8 @@ LOAD_SRC := $(wildcard tools/load/*.c)
 LOAD_OBJ := $(LOAD_SRC:%.c=$(BUILD)/%.o)
 LOAD_LIB_OBJ := $(filter-out $(BUILD)/tools/load/main.o,$(LOAD_OBJ))
 
-# the e-commerce module: commands/, projections/, queries/, through <cqrsd/fn.h> only
-ECOM_SRC := $(wildcard commands/*.c projections/*.c queries/*.c)
+# the e-commerce module: commands/, projections/, queries/, reactors/, through <cqrsd/fn.h> only
+ECOM_SRC := $(wildcard commands/*.c projections/*.c queries/*.c reactors/*.c)
 ECOM_OBJ := $(ECOM_SRC:%.c=$(BUILD)/ecom/%.o)
 MODULE_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -I$(BUILD)/include \
                  -iquote commands -iquote projections -iquote queries \

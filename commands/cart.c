@@ -46,6 +46,8 @@ struct cart_state {
     size_t n, cap;
     int64_t units;           /* sum of quantities */
     int64_t total;           /* sum of amounts, thousandths */
+    int abandoned;           /* CartAbandoned, and no change since */
+    char last_change_at[RTIME_BUFSZ]; /* occurred_at of the last open, add or remove */
     char bad_type[32];       /* type of the first event evolve could not fold; "" if none */
     int64_t bad_version;
 };
@@ -151,6 +153,14 @@ static void cart_evolve(void *state, const struct fn_event *ev)
         fold_item_removed(s, ev);
     } else if (!strcmp(ev->type, EV_CartCheckedOut)) {
         s->checked_out = 1;
+    } else if (!strcmp(ev->type, EV_CartAbandoned)) {
+        s->abandoned = 1;
+    }
+    if (!strcmp(ev->type, EV_CartOpened) || !strcmp(ev->type, EV_ItemAdded) ||
+        !strcmp(ev->type, EV_ItemRemoved)) {
+        const char *at = json_string_value(json_object_get(ev->data, "occurred_at"));
+        s->abandoned = 0;
+        snprintf(s->last_change_at, sizeof s->last_change_at, "%s", at ? at : "");
     }
 }
 
@@ -399,5 +409,62 @@ const struct fn_command cart_checkout = {
     .state_size = sizeof(struct cart_state),
     .evolve = cart_evolve,
     .decide = checkout_decide,
+    .release = cart_release,
+};
+
+/* ---------- cart.abandon (internal: the cart.abandonment timer's) ---------- */
+
+/* cmd {cart_id, idle_since_version: the cart's version when it went idle,
+ * occurred_at} -> CartAbandoned {cart_id, customer_id, country, lines, units,
+ * total, idle_since, occurred_at}, for the shop to remind the customer.
+ * 422 when the cart is checked out, changed since that version, or already
+ * abandoned; 404 when it does not exist. The cart stays usable: a change
+ * makes it an ordinary open cart again. */
+static int abandon_decide(const void *state, int64_t version, const json_t *cmd,
+                          struct fn_decision *d, struct err *e)
+{
+    const struct cart_state *s = state;
+    const char *cart_id;
+    char at[RTIME_BUFSZ];
+    int rc;
+    if ((rc = ecom_id(cmd, "cart_id", &cart_id, e)) || (rc = ecom_occurred_at(cmd, at, e)))
+        return rc;
+    const json_t *since = json_object_get(cmd, "idle_since_version");
+    if (!json_is_integer(since) || json_integer_value(since) < 1)
+        return err_set(e, ERR_INVALID, "idle_since_version must be a version number >= 1");
+    if ((rc = require_cart(s, version, cart_id, e)))
+        return rc;
+    if (s->checked_out)
+        return err_set(e, ERR_REJECTED, "cart \"%s\" is checked out: it is not abandoned",
+                       cart_id);
+    if (version != (int64_t)json_integer_value(since))
+        return err_set(e, ERR_REJECTED,
+                       "cart \"%s\" changed since version %" PRId64 " (it is at version %" PRId64
+                       ")",
+                       cart_id, (int64_t)json_integer_value(since), version);
+    if (s->abandoned)
+        return err_set(e, ERR_REJECTED, "cart \"%s\" is already abandoned", cart_id);
+    json_t *data = json_object();
+    json_object_set_new(data, "cart_id", json_string(cart_id));
+    json_object_set_new(data, "customer_id", ecom_string_or_null(s->customer_id));
+    json_object_set_new(data, "country", ecom_string_or_null(s->country));
+    json_object_set_new(data, "lines", json_integer((json_int_t)s->n));
+    json_object_set_new(data, "units", json_integer((json_int_t)s->units));
+    json_object_set_new(data, "total", ecom_money_json(s->total));
+    json_object_set_new(data, "idle_since", json_string(s->last_change_at));
+    json_object_set_new(data, "occurred_at", json_string(at));
+    fn_emit(d, EV_CartAbandoned, data);
+    return 0;
+}
+
+const struct fn_command cart_abandon = {
+    .abi = FN_ABI_VERSION,
+    .name = "cart.abandon",
+    .category = "cart",
+    .id_field = "cart_id",
+    .creates = 0,
+    .state_size = sizeof(struct cart_state),
+    .evolve = cart_evolve,
+    .decide = abandon_decide,
     .release = cart_release,
 };

@@ -1,5 +1,6 @@
 /* commands/module.c — the e-commerce module's descriptor: its event types
- * (events.def) and the functions of commands/, projections/ and queries/,
+ * (events.def) and the functions of commands/, projections/, queries/ and
+ * reactors/,
  * each folder's list in its registry.def (X-macro lists: a misspelt symbol
  * fails the link). */
 #include <cqrsd/fn.h>
@@ -26,6 +27,16 @@ const char *const ecom_events[] = {
 #define FN_QUERY(sym) extern const struct fn_query sym;
 #include "../queries/registry.def"
 #undef FN_QUERY
+#define FN_REACTOR(sym) extern const struct fn_reactor sym;
+#define FN_TIMER(sym)
+#include "../reactors/registry.def"
+#undef FN_REACTOR
+#undef FN_TIMER
+#define FN_REACTOR(sym)
+#define FN_TIMER(sym) extern const struct fn_timer sym;
+#include "../reactors/registry.def"
+#undef FN_REACTOR
+#undef FN_TIMER
 
 static const struct fn_command *const commands[] = {
 #define FN_COMMAND(sym) &sym,
@@ -48,6 +59,24 @@ static const struct fn_query *const queries[] = {
     NULL,
 };
 
+static const struct fn_reactor *const reactors[] = {
+#define FN_REACTOR(sym) &sym,
+#define FN_TIMER(sym)
+#include "../reactors/registry.def"
+#undef FN_REACTOR
+#undef FN_TIMER
+    NULL,
+};
+
+static const struct fn_timer *const timers[] = {
+#define FN_REACTOR(sym)
+#define FN_TIMER(sym) &sym,
+#include "../reactors/registry.def"
+#undef FN_REACTOR
+#undef FN_TIMER
+    NULL,
+};
+
 FN_MODULE = {
     .abi = FN_ABI_VERSION,
     .name = "ecommerce",
@@ -56,4 +85,6 @@ FN_MODULE = {
     .commands = commands,
     .projections = projections,
     .queries = queries,
+    .reactors = reactors,
+    .timers = timers,
 };

@@ -170,6 +170,27 @@ const struct fn_command order_pay = {
 
 /* ---------- order.cancel ---------- */
 
+/* Emits OrderCancelled for order_id from s (reason stolen, may be NULL) and
+ * sets the reply's refund_due: what was paid, "0.00" when unpaid. */
+static void emit_cancelled(const struct order_state *s, const char *order_id, json_t *reason,
+                           const char *at, struct fn_decision *d)
+{
+    int64_t refund = s->paid ? s->paid_amount : 0;
+    json_t *data = json_object();
+    json_object_set_new(data, "order_id", json_string(order_id));
+    json_object_set_new(data, "customer_id", ecom_string_or_null(s->customer_id));
+    json_object_set_new(data, "country", ecom_string_or_null(s->country));
+    json_object_set_new(data, "lines", json_deep_copy(s->lines));
+    json_object_set_new(data, "units", json_integer((json_int_t)s->units));
+    json_object_set_new(data, "total", ecom_money_json(s->total));
+    json_object_set_new(data, "placed_at", json_string(s->placed_at));
+    json_object_set_new(data, "refund_due", ecom_money_json(refund));
+    json_object_set_new(data, "reason", reason ? reason : json_null());
+    json_object_set_new(data, "occurred_at", json_string(at));
+    fn_emit(d, EV_OrderCancelled, data);
+    fn_reply_set(d, "refund_due", ecom_money_json(refund));
+}
+
 /* cmd {order_id, reason?: string|null, occurred_at} -> OrderCancelled
  * {order_id, customer_id, country, lines, units, total, placed_at,
  * refund_due, reason, occurred_at}; reply {refund_due}. 422 when already
@@ -200,20 +221,7 @@ static int cancel_decide(const void *state, int64_t version, const json_t *cmd,
         return err_set(e, ERR_REJECTED, "cannot cancel order \"%s\": it is already cancelled",
                        order_id);
     }
-    int64_t refund = s->paid ? s->paid_amount : 0;
-    json_t *data = json_object();
-    json_object_set_new(data, "order_id", json_string(order_id));
-    json_object_set_new(data, "customer_id", ecom_string_or_null(s->customer_id));
-    json_object_set_new(data, "country", ecom_string_or_null(s->country));
-    json_object_set_new(data, "lines", json_deep_copy(s->lines));
-    json_object_set_new(data, "units", json_integer((json_int_t)s->units));
-    json_object_set_new(data, "total", ecom_money_json(s->total));
-    json_object_set_new(data, "placed_at", json_string(s->placed_at));
-    json_object_set_new(data, "refund_due", ecom_money_json(refund));
-    json_object_set_new(data, "reason", reason);
-    json_object_set_new(data, "occurred_at", json_string(at));
-    fn_emit(d, EV_OrderCancelled, data);
-    fn_reply_set(d, "refund_due", ecom_money_json(refund));
+    emit_cancelled(s, order_id, reason, at, d);
     return 0;
 }
 
@@ -228,5 +236,41 @@ const struct fn_command order_cancel = {
     .state_size = sizeof(struct order_state),
     .evolve = order_evolve,
     .decide = cancel_decide,
+    .release = order_release,
+};
+
+/* ---------- order.expire (internal: the order.payment_timeout timer's) ---------- */
+
+/* cmd {order_id, occurred_at} -> OrderCancelled {..., refund_due "0.00",
+ * reason "not paid in time"} when the order is still unpaid; 422 when it is
+ * paid or already cancelled (then there is nothing to do), 404 when it does
+ * not exist. */
+static int expire_decide(const void *state, int64_t version, const json_t *cmd,
+                         struct fn_decision *d, struct err *e)
+{
+    const struct order_state *s = state;
+    const char *order_id;
+    char at[RTIME_BUFSZ];
+    int rc;
+    if ((rc = ecom_id(cmd, "order_id", &order_id, e)) || (rc = ecom_occurred_at(cmd, at, e)) ||
+        (rc = require_order(s, version, order_id, e)))
+        return rc;
+    if (s->cancelled)
+        return err_set(e, ERR_REJECTED, "order \"%s\" is already cancelled", order_id);
+    if (s->paid)
+        return err_set(e, ERR_REJECTED, "order \"%s\" is paid: it does not expire", order_id);
+    emit_cancelled(s, order_id, json_string("not paid in time"), at, d);
+    return 0;
+}
+
+const struct fn_command order_expire = {
+    .abi = FN_ABI_VERSION,
+    .name = "order.expire",
+    .category = "order",
+    .id_field = "order_id",
+    .creates = 0,
+    .state_size = sizeof(struct order_state),
+    .evolve = order_evolve,
+    .decide = expire_decide,
     .release = order_release,
 };

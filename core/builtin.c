@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "core/es.h"
+#include "core/fn_int.h"
 #include "core/park.h"
+#include "core/react.h"
 #include "core/proj.h"
 #include "core/rm.h"
 #include "core/util.h"
@@ -171,12 +173,205 @@ static void builtin_functions(struct disp_job *job)
                                    "functions", list));
 }
 
+/* ---------- parked events ---------- */
+
+static void builtin_parked(struct disp_job *job, PGconn *pg)
+{
+    struct err e = {0};
+    const char *state = disp_param(job, "state"), *function = disp_param(job, "function");
+    long long after = 0, limit = 100;
+    if (!state)
+        state = "parked";
+    if (strcmp(state, "parked") && strcmp(state, "resolved") && strcmp(state, "all")) {
+        err_set(&e, ERR_INVALID, "state must be parked, resolved or all, got \"%.40s\"", state);
+        return fail(job, &e);
+    }
+    if (disp_param(job, "after") && parse_count(disp_param(job, "after"), 0, INT64_MAX, &after)) {
+        err_set(&e, ERR_INVALID, "after must be an id >= 0");
+        return fail(job, &e);
+    }
+    if (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 1000, &limit)) {
+        err_set(&e, ERR_INVALID, "limit must be an integer from 1 to 1000");
+        return fail(job, &e);
+    }
+    if (!pg) {
+        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return fail(job, &e);
+    }
+    json_t *list = NULL;
+    if (park_list(pg, strcmp(state, "all") ? state : NULL, function, after, (int)limit, &list, &e))
+        return fail(job, &e);
+    json_t *last = json_array_size(list) ? json_array_get(list, json_array_size(list) - 1) : NULL;
+    disp_reply(job, 200, json_pack("{s:o, s:o}", "parked", list, "next_after",
+                                   last && json_array_size(list) == (size_t)limit
+                                       ? json_incref(json_object_get(last, "id"))
+                                       : json_null()));
+}
+
+/* The event a parked item's subject holds (borrowed from it). */
+static int subject_event(const json_t *s, struct fn_event *ev)
+{
+    *ev = (struct fn_event){json_string_value(json_object_get(s, "stream_id")),
+                            json_integer_value(json_object_get(s, "version")),
+                            json_string_value(json_object_get(s, "type")),
+                            json_object_get(s, "data"),
+                            json_string_value(json_object_get(s, "position")),
+                            json_string_value(json_object_get(s, "recorded_at")),
+                            json_string_value(json_object_get(s, "event_id"))};
+    return ev->stream_id && ev->type && json_is_object(ev->data) && ev->position &&
+                   ev->recorded_at && ev->event_id
+               ? 0
+               : -1;
+}
+
+/* Applies a parked event to its projection again, once: the batch carries
+ * the item's marker as a checkpoint moved from "" to "applied". */
+static int retry_projection(struct disp_job *job, redisContext *rc, const struct park_item *it,
+                            const struct fn_event *ev, int *already, struct err *e)
+{
+    const struct reg_projection *rp = reg_projection_find(job->reg, it->function);
+    if (!rp)
+        return err_set(e, ERR_CONFLICT, "projection %s is not loaded", it->function);
+    if (rp->p->version != it->version)
+        return err_set(e, ERR_CONFLICT,
+                       "the event was parked by version %d of projection %s; version %d is "
+                       "loaded, whose rebuild meets it on its own",
+                       it->version, it->function, rp->p->version);
+    if (!rc)
+        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+    int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
+        reg_projection_handler(rp->p, ev->type);
+    struct fn_batch b;
+    fn_batch_init(&b);
+    fn_batch_set_prefix(&b, rp->p->name, rp->p->version);
+    struct err fe = {0};
+    int code = apply ? apply(&b, ev, &fe) : 0;
+    if (code) {
+        fn_batch_clear(&b);
+        return err_set(e, ERR_FAILED, "projection %s still fails on event %s: %s", it->function,
+                       it->position, fe.msg);
+    }
+    char *marker = xasprintf("cqrsd:parked:%s:v%d:%s", rp->p->name, rp->p->version, it->token);
+    struct rm_checkpoint mv = {rp->p->name, rp->p->version, "", "applied", marker};
+    code = rm_apply(rc, &b, &mv, 1, e);
+    free(marker);
+    fn_batch_clear(&b);
+    if (code == ERR_CONFLICT) { /* the marker is there: applied before */
+        *already = 1;
+        return 0;
+    }
+    if (code == ERR_INTERNAL) {
+        char m[sizeof e->msg];
+        snprintf(m, sizeof m, "%s", e->msg);
+        return err_set(e, ERR_FAILED, "projection %s still fails on event %s: %s", it->function,
+                       it->position, m);
+    }
+    return code;
+}
+
+static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    struct err e = {0};
+    long long id;
+    if (parse_count(disp_param(job, "id"), 1, INT64_MAX, &id)) {
+        err_set(&e, ERR_INVALID, "a parked item's id is an integer >= 1");
+        return fail(job, &e);
+    }
+    if (!pg) {
+        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return fail(job, &e);
+    }
+    struct park_item it;
+    int found = park_get(pg, id, &it, &e);
+    if (found < 0)
+        return fail(job, &e);
+    if (!found) {
+        err_set(&e, ERR_NOT_FOUND, "no parked item #%lld", id);
+        return fail(job, &e);
+    }
+    int code = 0, already = 0;
+    struct fn_event ev;
+    if (!strcmp(it.state, "resolved")) {
+        code = err_set(&e, ERR_CONFLICT, "parked item #%lld is already resolved", id);
+    } else if (!strcmp(it.kind, "projection") || !strcmp(it.kind, "reactor") ||
+               (!strcmp(it.kind, "timer") && *it.position)) {
+        if (subject_event(it.subject, &ev))
+            code = err_set(&e, ERR_INTERNAL, "parked item #%lld holds no event", id);
+        else if (!strcmp(it.kind, "projection"))
+            code = retry_projection(job, rc, &it, &ev, &already, &e);
+        else {
+            /* a reactor, or a timer's event handler */
+            const struct reg_reactor *x = reg_reactor_find(job->reg, it.function);
+            const struct reg_timer *t = reg_timer_find(job->reg, it.function);
+            int (*h)(struct fn_react *, const struct fn_event *, struct err *) =
+                x ? reg_react_handler(x->x->on, ev.type)
+                  : t ? reg_react_handler(t->t->on, ev.type) : NULL;
+            struct fn_react ctx;
+            if (!x && !t)
+                code = err_set(&e, ERR_CONFLICT, "%s %s is not loaded", it.kind, it.function);
+            else if (h) {
+                code = react_invoke(job->reg, pg, it.function,
+                                    x ? REACT_REACTOR : REACT_TIMER_EVENT, h, &ev, &ctx, &e);
+                if (!code && t && ctx.nops) {
+                    for (size_t i = 0; i < ctx.nops; i++) {
+                        ctx.ops[i].recorded_at = ev.recorded_at;
+                        ctx.ops[i].set_by = ev.position;
+                    }
+                    code = react_apply_timer_ops(pg, t->t, t->delay_s, ctx.ops, ctx.nops, &e);
+                }
+                if (!code)
+                    react_ctx_clear(&ctx);
+                else if (code != ERR_UNAVAILABLE) {
+                    char m[sizeof e.msg];
+                    snprintf(m, sizeof m, "%s", e.msg);
+                    code = err_set(&e, ERR_FAILED, "%s", m);
+                }
+            }
+        }
+    } else { /* a due timer */
+        const struct reg_timer *t = reg_timer_find(job->reg, it.function);
+        const json_t *s = it.subject;
+        if (!t)
+            code = err_set(&e, ERR_CONFLICT, "timer %s is not loaded", it.function);
+        else if ((code = react_fire(job->reg, pg, t->t,
+                                    json_string_value(json_object_get(s, "key")),
+                                    json_object_get(s, "payload"),
+                                    json_string_value(json_object_get(s, "due_at")),
+                                    json_string_value(json_object_get(s, "schedule_id")), &e)) &&
+                 code != ERR_UNAVAILABLE) {
+            char m[sizeof e.msg];
+            snprintf(m, sizeof m, "%s", e.msg);
+            code = err_set(&e, ERR_FAILED, "%s", m);
+        }
+    }
+    if (code == ERR_FAILED)
+        park_settle(pg, id, e.msg, NULL);
+    if (!code)
+        code = park_settle(pg, id, NULL, &e);
+    park_item_clear(&it);
+    if (code)
+        return fail(job, &e);
+    found = park_get(pg, id, &it, &e);
+    if (found != 1) {
+        err_set(&e, ERR_INTERNAL, "parked item #%lld went away", id);
+        return fail(job, &e);
+    }
+    json_t *o = park_item_json(&it);
+    if (already)
+        json_object_set_new(o, "note", json_string("it had been applied before; nothing was "
+                                                   "applied twice"));
+    park_item_clear(&it);
+    disp_reply(job, 200, o);
+}
+
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     switch (job->builtin) {
     case REG_STREAM: builtin_stream(job, pg); break;
     case REG_HEALTH: builtin_health(job, pg, rc); break;
     case REG_FUNCTIONS: builtin_functions(job); break;
+    case REG_PARKED: builtin_parked(job, pg); break;
+    case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
     }
 }
 

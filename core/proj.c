@@ -164,7 +164,7 @@ static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book
                 fn_batch_clear(&b);
                 break;
             }
-            struct rm_checkpoint mv = {p->name, p->version, from, pt->now};
+            struct rm_checkpoint mv = {p->name, p->version, from, pt->now, NULL};
             struct err ae = {0};
             int a = rm_apply(rc, &b, &mv, 1, &ae);
             fn_batch_clear(&b);
@@ -174,7 +174,7 @@ static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book
                     /* parked: move past it with nothing written */
                     struct fn_batch none;
                     fn_batch_init(&none);
-                    mv = (struct rm_checkpoint){p->name, p->version, from, ev->position};
+                    mv = (struct rm_checkpoint){p->name, p->version, from, ev->position, NULL};
                     a = rm_apply(rc, &none, &mv, 1, &ae);
                     fn_batch_clear(&none);
                     if (!a)
@@ -216,7 +216,7 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
         part_describe(pg, book, pt, &evs, &b);
         if (strcmp(pt->now, pt->cp))
             moves[nm++] = (struct rm_checkpoint){pt->rp->p->name, pt->rp->p->version, pt->cp,
-                                                 pt->now};
+                                                 pt->now, NULL};
     }
     rcode = nm ? rm_apply(rc, &b, moves, nm, e) : 0;
     fn_batch_clear(&b);

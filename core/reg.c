@@ -896,6 +896,10 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in health check");
         add_route(&b, "GET", "/admin/functions", REG_BUILTIN, NULL, REG_FUNCTIONS,
                   "the built-in function list");
+        add_route(&b, "GET", "/admin/parked", REG_BUILTIN, NULL, REG_PARKED,
+                  "the built-in list of parked events");
+        add_route(&b, "POST", "/admin/parked/{id}/retry", REG_BUILTIN, NULL, REG_PARKED_RETRY,
+                  "the built-in retry of a parked event");
         for (size_t i = 0; i < r->ncmds; i++)
             if (r->cmds[i].c->route)
                 add_route(&b, r->cmds[i].c->method, r->cmds[i].c->route, REG_COMMAND, &r->cmds[i],

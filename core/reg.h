@@ -95,7 +95,7 @@ struct reg_timer {
 };
 
 /* A built-in route of the platform (its handler is core/builtin.c's). */
-enum reg_builtin { REG_STREAM, REG_HEALTH, REG_FUNCTIONS };
+enum reg_builtin { REG_STREAM, REG_HEALTH, REG_FUNCTIONS, REG_PARKED, REG_PARKED_RETRY };
 
 struct reg_route {
     const char *method;  /* "GET", "POST", ... */

@@ -183,7 +183,9 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
     snprintf(n, sizeof n, "%zu", ncps);
     argv[k++] = n;
     for (size_t i = 0; i < ncps; i++) {
-        owned[i] = xasprintf("cqrsd:checkpoint:%s:v%d", cps[i].projection, cps[i].version);
+        owned[i] = cps[i].key ? xstrdup(cps[i].key)
+                              : xasprintf("cqrsd:checkpoint:%s:v%d", cps[i].projection,
+                                          cps[i].version);
         argv[k++] = owned[i];
         argv[k++] = cps[i].from;
         argv[k++] = cps[i].to;

@@ -27,6 +27,8 @@ struct rm_checkpoint {
     int version;
     const char *from; /* "" = no checkpoint yet */
     const char *to;
+    const char *key;  /* NULL: "cqrsd:checkpoint:<projection>:v<version>"; else this key
+                       * (the marker of a parked event applied once) */
 };
 
 /*

@@ -2,7 +2,9 @@
  *
  * Keys (relative to "cart_view:v1:"):
  *   cart:<cart_id>          hash cart_id, status (open/checked_out), customer_id,
- *                           country, opened_at, order_id, units, total
+ *                           country, opened_at, order_id, units, total, and
+ *                           abandoned_at while the cart is abandoned (CartAbandoned,
+ *                           no change since)
  *   cart:<cart_id>:qty      hash sku -> quantity (sum of the sku's lines)
  *   cart:<cart_id>:amount   hash sku -> amount in thousandths (sum of the lines)
  *   cart:<cart_id>:desc     hash sku -> description of the last line added
@@ -77,6 +79,7 @@ static int item_added(struct fn_batch *b, const struct fn_event *ev, struct err 
     fn_hset(b, kp, sku, price);
     fn_hincrby(b, key, "units", qty);
     fn_hincrby(b, key, "total", amount);
+    fn_hdel(b, key, "abandoned_at"); /* a change: no longer abandoned */
     free(kl);
     free(m);
     free(kq);
@@ -108,6 +111,7 @@ static int item_removed(struct fn_batch *b, const struct fn_event *ev, struct er
     fn_hdel(b, kp, sku);
     fn_hincrby(b, key, "units", proj_neg(proj_int(d, "quantity")));
     fn_hincrby(b, key, "total", proj_neg(proj_money(d, "amount")));
+    fn_hdel(b, key, "abandoned_at");
     free(kl);
     free(lo);
     free(hi);
@@ -133,11 +137,24 @@ static int cart_checked_out(struct fn_batch *b, const struct fn_event *ev, struc
     return 0;
 }
 
+static int cart_abandoned(struct fn_batch *b, const struct fn_event *ev, struct err *e)
+{
+    (void)e;
+    const char *at = proj_str(ev->data, "occurred_at");
+    char *key = cart_key(ev);
+    if (!key)
+        return 0;
+    fn_hset(b, key, "abandoned_at", at ? at : "");
+    free(key);
+    return 0;
+}
+
 static const struct fn_on_event cart_view_on[] = {
     {EV_CartOpened, cart_opened},
     {EV_ItemAdded, item_added},
     {EV_ItemRemoved, item_removed},
     {EV_CartCheckedOut, cart_checked_out},
+    {EV_CartAbandoned, cart_abandoned},
     {NULL, NULL},
 };
 

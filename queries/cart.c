@@ -8,9 +8,9 @@
 #include "keys.h"
 
 /*
- * cart.get: `{cart_id, status, customer_id|null, country|null, opened_at,
- * order_id|null, lines: [{sku, description, quantity, unit_price?, amount}],
- * units, total}`; lines sorted by sku (bytewise); money as decimal strings;
+ * cart.get: `{cart_id, status: open|abandoned|checked_out, customer_id|null,
+ * country|null, opened_at, order_id|null, abandoned_at|null, lines: [{sku,
+ * description, quantity, unit_price?, amount}], units, total}`; lines sorted by sku (bytewise); money as decimal strings;
  * unit_price only when all lines of the sku have one price (the :prices set
  * holds one member for it), so a sku added at several prices shows none. Errors: ERR_INVALID (no cart_id), ERR_NOT_FOUND
  * (`no cart "<id>"`), ERR_UNAVAILABLE, ERR_INTERNAL (malformed read model).
@@ -82,11 +82,17 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 
     json_t *o = json_object();
     json_object_set_new(o, "cart_id", json_string(id));
-    query_put_str(o, &h[CART], "status");
+    const char *status = fn_hash_get(&h[CART], "status");
+    const char *abandoned = fn_hash_get(&h[CART], "abandoned_at");
+    json_object_set_new(o, "status", !status ? json_null()
+                                     : abandoned && !strcmp(status, "open")
+                                         ? json_string("abandoned")
+                                         : json_string(status));
     query_put_str(o, &h[CART], "customer_id");
     query_put_str(o, &h[CART], "country");
     query_put_str(o, &h[CART], "opened_at");
     query_put_str(o, &h[CART], "order_id");
+    query_put_str(o, &h[CART], "abandoned_at");
     json_object_set_new(o, "lines", lines);
     if ((rc = query_put_int(o, &h[CART], "units", e)) ||
         (rc = query_put_money(o, &h[CART], "total", e))) {

@@ -925,10 +925,10 @@ static void readme_session(void **state)
     EQUAL(j, want);
 
     j = OK(GET(fmt("/carts/%s", cart)), 200);
-    want = PACK("{s:s, s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:s, s:i, s:s, s:s}, {s:s, s:s, s:i, "
-                "s:s, s:s}, {s:s, s:s, s:i, s:s, s:s}], s:i, s:s}",
+    want = PACK("{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:[{s:s, s:s, s:i, s:s, s:s}, {s:s, s:s, "
+                "s:i, s:s, s:s}, {s:s, s:s, s:i, s:s, s:s}], s:i, s:s}",
                 "cart_id", cart, "status", "checked_out", "customer_id", cust, "country", country,
-                "opened_at", opened_at, "order_id", cart, "lines",
+                "opened_at", opened_at, "order_id", cart, "abandoned_at", "lines",
                 "sku", A, "description", "Red mug", "quantity", 3, "unit_price", "3.50", "amount", "10.50",
                 "sku", B, "description", "", "quantity", 1, "unit_price", "500000.00", "amount", "500000.00",
                 "sku", T, "description", "Tiny bead", "quantity", 2000000, "unit_price", "0.001", "amount", "2000.00",
@@ -936,8 +936,9 @@ static void readme_session(void **state)
     EQUAL(j, want);
 
     j = OK(GET(fmt("/carts/%s", uuid)), 200);
-    want = PACK("{s:s, s:s, s:n, s:n, s:n, s:[], s:i, s:s}", "cart_id", uuid, "status", "open",
-                "customer_id", "country", "order_id", "lines", "units", 0, "total", "0.00");
+    want = PACK("{s:s, s:s, s:n, s:n, s:n, s:n, s:[], s:i, s:s}", "cart_id", uuid, "status",
+                "open", "customer_id", "country", "order_id", "abandoned_at", "lines", "units", 0,
+                "total", "0.00");
     copy_field(want, j, "opened_at");
     assert_true(is_rfc3339(JSTR(j, "opened_at")));
     EQUAL(j, want);

@@ -490,7 +490,7 @@ static void test_cart(void **state)
     expect_json(query("cart.get", "cart_id", "536365", NULL),
                 "{\"cart_id\":\"536365\",\"status\":\"checked_out\",\"customer_id\":\"17850\","
                 "\"country\":\"United Kingdom\",\"opened_at\":\"2011-03-26T23:00:00+00:00\","
-                "\"order_id\":\"536365\",\"lines\":["
+                "\"order_id\":\"536365\",\"abandoned_at\":null,\"lines\":["
                 "{\"sku\":\"71053\",\"description\":\"WHITE METAL LANTERN\",\"quantity\":6,"
                 "\"unit_price\":\"3.39\",\"amount\":\"20.34\"},"
                 "{\"sku\":\"85123A\",\"description\":\"WHITE HANGING HEART T-LIGHT HOLDER\","
@@ -500,7 +500,7 @@ static void test_cart(void **state)
     expect_json(query("cart.get", "cart_id", "536370", NULL),
                 "{\"cart_id\":\"536370\",\"status\":\"open\",\"customer_id\":\"12583\","
                 "\"country\":\"France\",\"opened_at\":\"2011-12-01T08:45:00+00:00\","
-                "\"order_id\":null,\"lines\":["
+                "\"order_id\":null,\"abandoned_at\":null,\"lines\":["
                 "{\"sku\":\"22727\",\"description\":\"ALARM CLOCK BAKELIKE RED\",\"quantity\":24,"
                 "\"unit_price\":\"3.75\",\"amount\":\"90.00\"},"
                 "{\"sku\":\"22728\",\"description\":\"ALARM CLOCK BAKELIKE PINK\",\"quantity\":36,"
@@ -522,7 +522,8 @@ static void test_cart_guest_and_readd(void **state)
     item_added("G1", "A", "THING", 1, "0", "2011-01-04T10:03:00+00:00");
     expect_json(query("cart.get", "cart_id", "G1", NULL),
                 "{\"cart_id\":\"G1\",\"status\":\"open\",\"customer_id\":null,\"country\":null,"
-                "\"opened_at\":\"2011-01-04T10:00:00+00:00\",\"order_id\":null,\"lines\":["
+                "\"opened_at\":\"2011-01-04T10:00:00+00:00\",\"order_id\":null,"
+                "\"abandoned_at\":null,\"lines\":["
                 "{\"sku\":\"A\",\"description\":\"THING\",\"quantity\":1,\"unit_price\":\"0.00\","
                 "\"amount\":\"0.00\"}],\"units\":1,\"total\":\"0.00\"}");
 }

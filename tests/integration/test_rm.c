@@ -69,7 +69,7 @@ static void applies_with_checkpoint(void **st)
     fn_hincrby(&b, "h", "n", 5);
     fn_hincrby(&b, "h", "n", 2);
     fn_hset(&b, "h", "s", "text");
-    struct rm_checkpoint cp = {"t", 1, "", POS1};
+    struct rm_checkpoint cp = {"t", 1, "", POS1, NULL};
     struct err e = {0};
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:h", "n"), 7);
@@ -101,7 +101,7 @@ static void refused_batches_write_nothing(void **st)
         case 3: fn_sadd(&b, "h", "m"); break;                         /* a hash made a set */
         case 4: fn_hset(&b, "h3", "v", "x"); fn_hincrby(&b, "h3", "v", 1); break; /* made in-batch */
         }
-        struct rm_checkpoint cp = {"t", 1, POS1, POS2};
+        struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL};
         int rcode = rm_apply(rc, &b, &cp, 1, &e);
         if (rcode != ERR_INTERNAL)
             fail_msg("bad batch %d: rm_apply returned %d (%s)", k, rcode, e.msg);
@@ -116,7 +116,7 @@ static void refused_batches_write_nothing(void **st)
     fn_batch_set_prefix(&b, "t", 1);
     fn_del(&b, "str");
     fn_hincrby(&b, "str", "f", 1);
-    struct rm_checkpoint cp = {"t", 1, POS1, POS2};
+    struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL};
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:str", "f"), 1);
     checkpoint_is(POS2);

@@ -36,7 +36,9 @@
 #include <cmocka.h>
 
 #include "core/fn_int.h"
+#include "core/react.h"
 #include "core/reg.h"
+#include "core/util.h"
 
 struct tcase {
     char *fn;    /* folder name = function name */
@@ -286,9 +288,12 @@ static void check_message_style(const char *m, char **msg)
         addf(msg, "error message \"%s\" ends with a period\n", m);
 }
 
-static void compare_error(const json_t *want, int rc, const struct err *e,
-                          const struct fn_decision *d, char **msg)
+/* produced: what the function asked for (events, or a reactor's effects),
+ * for the message. */
+static void compare_error(const json_t *want, int rc, const struct err *e, json_t *produced,
+                          char **msg)
 {
+    size_t n = json_array_size(produced);
     const char *code = json_string_value(json_object_get(want, "code"));
     const char *sub = json_string_value(json_object_get(want, "message_contains"));
     if (!code) {
@@ -296,32 +301,151 @@ static void compare_error(const json_t *want, int rc, const struct err *e,
         return;
     }
     if (rc == 0) {
-        json_t *act = all_emitted(d);
-        char *as = dump(act);
-        addf(msg, "expected error %s (message containing \"%s\"), decide succeeded\n"
-                  "  emitted: %s\n", code, sub ? sub : "", as);
+        char *as = dump(produced);
+        addf(msg, "expected error %s (message containing \"%s\"), the function succeeded\n"
+                  "  it produced: %s\n", code, sub ? sub : "", as);
         free(as);
-        json_decref(act);
         return;
     }
     if (strcmp(err_name(rc), code))
         addf(msg, "expected error %s, got %s: %s\n", code, err_name(rc), e->msg);
     if (e->code != rc)
-        addf(msg, "decide returned %s but set err.code to %s\n", err_name(rc), err_name(e->code));
+        addf(msg, "the function returned %s but set err.code to %s\n", err_name(rc),
+             err_name(e->code));
     if (sub && !strstr(e->msg, sub))
         addf(msg, "expected the message to contain \"%s\"\n  actual message: \"%s\"\n", sub,
              e->msg);
     check_message_style(e->msg, msg);
-    if (d->n)
-        addf(msg, "decide failed with %s but emitted %zu events\n", err_name(rc), d->n);
+    if (n)
+        addf(msg, "the function failed with %s but produced %zu effects\n", err_name(rc), n);
+}
+
+/* ---------- reactors and timers ---------- */
+
+/* What a reactor or timer invocation asked for, as then.jsonl lines:
+ * {"issue": command, "cmd": {...}}, {"timer_start": key, "payload": {...}},
+ * {"timer_stop": key}. */
+static json_t *react_effects(const struct fn_react *x)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < x->nissued; i++)
+        json_array_append_new(a, json_pack("{s:s, s:O}", "issue", x->issued[i].command, "cmd",
+                                           x->issued[i].cmd));
+    for (size_t i = 0; i < x->nops; i++)
+        json_array_append_new(a, x->ops[i].start
+                                     ? json_pack("{s:s, s:O}", "timer_start", x->ops[i].key,
+                                                 "payload", x->ops[i].payload)
+                                     : json_pack("{s:s}", "timer_stop", x->ops[i].key));
+    return a;
+}
+
+/*
+ * A reactor's or timer's case: when.json is an event {type, data, stream_id?,
+ * version?, recorded_at?} handed to the function's handler of that type, or
+ * for a timer {"fire": {key, payload, due_at?}}; then.jsonl lists what it
+ * asked for (react_effects, in order: commands first, then timer starts and
+ * stops; an empty file: nothing), or error.json its failure. No given.jsonl:
+ * these functions keep no state of their own.
+ */
+static void check_react_case(const struct tcase *tc, const char *name,
+                             const struct fn_on_react *on, const struct fn_timer *timer,
+                             char **msg)
+{
+    int has_then = file_exists(tc->dir, "then.jsonl");
+    int has_error = file_exists(tc->dir, "error.json");
+    if (has_then == has_error) {
+        addf(msg, "%s: needs exactly one of then.jsonl and error.json\n", tc->dir);
+        return;
+    }
+    if (file_exists(tc->dir, "given.jsonl")) {
+        addf(msg, "%s: a reactor or timer case has no given.jsonl (it keeps no state)\n", tc->dir);
+        return;
+    }
+    json_t *when = load_json(tc->dir, "when.json", msg);
+    json_t *then = has_then ? load_jsonl(tc->dir, "then.jsonl", 0, msg) : NULL;
+    json_t *want_err = has_error ? load_json(tc->dir, "error.json", msg) : NULL;
+    if (*msg || !json_is_object(when)) {
+        if (when && !json_is_object(when))
+            addf(msg, "when.json is not a JSON object\n");
+        goto out;
+    }
+    struct fn_react x;
+    struct err e = {0};
+    int rc;
+    const json_t *fire = json_object_get(when, "fire");
+    if (fire) {
+        if (!timer) {
+            addf(msg, "%s is a reactor: it has no fire\n", name);
+            goto out;
+        }
+        const char *due_at = json_string_value(json_object_get(fire, "due_at"));
+        struct fn_timer_due due = {json_string_value(json_object_get(fire, "key")),
+                                   json_object_get(fire, "payload"),
+                                   due_at ? due_at : "2011-01-01T00:30:00+00:00"};
+        if (!due.key || !json_is_object(due.payload)) {
+            addf(msg, "when.json's fire needs a string key and an object payload\n");
+            goto out;
+        }
+        react_ctx_init(&x, REACT_TIMER_FIRE);
+        rc = timer->fire(&x, &due, &e);
+    } else {
+        const char *type = json_string_value(json_object_get(when, "type"));
+        const char *sid = json_string_value(json_object_get(when, "stream_id"));
+        const char *rec = json_string_value(json_object_get(when, "recorded_at"));
+        const json_t *v = json_object_get(when, "version");
+        struct fn_event ev = {sid ? sid : "case-1", json_is_integer(v) ? json_integer_value(v) : 1,
+                              type, json_object_get(when, "data"),
+                              "00000000000000010000000000000001",
+                              rec ? rec : "2011-01-01T00:00:00+00:00",
+                              "00000000-0000-4000-8000-000000000001"};
+        int (*h)(struct fn_react *, const struct fn_event *, struct err *) =
+            type ? reg_react_handler(on, type) : NULL;
+        if (!h || !json_is_object(ev.data)) {
+            addf(msg, "%s handles no event of type \"%s\" (or data is not an object)\n", name,
+                 type ? type : "(none)");
+            goto out;
+        }
+        react_ctx_init(&x, timer ? REACT_TIMER_EVENT : REACT_REACTOR);
+        rc = h(&x, &ev, &e);
+    }
+    if (!rc && x.misuse[0]) {
+        addf(msg, "the function misused the ABI: %s\n", x.misuse);
+    } else if (then) {
+        json_t *act = react_effects(&x);
+        if (rc)
+            addf(msg, "expected effects, the function failed with %s: %s\n", err_name(rc), e.msg);
+        else if (!json_equal(act, then)) {
+            char *xs = dump(then), *as = dump(act);
+            addf(msg, "effects differ\n  expected: %s\n  actual:   %s\n", xs, as);
+            free(xs);
+            free(as);
+        }
+        json_decref(act);
+    } else {
+        json_t *act = rc ? json_array() : react_effects(&x);
+        compare_error(want_err, rc, &e, act, msg);
+        json_decref(act);
+    }
+    react_ctx_clear(&x);
+out:
+    json_decref(when);
+    json_decref(then);
+    json_decref(want_err);
 }
 
 /* Runs one case; appends every problem to *msg. */
 static void check_case(const struct tcase *tc, char **msg)
 {
+    const struct reg_reactor *rx = reg_reactor_find(R, tc->fn);
+    const struct reg_timer *rt = reg_timer_find(R, tc->fn);
+    if (rx || rt) {
+        check_react_case(tc, tc->fn, rx ? rx->x->on : rt->t->on, rt ? rt->t : NULL, msg);
+        return;
+    }
     const struct reg_command *rcmd = find_command(tc->fn);
     if (!rcmd) {
-        addf(msg, "unknown function \"%s\": no command of that name is loaded\n", tc->fn);
+        addf(msg, "unknown function \"%s\": no command, reactor or timer of that name is "
+                  "loaded\n", tc->fn);
         return;
     }
     const struct fn_command *c = rcmd->c;
@@ -376,7 +500,9 @@ static void check_case(const struct tcase *tc, char **msg)
             }
         }
     } else {
-        compare_error(want_err, rc, &e, &d, msg);
+        json_t *produced = all_emitted(&d);
+        compare_error(want_err, rc, &e, produced, msg);
+        json_decref(produced);
     }
     if (rc == 0)
         fold_emitted(c, state, n, &d, msg);
@@ -411,12 +537,21 @@ static void every_command_has_cases(void **cm_state)
 {
     (void)cm_state;
     char *msg = NULL;
-    for (size_t i = 0; i < R->ncmds; i++) {
-        char *p = path_join(cases_root, R->cmds[i].c->name);
+    const char **names = xcalloc(R->ncmds + R->nreactors + R->ntimers + 1, sizeof *names);
+    size_t n = 0;
+    for (size_t i = 0; i < R->ncmds; i++)
+        names[n++] = R->cmds[i].c->name;
+    for (size_t i = 0; i < R->nreactors; i++)
+        names[n++] = R->reactors[i].x->name;
+    for (size_t i = 0; i < R->ntimers; i++)
+        names[n++] = R->timers[i].t->name;
+    for (size_t i = 0; i < n; i++) {
+        char *p = path_join(cases_root, names[i]);
         if (!is_dir(p))
-            addf(&msg, "command %s has no case folder %s\n", R->cmds[i].c->name, p);
+            addf(&msg, "function %s has no case folder %s\n", names[i], p);
         free(p);
     }
+    free(names);
     if (msg) {
         print_error("%s", msg);
         free(msg);
@@ -498,7 +633,7 @@ int main(void)
         tests[i].test_func = run_case;
         tests[i].initial_state = &cases[i];
     }
-    tests[n].name = "every command has cases";
+    tests[n].name = "every command, reactor and timer has cases";
     tests[n].test_func = every_command_has_cases;
     int failed = _cmocka_run_group_tests("command cases", tests, n + 1, NULL, NULL);
     for (size_t i = 0; i < n; i++) {
