@@ -432,9 +432,11 @@ static void consume(struct reg *r, PGconn *pg, struct park_book *book, struct co
                     x.ops[i].recorded_at = ev->recorded_at;
                     x.ops[i].set_by = ev->position;
                 }
-                c->ops = xrealloc(c->ops, (c->nops + x.nops + 1) * sizeof *c->ops);
-                memcpy(c->ops + c->nops, x.ops, x.nops * sizeof *x.ops);
-                c->nops += x.nops;
+                if (x.nops) {
+                    c->ops = xrealloc(c->ops, (c->nops + x.nops) * sizeof *c->ops);
+                    memcpy(c->ops + c->nops, x.ops, x.nops * sizeof *x.ops);
+                    c->nops += x.nops;
+                }
                 free(x.ops); /* the ops are c's now */
                 x.ops = NULL;
                 x.nops = 0;
