@@ -57,7 +57,8 @@ TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
 # the fixture modules of tests/unit/test_modules.c
-FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcard tests/modules/*.c))
+FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcard tests/modules/*.c)) \
+              $(BUILD)/tests/modules/notes_v2.so
 
 .PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
         format install headers modules
@@ -127,6 +128,11 @@ $(BUILD)/tests/%: tests/%.c $(CORE_OBJ) $(TEST_LIB_OBJ) core/abi.list | $(ABI_IN
 $(BUILD)/tests/modules/%.so: tests/modules/%.c tests/modules/fixture.h | $(ABI_INC)
 	@mkdir -p $(dir $@)
 	$(CC) $(MODULE_CFLAGS) $(LDFLAGS) -shared $< -o $@ $(MODULE_LDLIBS)
+
+# the same module at its next version (a new projection version), for test_reload
+$(BUILD)/tests/modules/notes_v2.so: tests/modules/notes.c | $(ABI_INC)
+	@mkdir -p $(dir $@)
+	$(CC) $(MODULE_CFLAGS) -DNOTES_VERSION=2 $(LDFLAGS) -shared $< -o $@ $(MODULE_LDLIBS)
 
 tests: all $(TEST_LIB_OBJ) $(TEST_BIN) $(FIXTURE_SO)
 

@@ -364,6 +364,46 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
     disp_reply(job, 200, o);
 }
 
+/* The modules of generation r, and what it rebuilds, as JSON. */
+static json_t *generation_json(struct reg *r)
+{
+    json_t *mods = json_array(), *rebuilding = json_array();
+    for (size_t i = 0; i < r->nmods; i++)
+        json_array_append_new(mods, json_pack("{s:s, s:s, s:s}", "name", r->mods[i].desc->name,
+                                              "version",
+                                              r->mods[i].desc->version ? r->mods[i].desc->version
+                                                                       : "",
+                                              "path", r->mods[i].path));
+    struct reg *src = reg_query_source(r);
+    for (size_t i = 0; src && i < r->nprojs; i++)
+        if (r->rebuilds && r->rebuilds[i])
+            json_array_append_new(rebuilding, json_sprintf("%s v%d", r->projs[i].p->name,
+                                                           r->projs[i].p->version));
+    json_t *o = json_pack("{s:I, s:o, s:o, s:s}", "generation", (json_int_t)r->generation,
+                          "modules", mods, "rebuilding", rebuilding, "notes", r->notes);
+    if (src)
+        json_object_set_new(o, "queries_from_generation", json_integer((json_int_t)src->generation));
+    reg_release(src);
+    return o;
+}
+
+/* POST /admin/modules/reload: reg_reload, as SIGHUP does. */
+static void builtin_reload(struct disp_job *job)
+{
+    struct err e = {0};
+    unsigned long gen = 0;
+    if (reg_reload(NULL, &gen, &e)) {
+        char m[sizeof e.msg];
+        snprintf(m, sizeof m, "%s", e.msg);
+        err_set(&e, ERR_MODULES, "the modules were not reloaded, generation %lu serves on: %s",
+                job->reg->generation, m);
+        return fail(job, &e);
+    }
+    struct reg *r = reg_current();
+    disp_reply(job, 200, generation_json(r));
+    reg_release(r);
+}
+
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     switch (job->builtin) {
@@ -372,10 +412,12 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
     case REG_FUNCTIONS: builtin_functions(job); break;
     case REG_PARKED: builtin_parked(job, pg); break;
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
+    case REG_RELOAD: builtin_reload(job); break;
+    case REG_MODULES: disp_reply(job, 200, generation_json(job->reg)); break;
     }
 }
 
 int builtin_inline(enum reg_builtin b)
 {
-    return b == REG_FUNCTIONS;
+    return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES;
 }

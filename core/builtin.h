@@ -9,11 +9,15 @@
  *     parameter, 404 for a stream without events, 503 without PostgreSQL;
  *   GET /healthz: 200 {status ok|degraded, ...} or 503 {status unavailable};
  *   GET /admin/functions: 200 {functions: [{name, kind, module, route,
- *     limits, in_flight, invocations, errors, rejections, duration_us}]}. */
+ *     limits, in_flight, invocations, errors, rejections, duration_us}]};
+ *   GET /admin/parked, POST /admin/parked/{id}/retry (README "Built-in
+ *     routes"); GET /admin/modules, POST /admin/modules/reload: the
+ *     generation serving {generation, modules, rebuilding, notes}. */
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc);
 
-/* 1 when route b reads only memory (GET /admin/functions): the HTTP thread
- * answers it at once, with no connections, even when every worker is busy. */
+/* 1 when route b needs no connection (/admin/functions, /admin/modules and
+ * their reload): the HTTP thread answers it at once, even when every worker
+ * is busy. */
 int builtin_inline(enum reg_builtin b);
 
 #endif

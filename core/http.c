@@ -332,6 +332,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq->started_ms = util_now_ms();
         *con_cls = rq;
         /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
+        struct reg *src = NULL;
         rq->reg = reg_current();
         int rc = rq->reg ? http_route(rq->reg, strcmp(method, "HEAD") ? method : "GET", url,
                                       &rq->m, rq->allow)
@@ -346,6 +347,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             rq->early_code = rc;
             snprintf(rq->early_msg, sizeof rq->early_msg, "%.10s is not allowed on %.200s (allowed: %s)",
                      method, url, rq->allow);
+        } else if (rq->m.route->kind == REG_QUERY && (src = reg_query_source(rq->reg))) {
+            /* the generation routed in still rebuilds: a query the serving
+             * generation also has answers there, from its read models */
+            struct http_match m2;
+            char allow2[64];
+            if (http_route(src, strcmp(method, "HEAD") ? method : "GET", url, &m2, allow2) == 0 &&
+                m2.route->kind == REG_QUERY && !strcmp(m2.route->pattern, rq->m.route->pattern)) {
+                http_match_clear(&rq->m);
+                rq->m = m2;
+                reg_release(rq->reg);
+                rq->reg = src;
+            } else {
+                http_match_clear(&m2);
+                reg_release(src);
+            }
         } else if (rq->m.route->kind == REG_COMMAND) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
             const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");

@@ -74,6 +74,7 @@ static int usage(FILE *f, int code)
 static void load_modules_or_die(void)
 {
     const char *spec = env_or("CQRSD_MODULES", reg_default_modules());
+    reg_set_spec(spec);
     struct reg *r = NULL;
     struct err e = {0};
     if (reg_open(spec, &r, &e)) {
@@ -167,6 +168,7 @@ static int cmd_serve(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only sigwait sees them */
     signal(SIGPIPE, SIG_IGN);
     load_modules_or_die();
@@ -197,7 +199,14 @@ static int cmd_serve(void)
     react_start(&xc, &e);
     log_info("cqrsd serving on http://%s (%d workers)", hc.addr, dc.workers);
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGHUP)
+            break;
+        unsigned long gen = 0;
+        log_info("got SIGHUP: reloading the modules");
+        reg_reload(NULL, &gen, &e); /* a refusal is logged; the serving generation stays */
+    }
     log_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_quiesce();
     disp_stop();
@@ -205,6 +214,7 @@ static int cmd_serve(void)
     proj_stop();
     http_stop();
     reg_set_current(NULL);
+    reg_set_spec(NULL);
     log_info("stopped");
     return 0;
 }

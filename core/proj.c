@@ -74,9 +74,9 @@ static int part_failed(PGconn *pg, struct park_book *book, struct part *pt,
     struct park_retry *f = park_book_fail(book, p->name, p->version, ev->position, why,
                                           pt->rp->limits.backoff_ms);
     if (f->attempts < pt->rp->limits.retries) {
-        log_warn("projection %s: attempt %d of %d at event %s failed: %s; trying again in %lld "
+        log_warn("projection %s v%d: attempt %d of %d at event %s failed: %s; trying again in %lld "
                  "ms",
-                 p->name, f->attempts, pt->rp->limits.retries, ev->position, why,
+                 p->name, p->version, f->attempts, pt->rp->limits.retries, ev->position, why,
                  (long long)(f->next_ms - util_now_ms()));
         pt->stopped = 1;
         return 1;
@@ -356,6 +356,19 @@ static void *notifier(void *arg)
     return NULL;
 }
 
+/* 1 when every projection r rebuilds has reached the head. */
+static int rebuilt(PGconn *pg, redisContext *rc, const struct reg *r)
+{
+    char head[ES_POSITION_LEN + 1];
+    struct err e = {0};
+    char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
+    int done = es_head(pg, head, &e) == 0 && rm_checkpoints_get(rc, r, cp, &e) == 0;
+    for (size_t i = 0; i < r->nprojs && done; i++)
+        done = !r->rebuilds || !r->rebuilds[i] || strcmp(cp[i], head) >= 0;
+    free(cp);
+    return done;
+}
+
 /* Publishes the runner's failures for proj_retrying. */
 static void publish(const struct park_book *book)
 {
@@ -457,9 +470,18 @@ static void *runner(void *arg)
             log_info("projections running again");
             warned = 0;
         }
-        int n = 0;
+        int n = 0, m = 0;
         struct reg *r = reg_current();
-        int code = r ? proj_step(pg, rc, r, &book, P.cfg.batch_size, &n, &e) : 0;
+        /* while r rebuilds new projection versions, the generation serving its
+         * queries keeps its own read models current too */
+        struct reg *src = r ? reg_query_source(r) : NULL;
+        int code = src ? proj_step(pg, rc, src, &book, P.cfg.batch_size, &m, &e) : 0;
+        if (!code && r)
+            code = proj_step(pg, rc, r, &book, P.cfg.batch_size, &n, &e);
+        if (!code && src && rebuilt(pg, rc, r))
+            reg_queries_switch(r);
+        n += m;
+        reg_release(src);
         reg_release(r);
         if (code == ERR_CONFLICT) {
             log_info("projections: %s; reading checkpoints again", e.msg);

@@ -72,7 +72,9 @@ static struct {
     pthread_mutex_t mu;
     struct reg *current;
     unsigned long generations;
-} G = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pthread_mutex_t reload_mu; /* one reload at a time */
+    char *spec;
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER, .reload_mu = PTHREAD_MUTEX_INITIALIZER};
 
 void reg_acquire(struct reg *r)
 {
@@ -99,6 +101,8 @@ static void unload(struct reg *r)
     free(r->reactors);
     free(r->timers);
     free(r->routes);
+    free(r->rebuilds);
+    reg_release(r->query_source);
     arena_free(&r->arena);
     free(r);
 }
@@ -131,6 +135,87 @@ void reg_set_current(struct reg *r)
         r->generation = ++G.generations;
     pthread_mutex_unlock(&G.mu);
     reg_release(old);
+}
+
+struct reg *reg_query_source(struct reg *r)
+{
+    pthread_mutex_lock(&G.mu);
+    struct reg *src = r->query_source;
+    if (src)
+        reg_acquire(src);
+    pthread_mutex_unlock(&G.mu);
+    return src;
+}
+
+void reg_queries_switch(struct reg *r)
+{
+    pthread_mutex_lock(&G.mu);
+    struct reg *src = r->query_source;
+    r->query_source = NULL;
+    pthread_mutex_unlock(&G.mu);
+    if (src)
+        log_info("modules: generation %lu rebuilt its projections; its queries answer now",
+                 r->generation);
+    reg_release(src);
+}
+
+void reg_set_spec(const char *spec)
+{
+    pthread_mutex_lock(&G.reload_mu);
+    free(G.spec);
+    G.spec = spec ? xstrdup(spec) : NULL;
+    pthread_mutex_unlock(&G.reload_mu);
+}
+
+int reg_reload(const char *spec, unsigned long *generation, struct err *e)
+{
+    pthread_mutex_lock(&G.reload_mu);
+    struct reg *n = NULL;
+    int rc = reg_open(spec ? spec : G.spec ? G.spec : reg_default_modules(), &n, e);
+    if (rc) {
+        pthread_mutex_unlock(&G.reload_mu);
+        log_error("modules: reload refused, the serving generation stays: %s", e->msg);
+        return rc;
+    }
+    struct reg *cur = reg_current();
+    /* the generation whose read models serve: the current one, or the one
+     * still serving its queries while it rebuilds */
+    struct reg *serving = cur ? reg_query_source(cur) : NULL;
+    if (!serving && cur) {
+        reg_acquire(cur);
+        serving = cur;
+    }
+    n->rebuilds = xcalloc(n->nprojs + 1, 1);
+    for (size_t i = 0; i < n->nprojs && serving; i++) {
+        const struct fn_projection *p = n->projs[i].p;
+        const struct reg_projection *old = reg_projection_find(serving, p->name);
+        if (old && old->p->version != p->version) {
+            n->rebuilds[i] = 1;
+            n->nrebuilds++;
+        }
+    }
+    if (n->nrebuilds)
+        n->query_source = serving; /* its reference */
+    else
+        reg_release(serving);
+    reg_release(cur);
+    for (char *line = n->notes, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        log_info("modules: %.*s", (int)(nl - line), line);
+    }
+    reg_set_current(n); /* the current reference is the registry's now */
+    *generation = n->generation;
+    char names[512] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < n->nmods && len + 1 < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s %s", i ? ", " : "",
+                                n->mods[i].desc->name,
+                                n->mods[i].desc->version ? n->mods[i].desc->version : "");
+    log_info("modules: generation %lu serving: %s%s", n->generation, names,
+             n->nrebuilds ? "; its new projection versions rebuild before its queries answer"
+                          : "");
+    pthread_mutex_unlock(&G.reload_mu);
+    return 0;
 }
 
 /* ---------- lookups ---------- */
@@ -900,6 +985,10 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in list of parked events");
         add_route(&b, "POST", "/admin/parked/{id}/retry", REG_BUILTIN, NULL, REG_PARKED_RETRY,
                   "the built-in retry of a parked event");
+        add_route(&b, "POST", "/admin/modules/reload", REG_BUILTIN, NULL, REG_RELOAD,
+                  "the built-in reload of the modules");
+        add_route(&b, "GET", "/admin/modules", REG_BUILTIN, NULL, REG_MODULES,
+                  "the built-in list of modules");
         for (size_t i = 0; i < r->ncmds; i++)
             if (r->cmds[i].c->route)
                 add_route(&b, r->cmds[i].c->method, r->cmds[i].c->route, REG_COMMAND, &r->cmds[i],

@@ -95,7 +95,15 @@ struct reg_timer {
 };
 
 /* A built-in route of the platform (its handler is core/builtin.c's). */
-enum reg_builtin { REG_STREAM, REG_HEALTH, REG_FUNCTIONS, REG_PARKED, REG_PARKED_RETRY };
+enum reg_builtin {
+    REG_STREAM,
+    REG_HEALTH,
+    REG_FUNCTIONS,
+    REG_PARKED,
+    REG_PARKED_RETRY,
+    REG_RELOAD,
+    REG_MODULES,
+};
 
 struct reg_route {
     const char *method;  /* "GET", "POST", ... */
@@ -124,6 +132,12 @@ struct reg {
     struct reg_route *routes;
     size_t nroutes;
     char *notes; /* shadowed routes and other remarks, one per line; "" when none */
+    /* set by reg_reload: projs[i] is at a (name, version) the generation it
+     * replaced lacked, and rebuilds from the first event before queries
+     * switch; nrebuilds counts them */
+    unsigned char *rebuilds;
+    size_t nrebuilds;
+    struct reg *query_source; /* under reg.c's lock: see reg_query_source */
     struct arena arena; /* the strings above */
 };
 
@@ -157,6 +171,31 @@ struct reg *reg_current(void);
 /* Installs r as the current generation, taking over the caller's reference,
  * and releases the previous one. Thread-safe. */
 void reg_set_current(struct reg *r);
+
+/*
+ * Loads the modules of spec again (NULL: the spec of the first load, see
+ * reg_set_spec) as a new generation and makes it current: requests routed
+ * before finish on the old code, new ones run the new code, and the old
+ * generation is unloaded when nothing uses it any more. When the new one has
+ * projections at versions the old one lacks, they rebuild from the first
+ * event into their own keys first; until they reach the head, the queries
+ * the old generation also has are answered by it, from the old read models,
+ * which its projections keep current. Returns 0 and the new generation's
+ * number in *generation, or the refusal (ERR_INVALID with why; the serving
+ * generation is untouched). Reloads run one at a time.
+ */
+int reg_reload(const char *spec, unsigned long *generation, struct err *e);
+
+/* The spec reg_reload uses by default (copied). */
+void reg_set_spec(const char *spec);
+
+/* The generation whose queries answer while r rebuilds, with one more
+ * reference; NULL when r answers its queries itself. */
+struct reg *reg_query_source(struct reg *r);
+
+/* r's rebuilding projections reached the head: its own queries answer from
+ * now on (the old generation is released). */
+void reg_queries_switch(struct reg *r);
 
 const struct reg_command *reg_command_find(const struct reg *r, const char *name);
 const struct reg_query *reg_query_find(const struct reg *r, const char *name);

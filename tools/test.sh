@@ -48,8 +48,10 @@ rm -rf "$DIR" ${pglink:+"$pglink"}
 eval "$(bash tools/services.sh start "$DIR" "$PGPORT" "$REDISPORT")" || exit 1
 "$CQRSD_BIN" migrate || exit 1
 
+# CQRSD_ONLY=name[,name...]: run only those tests (e.g. test_reload), for working on them
 run() { # name, command...
   local name=$1; shift
+  if [ -n "${CQRSD_ONLY:-}" ] && ! [[ ",$CQRSD_ONLY," == *",$(basename "$name"),"* ]]; then return 0; fi
   echo "=== $name"
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }

@@ -47,8 +47,8 @@
 #define TEST_DB "cqrsd_timers"
 #define TEST_REDIS_DB 3
 
-static char run[16], dburl[512], redisurl[256], poison[128];
-static char env_db[600], env_redis[300], env_mods[1200], env_poison[200];
+static char run[16], dburl[512], redisurl[512], poison[128];
+static char env_db[600], env_redis[600], env_mods[1200], env_poison[200];
 static PGconn *pg;
 static pid_t a_pid, b_pid;
 
@@ -374,32 +374,13 @@ static void failures_are_parked(void **state)
 static int setup(void **state)
 {
     (void)state;
-    PGconn *admin = PQconnectdb(getenv("DATABASE_URL"));
-    if (PQstatus(admin) != CONNECTION_OK)
-        fail_msg("PostgreSQL: %s", PQerrorMessage(admin));
-    PQclear(PQexec(admin, "DROP DATABASE IF EXISTS " TEST_DB " WITH (FORCE)"));
-    PGresult *r = PQexec(admin, "CREATE DATABASE " TEST_DB);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("CREATE DATABASE: %s", PQerrorMessage(admin));
-    PQclear(r);
-    snprintf(dburl, sizeof dburl, "host=%s port=%s user=%s dbname=" TEST_DB, PQhost(admin),
-             PQport(admin), PQuser(admin));
-    PQfinish(admin);
-    const char *redis = getenv("REDIS_URL"); /* redis://host:port/db */
-    const char *slash = strrchr(redis, '/');
-    snprintf(redisurl, sizeof redisurl, "%.*s/%d", (int)(slash - redis), redis, TEST_REDIS_DB);
+    th_isolated(TEST_DB, TEST_REDIS_DB, dburl, redisurl);
     snprintf(env_db, sizeof env_db, "DATABASE_URL=%s", dburl);
     snprintf(env_redis, sizeof env_redis, "REDIS_URL=%s", redisurl);
     snprintf(env_mods, sizeof env_mods, "CQRSD_MODULES=%s:%s/notes.so",
              getenv("CQRSD_ECOMMERCE_MODULE"), getenv("CQRSD_TEST_MODULES"));
     snprintf(poison, sizeof poison, "/tmp/cqrsd-poison-%ld", (long)getpid());
     snprintf(env_poison, sizeof env_poison, "CQRSD_TEST_POISON=%s", poison);
-    char *cmd = xasprintf("DATABASE_URL='%s' '%s' migrate >/dev/null && redis-cli -u '%s' "
-                          "FLUSHDB >/dev/null",
-                          dburl, getenv("CQRSD_BIN"), redisurl);
-    if (system(cmd) != 0)
-        fail_msg("could not migrate %s or flush %s", dburl, redisurl);
-    free(cmd);
     pg = PQconnectdb(dburl);
     if (PQstatus(pg) != CONNECTION_OK)
         fail_msg("PostgreSQL: %s", PQerrorMessage(pg));

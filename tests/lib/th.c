@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "core/util.h"
 
@@ -155,4 +156,34 @@ void th_stop_server(pid_t pid)
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+}
+
+void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl)
+{
+    PGconn *admin = PQconnectdb(getenv("DATABASE_URL"));
+    if (PQstatus(admin) != CONNECTION_OK)
+        fail_msg("PostgreSQL: %s", PQerrorMessage(admin));
+    char *q = xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+    PQclear(PQexec(admin, q));
+    free(q);
+    q = xasprintf("CREATE DATABASE %s", db);
+    PGresult *r = PQexec(admin, q);
+    free(q);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("CREATE DATABASE %s: %s", db, PQerrorMessage(admin));
+    PQclear(r);
+    snprintf(dburl, 512, "host=%s port=%s user=%s dbname=%s", PQhost(admin), PQport(admin),
+             PQuser(admin), db);
+    PQfinish(admin);
+    const char *redis = getenv("REDIS_URL"); /* redis://host:port/db */
+    const char *rest = strstr(redis, "://");
+    const char *slash = rest ? strchr(rest + 3, '/') : NULL;
+    int hostlen = slash ? (int)(slash - redis) : (int)strlen(redis);
+    snprintf(redisurl, 512, "%.*s/%d", hostlen, redis, redis_db);
+    char *cmd = xasprintf("DATABASE_URL='%s' '%s' migrate >/dev/null && redis-cli -u '%s' "
+                          "FLUSHDB >/dev/null",
+                          dburl, getenv("CQRSD_BIN"), redisurl);
+    if (system(cmd) != 0)
+        fail_msg("could not migrate %s or flush %s", dburl, redisurl);
+    free(cmd);
 }

@@ -39,6 +39,13 @@ void th_wait_caught_up(const char *base, int seconds);
  * (fails the test after 10 s). Returns its pid. */
 pid_t th_start_server(const char *addr, const char *const *env);
 
+/* A PostgreSQL database `db` of the test's own (dropped and created again
+ * on the server of $DATABASE_URL, then migrated with $CQRSD_BIN) and Redis
+ * database redis_db of the server of $REDIS_URL (flushed): a world where
+ * the leases, timers and checkpoints of make test's server are not. Fills
+ * dburl and redisurl (at least 512 bytes each); fails the test otherwise. */
+void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl);
+
 /* SIGTERM, then waits for the process (SIGKILL after 10 s). */
 void th_stop_server(pid_t pid);
 

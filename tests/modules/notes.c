@@ -7,7 +7,14 @@
  * named by CQRSD_TEST_POISON exists; removing the file is "the fix", after
  * which a parked note can be tried again (POST /admin/parked/{id}/retry).
  * Real functions never look at the world like this.
+ *
+ * Built twice: notes.so (NOTES_VERSION 1) and notes_v2.so (NOTES_VERSION 2:
+ * the projection at version 2, retrying a poisoned note up to 100 times, and
+ * the query saying "schema": 2), for test_reload's new projection version.
  */
+#ifndef NOTES_VERSION
+#define NOTES_VERSION 1
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,8 +103,8 @@ static int count(struct fn_batch *b, const struct fn_event *ev, struct err *e)
 
 static const struct fn_on_event notes_on[] = {{EV_NoteTaken, count}, {NULL, NULL}};
 static const struct fn_projection notes_view = {
-    .abi = FN_ABI_VERSION, .name = "notes", .version = 1, .on = notes_on,
-    .limits = {.retries = 3, .backoff_ms = 50},
+    .abi = FN_ABI_VERSION, .name = "notes", .version = NOTES_VERSION, .on = notes_on,
+    .limits = {.retries = NOTES_VERSION == 1 ? 3 : 100, .backoff_ms = 50},
 };
 
 /* GET /notes/{note_id}: {note_id, seen, notes} */
@@ -116,8 +123,8 @@ static int get(struct fn_query_ctx *q, json_t **out, struct err *e)
     if (!rc)
         rc = fn_hash_int(&all, "notes", &notes, e);
     if (!rc)
-        *out = json_pack("{s:s, s:I, s:I}", "note_id", id, "seen", (json_int_t)seen, "notes",
-                         (json_int_t)notes);
+        *out = json_pack("{s:s, s:I, s:I, s:i}", "note_id", id, "seen", (json_int_t)seen,
+                         "notes", (json_int_t)notes, "schema", NOTES_VERSION);
     return rc;
 }
 
@@ -131,7 +138,8 @@ static const struct fn_query *const queries[] = {&notes_get, NULL};
 static const struct fn_reactor *const reactors[] = {&notes_echo, NULL};
 
 FN_MODULE = {
-    .abi = FN_ABI_VERSION, .name = "notes", .version = "1", .events = events,
+    .abi = FN_ABI_VERSION, .name = "notes", .version = NOTES_VERSION == 1 ? "1" : "2",
+    .events = events,
     .commands = commands, .projections = projections, .queries = queries,
     .reactors = reactors,
 };
