@@ -38,7 +38,8 @@ ABI_HDR := core/fn.h core/err.h core/err.def core/money.h core/rtime.h
 ABI_INC := $(patsubst core/%,$(BUILD)/include/cqrsd/%,$(ABI_HDR))
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
-CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/migrations.o
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/template.o
+TEMPLATE := $(sort $(shell find tools/template -type f))
 LOAD_SRC := $(wildcard tools/load/*.c)
 LOAD_OBJ := $(LOAD_SRC:%.c=$(BUILD)/%.o)
 LOAD_LIB_OBJ := $(filter-out $(BUILD)/tools/load/main.o,$(LOAD_OBJ))
@@ -61,8 +62,17 @@ FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcar
               $(BUILD)/tests/modules/notes_v2.so
 
 .PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
-        format install headers modules
+        format install headers modules examples
 all: $(BUILD)/cqrsd $(BUILD)/cqrsd-load modules $(BUILD)/pkgconfig/cqrsd-uninstalled.pc
+
+# examples/loyalty is built the way any module is: its own Makefile, against the ABI that
+# pkg-config finds (here the uninstalled one of this build)
+EXAMPLES := $(BUILD)/examples/loyalty/loyalty.so
+examples: $(EXAMPLES)
+$(BUILD)/examples/loyalty/loyalty.so: examples/loyalty/module.c examples/loyalty/Makefile \
+                                      $(BUILD)/pkgconfig/cqrsd-uninstalled.pc $(ABI_INC)
+	PKG_CONFIG_PATH=$(abspath $(BUILD))/pkgconfig $(MAKE) --no-print-directory -C examples/loyalty \
+	  BUILD=$(abspath $(BUILD))/examples/loyalty CC="$(CC)" CFLAGS="$(OPT)" LDFLAGS="$(LDFLAGS)"
 
 deps:
 	@bash tools/deps.sh
@@ -92,6 +102,14 @@ $(BUILD)/migrations.c: $(MIGRATIONS) tools/embed_migrations.sh
 	bash tools/embed_migrations.sh $(MIGRATIONS) > $@
 
 $(BUILD)/migrations.o: $(BUILD)/migrations.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# so is the module template of `cqrsd new`
+$(BUILD)/template.c: $(TEMPLATE) tools/embed_files.sh
+	@mkdir -p $(BUILD)
+	bash tools/embed_files.sh tools/template $(TEMPLATE) > $@
+
+$(BUILD)/template.o: $(BUILD)/template.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/cqrsd: $(BUILD)/core/main.o $(CORE_OBJ) core/abi.list
@@ -134,7 +152,7 @@ $(BUILD)/tests/modules/notes_v2.so: tests/modules/notes.c | $(ABI_INC)
 	@mkdir -p $(dir $@)
 	$(CC) $(MODULE_CFLAGS) -DNOTES_VERSION=2 $(LDFLAGS) -shared $< -o $@ $(MODULE_LDLIBS)
 
-tests: all $(TEST_LIB_OBJ) $(TEST_BIN) $(FIXTURE_SO)
+tests: all examples $(TEST_LIB_OBJ) $(TEST_BIN) $(FIXTURE_SO)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_OBJ) $(BUILD)/modules/ecommerce.a
 	@mkdir -p $(dir $@)

@@ -169,6 +169,17 @@ static void builtin_functions(struct disp_job *job)
         json_object_set_new(o, "version", json_integer(p->p->version));
         json_array_append_new(list, o);
     }
+    for (size_t i = 0; i < r->nreactors; i++) {
+        const struct reg_reactor *x = &r->reactors[i];
+        json_array_append_new(list, function_json(x->x->name, "reactor", x->mod, NULL, NULL,
+                                                  &x->limits, x->fn));
+    }
+    for (size_t i = 0; i < r->ntimers; i++) {
+        const struct reg_timer *t = &r->timers[i];
+        json_t *o = function_json(t->t->name, "timer", t->mod, NULL, NULL, &t->limits, t->fn);
+        json_object_set_new(o, "delay_s", json_integer(t->delay_s));
+        json_array_append_new(list, o);
+    }
     disp_reply(job, 200, json_pack("{s:I, s:o}", "generation", (json_int_t)r->generation,
                                    "functions", list));
 }

@@ -192,7 +192,7 @@ static void run_query(struct disp_job *job, redisContext *rc)
     }
     json_t *out = NULL;
     struct err e = {0};
-    int code = query_call(job->reg, job->query->q, rc, names, values, job->nparams, &out, &e);
+    int code = query_call(job->reg, job->query->q, rc, NULL, names, values, job->nparams, &out, &e);
     free(names);
     free(values);
     if (code)

@@ -108,10 +108,16 @@ void fn_batch_clear(struct fn_batch *b)
     fn_batch_init(b);
 }
 
-void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version)
+void fn_batch_set_prefix_ns(struct fn_batch *b, const char *ns, const char *projection,
+                            int version)
 {
     free(b->prefix);
-    b->prefix = xasprintf("%s:v%d:", projection, version);
+    b->prefix = xasprintf("%s%s:v%d:", ns ? ns : "", projection, version);
+}
+
+void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version)
+{
+    fn_batch_set_prefix_ns(b, NULL, projection, version);
 }
 
 static void push(struct fn_batch *b, char *s)

@@ -39,8 +39,12 @@ struct fn_batch {
 };
 
 void fn_batch_init(struct fn_batch *b);
-/* Sets the key prefix for the following writes (copies it). */
+/* Sets the key prefix for the following writes (copies it):
+ * "<projection>:v<version>:", after ns when fn_batch_set_prefix_ns is given
+ * one (the case runner's scratch keys). */
 void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version);
+void fn_batch_set_prefix_ns(struct fn_batch *b, const char *ns, const char *projection,
+                            int version);
 /* Appends a raw command whose key (argument 1) is already absolute. */
 void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv);
 /* Drops the commands from the n-th on (n <= b->ncmds): a failed handler's. */
@@ -54,6 +58,7 @@ struct fn_query_ctx {
     const char *const *values;
     size_t nparams;
     const struct reg *reg; /* the generation whose projections are read; borrowed */
+    const char *ns;        /* put before every key read ("" for the read models) */
     struct arena arena;    /* what the reads return; freed after the query */
 };
 

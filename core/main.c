@@ -15,10 +15,12 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "core/cases.h"
 #include "core/disp.h"
 #include "core/es.h"
 #include "core/http.h"
 #include "core/migrate.h"
+#include "core/new.h"
 #include "core/proj.h"
 #include "core/react.h"
 #include "core/reg.h"
@@ -59,6 +61,10 @@ static int usage(FILE *f, int code)
           "       [--url URL] [--concurrency N] [--limit N] [--quiet]\n"
           "  replay NAME...|--all   rebuild read models from the first event\n"
           "  projections            list projections and their checkpoints\n"
+          "  cases [--no-redis] [DIR]  run the given/when/then cases of the loaded modules\n"
+          "                         (DIR: cases)\n"
+          "  new NAME [DIR]         write a new module folder (a command, a projection, a\n"
+          "                         query, their cases, a Makefile)\n"
           "\n"
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
@@ -71,7 +77,7 @@ static int usage(FILE *f, int code)
 
 /* Loads the modules of CQRSD_MODULES (default: reg_default_modules) and makes
  * them the current generation; on a refusal prints why and exits 2. */
-static void load_modules_or_die(void)
+static void load_modules_or_die(int verbose)
 {
     const char *spec = env_or("CQRSD_MODULES", reg_default_modules());
     reg_set_spec(spec);
@@ -81,13 +87,14 @@ static void load_modules_or_die(void)
         fprintf(stderr, "cqrsd: %s\n", e.msg);
         exit(2);
     }
+    enum log_level lvl = verbose ? LOG_INFO : LOG_DEBUG;
     for (char *line = r->notes, *nl; *line; line = nl + 1) {
         nl = strchr(line, '\n');
-        log_info("modules: %.*s", (int)(nl - line), line);
+        log_msg(lvl, "modules: %.*s", (int)(nl - line), line);
     }
     for (size_t i = 0; i < r->nmods; i++)
-        log_info("modules: loaded %s %s from %s", r->mods[i].desc->name,
-                 r->mods[i].desc->version ? r->mods[i].desc->version : "", r->mods[i].path);
+        log_msg(lvl, "modules: loaded %s %s from %s", r->mods[i].desc->name,
+                r->mods[i].desc->version ? r->mods[i].desc->version : "", r->mods[i].path);
     reg_set_current(r);
 }
 
@@ -171,7 +178,7 @@ static int cmd_serve(void)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only sigwait sees them */
     signal(SIGPIPE, SIG_IGN);
-    load_modules_or_die();
+    load_modules_or_die(1);
     if (check_schema())
         return 1;
     struct err e = {0};
@@ -223,7 +230,7 @@ static int cmd_replay(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr, 2);
-    load_modules_or_die();
+    load_modules_or_die(0);
     struct reg *r = reg_current();
     int all = argc == 2 && !strcmp(argv[1], "--all");
     for (int i = 1; i < argc && !all; i++)
@@ -267,7 +274,7 @@ static int cmd_replay(int argc, char **argv)
 
 static int cmd_projections(void)
 {
-    load_modules_or_die();
+    load_modules_or_die(0);
     struct reg *r = reg_current();
     redisContext *rc = connect_redis_or_die();
     struct err e = {0};
@@ -286,6 +293,40 @@ static int cmd_projections(void)
     reg_release(r);
     reg_set_current(NULL);
     return code;
+}
+
+/* `cqrsd cases [--no-redis] [DIR]`: core/cases.c on the modules of
+ * CQRSD_MODULES, projection and query cases on the Redis of REDIS_URL. */
+static int cmd_cases(int argc, char **argv)
+{
+    int skip_redis = 0;
+    const char *root = "cases";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-redis"))
+            skip_redis = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            puts("usage: cqrsd cases [--no-redis] [DIR]\n"
+                 "  runs every case DIR/<function>/<case>/ (DIR: cases) against the modules of\n"
+                 "  CQRSD_MODULES; projection and query cases use the Redis of REDIS_URL under\n"
+                 "  keys of their own, removed after each (--no-redis: skip them).\n"
+                 "  exit status: 0 all passed, 1 a case failed, 2 no case or bad arguments");
+            return 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "cqrsd cases: unknown option \"%s\"\n", argv[i]);
+            return 2;
+        } else
+            root = argv[i];
+    }
+    load_modules_or_die(0);
+    struct reg *r = reg_current();
+    struct err e = {0};
+    redisContext *rc = skip_redis ? NULL : rm_connect(env_or("REDIS_URL", DEFAULT_REDIS_URL), 5000, &e);
+    int failed = cases_run(r, root, rc, skip_redis, 1, stdout);
+    if (rc)
+        redisFree(rc);
+    reg_release(r);
+    reg_set_current(NULL);
+    return failed < 0 ? 2 : failed ? 1 : 0;
 }
 
 /* `cqrsd load ...` runs the loader, a client of the HTTP API built as its own
@@ -326,6 +367,10 @@ int main(int argc, char **argv)
         return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "projections"))
         return cmd_projections();
+    if (!strcmp(c, "cases"))
+        return cmd_cases(argc - 1, argv + 1);
+    if (!strcmp(c, "new"))
+        return new_main(argc - 1, argv + 1);
     if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h"))
         return usage(stdout, 0);
     fprintf(stderr, "cqrsd: unknown command \"%s\"\n", c);

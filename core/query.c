@@ -43,7 +43,7 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
         err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection);
         return NULL;
     }
-    char *k = xasprintf("%s:v%d:%s", p->p->name, p->p->version, key);
+    char *k = xasprintf("%s%s:v%d:%s", q->ns ? q->ns : "", p->p->name, p->p->version, key);
     char *out = arena_strndup(&q->arena, k, strlen(k));
     free(k);
     return out;
@@ -337,11 +337,11 @@ int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, i
 
 /* ---------- running a query ---------- */
 
-int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc,
+int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc, const char *ns,
                const char *const *names, const char *const *values, size_t n, json_t **out,
                struct err *e)
 {
-    struct fn_query_ctx q = {rc, 0, names, values, n, reg, {0}};
+    struct fn_query_ctx q = {rc, 0, names, values, n, reg, ns ? ns : "", {0}};
     *out = NULL;
     err_clear(e);
     int code = fq->run(&q, out, e);

@@ -12,12 +12,13 @@ struct reg;
 
 /*
  * Runs fq of generation reg on the Redis connection rc (NULL: the store is
- * unavailable) with the n parameters names[i] = values[i] (borrowed).
+ * unavailable) with the n parameters names[i] = values[i] (borrowed); ns
+ * (NULL or "" for the read models themselves) is put before every key read.
  * Returns 0 and *out (a new reference: the 200 body), or an ERR_* code with
  * a message in e: ERR_UNAVAILABLE whenever a read found Redis unreachable,
  * whatever the function returned.
  */
-int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc,
+int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc, const char *ns,
                const char *const *names, const char *const *values, size_t n, json_t **out,
                struct err *e);
 

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ void reg_release(struct reg *r)
 {
     if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
         if (r->generation)
-            log_info("modules: generation %lu unloaded", r->generation);
+            log_debug("modules: generation %lu unloaded", r->generation);
         unload(r);
     }
 }
@@ -845,6 +846,55 @@ static int check_routes(struct build *b)
     return 0;
 }
 
+/* Notes every handler of an event type no loaded module declares (a typo,
+ * or a module that is not loaded). */
+static void note(struct build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct build *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = NULL;
+    if (vasprintf(&line, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    char *all = xasprintf("%s%s\n", b->r->notes ? b->r->notes : "", line);
+    b->r->notes = arena_strndup(&b->r->arena, all, strlen(all));
+    free(all);
+    free(line);
+}
+
+static int declared(const struct reg *r, const char *type)
+{
+    for (size_t i = 0; i < r->nmods; i++)
+        for (const char *const *t = r->mods[i].desc->events; t && *t; t++)
+            if (!strcmp(*t, type))
+                return 1;
+    return 0;
+}
+
+static void check_types(struct build *b)
+{
+    const struct reg *r = b->r;
+    for (size_t i = 0; i < r->nprojs; i++)
+        for (const struct fn_on_event *h = r->projs[i].p->on; h->type; h++)
+            if (!declared(r, h->type))
+                note(b, "projection %s (module %s) handles event type %s, which no loaded module "
+                        "declares",
+                     r->projs[i].p->name, r->projs[i].mod->desc->name, h->type);
+    for (size_t i = 0; i < r->nreactors; i++)
+        for (const struct fn_on_react *h = r->reactors[i].x->on; h->type; h++)
+            if (!declared(r, h->type))
+                note(b, "reactor %s (module %s) handles event type %s, which no loaded module "
+                        "declares",
+                     r->reactors[i].x->name, r->reactors[i].mod->desc->name, h->type);
+    for (size_t i = 0; i < r->ntimers; i++)
+        for (const struct fn_on_react *h = r->timers[i].t->on; h->type; h++)
+            if (!declared(r, h->type))
+                note(b, "timer %s (module %s) handles event type %s, which no loaded module "
+                        "declares",
+                     r->timers[i].t->name, r->timers[i].mod->desc->name, h->type);
+}
+
 /* ---------- limits ---------- */
 
 struct limit_field {
@@ -1000,6 +1050,8 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
     }
     if (!rc)
         rc = resolve_limits(&b);
+    if (!rc)
+        check_types(&b);
     if (!r->notes)
         r->notes = arena_strndup(&r->arena, "", 0);
     if (rc) {

@@ -19,6 +19,7 @@ export CQRSD_BIN="$PWD/$BUILD/cqrsd"
 export CQRSD_ECOMMERCE_MODULE="$PWD/$BUILD/modules/ecommerce.so"
 export CQRSD_MODULES=${CQRSD_MODULES:-$CQRSD_ECOMMERCE_MODULE}
 export CQRSD_TEST_MODULES="$PWD/$BUILD/tests/modules"   # fixtures of tests/modules/
+export CQRSD_LOYALTY_MODULE="$PWD/$BUILD/examples/loyalty/loyalty.so"
 export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
 export CQRSD_BODY_TIMEOUT=${CQRSD_BODY_TIMEOUT:-3}   # test_hostile trickles a body past it
 
@@ -74,6 +75,9 @@ start_server() {
 }
 
 for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "${VG[@]}" "$t"; done
+# the example module's cases, as its own `make test` runs them
+run "examples/loyalty_cases" env CQRSD_MODULES="$PWD/$BUILD/examples/loyalty/loyalty.so" \
+    "${VG[@]}" "$CQRSD_BIN" cases examples/loyalty/cases
 for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "${VG[@]}" "$t"; done
 
 if start_server; then
