@@ -12,13 +12,14 @@
 #   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (30) seconds
 #
 # What links what:
-#   build/cqrsd          core/ (the platform): libpq, libmicrohttpd, jansson, hiredis;
-#                        it exports the ABI functions (core/abi.list) to the modules it loads
+#   build/cqrsd          core/ (the platform): libpq, libmicrohttpd, jansson, hiredis, and
+#                        libcurl + libcrypto for webhooks (HTTPS POSTs, HMAC-SHA256); it
+#                        exports the ABI functions (core/abi.list) to the modules it loads
 #   build/cqrsd-load     tools/load/ (a client of the HTTP API): libcurl, zlib, libcsv, jansson
 #   build/modules/*.so   a module sees only <cqrsd/fn.h> (build/include/cqrsd/) and jansson
 
 VERSION := 0.2.0
-PKGS    := libpq libmicrohttpd jansson hiredis
+PKGS    := libpq libmicrohttpd jansson hiredis libcurl libcrypto
 LOAD_PKGS := libcurl zlib jansson
 BUILD   ?= build
 CC      ?= cc

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/es.h"
+#include "core/hook.h"
 #include "core/fn_int.h"
 #include "core/park.h"
 #include "core/react.h"
@@ -415,6 +416,55 @@ static void builtin_reload(struct disp_job *job)
     reg_release(r);
 }
 
+/* ---------- webhooks ---------- */
+
+static void builtin_hooks(struct disp_job *job, PGconn *pg)
+{
+    struct err e = {0};
+    json_t *out = NULL;
+    long long id = 0, after = 0, limit = 100, webhook = 0;
+    int status = 200, code = 0;
+    if (!pg) {
+        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return fail(job, &e);
+    }
+    switch (job->builtin) {
+    case REG_HOOK_CREATE:
+        code = hook_create(pg, job->reg, job->cmd, &out, &e);
+        status = 201;
+        break;
+    case REG_HOOK_LIST:
+        code = hook_list(pg, &out, &e);
+        break;
+    case REG_HOOK_DELETE:
+    case REG_HOOK_RETRY:
+        if (parse_count(disp_param(job, "id"), 1, INT64_MAX, &id))
+            code = err_set(&e, ERR_INVALID, "an id is an integer >= 1");
+        else if (job->builtin == REG_HOOK_DELETE)
+            code = hook_delete(pg, id, &out, &e);
+        else
+            code = hook_retry(pg, id, &out, &e);
+        break;
+    default: {
+        const char *state = disp_param(job, "state");
+        if (state && strcmp(state, "pending") && strcmp(state, "delivered") &&
+            strcmp(state, "parked"))
+            code = err_set(&e, ERR_INVALID, "state must be pending, delivered or parked");
+        else if ((disp_param(job, "webhook") &&
+                  parse_count(disp_param(job, "webhook"), 1, INT64_MAX, &webhook)) ||
+                 (disp_param(job, "after") &&
+                  parse_count(disp_param(job, "after"), 0, INT64_MAX, &after)) ||
+                 (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 1000, &limit)))
+            code = err_set(&e, ERR_INVALID, "webhook and after are ids, limit is 1 to 1000");
+        else
+            code = hook_deliveries(pg, webhook, state, after, (int)limit, &out, &e);
+    }
+    }
+    if (code)
+        return fail(job, &e);
+    disp_reply(job, status, out);
+}
+
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     switch (job->builtin) {
@@ -425,6 +475,11 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
     case REG_RELOAD: builtin_reload(job); break;
     case REG_MODULES: disp_reply(job, 200, generation_json(job->reg)); break;
+    case REG_HOOK_CREATE:
+    case REG_HOOK_LIST:
+    case REG_HOOK_DELETE:
+    case REG_HOOK_DELIVERIES:
+    case REG_HOOK_RETRY: builtin_hooks(job, pg); break;
     }
 }
 

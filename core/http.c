@@ -254,34 +254,51 @@ static int parse_expected(const char *h, int64_t *out, struct err *e)
     return 0;
 }
 
+/* The request's body as a JSON object (an empty body is {}). */
+static int parse_body(const struct req *rq, json_t **out, struct err *e)
+{
+    *out = NULL;
+    if (rq->len == 0) {
+        *out = json_object();
+        return 0;
+    }
+    json_error_t je;
+    json_t *body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je);
+    if (!body && strstr(je.text, "JSON_ALLOW_NUL"))
+        return err_set(e, ERR_INVALID,
+                       "malformed JSON body at line %d, column %d: strings must not hold "
+                       "\\u0000",
+                       je.line, je.column);
+    if (!body)
+        return err_set(e, ERR_INVALID, "malformed JSON body at line %d, column %d: %s", je.line,
+                       je.column, je.text);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return err_set(e, ERR_INVALID, "JSON body must be an object");
+    }
+    *out = body;
+    return 0;
+}
+
+/* 1 when the route reads a JSON body: commands, and the built-ins that take one. */
+static int takes_body(const struct reg_route *r)
+{
+    return r->kind == REG_COMMAND || (r->kind == REG_BUILTIN && r->builtin == REG_HOOK_CREATE);
+}
+
 static int build_command(struct req *rq, const char *method, const char *url,
                          struct disp_job *job, struct err *e)
 {
     const struct fn_command *fc = ((const struct reg_command *)rq->m.route->target)->c;
     json_t *body;
-    if (rq->len == 0) {
-        body = json_object();
-    } else {
-        json_error_t je;
-        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je);
-        if (!body && strstr(je.text, "JSON_ALLOW_NUL"))
-            return err_set(e, ERR_INVALID,
-                           "malformed JSON body at line %d, column %d: strings must not hold "
-                           "\\u0000",
-                           je.line, je.column);
-        if (!body)
-            return err_set(e, ERR_INVALID, "malformed JSON body at line %d, column %d: %s",
-                           je.line, je.column, je.text);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            return err_set(e, ERR_INVALID, "JSON body must be an object");
-        }
-    }
+    int rc = parse_body(rq, &body, e);
+    if (rc)
+        return rc;
     char *canon_body = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     job->request = xasprintf("%s %s\n%s", method, url, canon_body);
     free(canon_body);
     job->cmd = body;
-    int rc = take_params(rq, job, e);
+    rc = take_params(rq, job, e);
     if (rc)
         return rc;
     for (size_t i = 0; i < job->nparams; i++) {
@@ -362,7 +379,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 http_match_clear(&m2);
                 reg_release(src);
             }
-        } else if (rq->m.route->kind == REG_COMMAND) {
+        } else if (takes_body(rq->m.route)) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
             const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
             const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
@@ -454,7 +471,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rc = build_command(rq, method, url, job, &e);
     } else {
         job->query = route->kind == REG_QUERY ? route->target : NULL;
-        rc = take_params(rq, job, &e);
+        if (takes_body(route))
+            rc = parse_body(rq, &job->cmd, &e);
+        if (!rc)
+            rc = take_params(rq, job, &e);
         if (!rc) {
             struct args_ctx a = {job, 0, ""};
             MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_arg, &a);

@@ -18,6 +18,7 @@
 #include "core/cases.h"
 #include "core/disp.h"
 #include "core/es.h"
+#include "core/hook.h"
 #include "core/http.h"
 #include "core/migrate.h"
 #include "core/new.h"
@@ -70,7 +71,9 @@ static int usage(FILE *f, int code)
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080),\n"
           "  CQRSD_WORKERS (4), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London),\n"
           "  CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024), CQRSD_STATE_CACHE (10000),\n"
-          "  CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s)\n",
+          "  CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s), CQRSD_WEBHOOK_TIMEOUT_MS\n"
+          "  (10000), CQRSD_WEBHOOK_ATTEMPTS (12), CQRSD_WEBHOOK_BACKOFF_MS (2000),\n"
+          "  CQRSD_FN_<NAME>_CONCURRENCY|_TIMEOUT_MS|_RETRIES|_BACKOFF_MS|_DELAY_S\n",
           f);
     return code;
 }
@@ -197,6 +200,12 @@ static int cmd_serve(void)
         .threads = 2,
     };
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
+    struct hook_config kc = {
+        .database_url = dc.database_url,
+        .timeout_ms = env_int("CQRSD_WEBHOOK_TIMEOUT_MS", 10000, 100, 600000),
+        .attempts = env_int("CQRSD_WEBHOOK_ATTEMPTS", 12, 1, 100),
+        .backoff_ms = env_int("CQRSD_WEBHOOK_BACKOFF_MS", 2000, 10, 3600000),
+    };
     if (disp_start(&dc, &e) || http_start(&hc, &e)) {
         fprintf(stderr, "cqrsd: %s\n", e.msg);
         return 1;
@@ -204,6 +213,7 @@ static int cmd_serve(void)
     proj_start(&pc, &e);
     struct react_config xc = {dc.database_url, 500, 500};
     react_start(&xc, &e);
+    hook_start(&kc, &e);
     log_info("cqrsd serving on http://%s (%d workers)", hc.addr, dc.workers);
     int sig = 0;
     for (;;) {
@@ -217,6 +227,7 @@ static int cmd_serve(void)
     log_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_quiesce();
     disp_stop();
+    hook_stop();
     react_stop();
     proj_stop();
     http_stop();
@@ -330,8 +341,8 @@ static int cmd_cases(int argc, char **argv)
 }
 
 /* `cqrsd load ...` runs the loader, a client of the HTTP API built as its own
- * binary (cqrsd-load, beside this one) so the server links no CSV, gzip or
- * HTTP-client library. */
+ * binary (cqrsd-load, beside this one) so the server links no CSV or gzip
+ * library. */
 static int cmd_load(char **argv)
 {
     char exe[4096];

@@ -863,7 +863,7 @@ static void note(struct build *b, const char *fmt, ...)
     free(line);
 }
 
-static int declared(const struct reg *r, const char *type)
+int reg_event_declared(const struct reg *r, const char *type)
 {
     for (size_t i = 0; i < r->nmods; i++)
         for (const char *const *t = r->mods[i].desc->events; t && *t; t++)
@@ -877,19 +877,19 @@ static void check_types(struct build *b)
     const struct reg *r = b->r;
     for (size_t i = 0; i < r->nprojs; i++)
         for (const struct fn_on_event *h = r->projs[i].p->on; h->type; h++)
-            if (!declared(r, h->type))
+            if (!reg_event_declared(r, h->type))
                 note(b, "projection %s (module %s) handles event type %s, which no loaded module "
                         "declares",
                      r->projs[i].p->name, r->projs[i].mod->desc->name, h->type);
     for (size_t i = 0; i < r->nreactors; i++)
         for (const struct fn_on_react *h = r->reactors[i].x->on; h->type; h++)
-            if (!declared(r, h->type))
+            if (!reg_event_declared(r, h->type))
                 note(b, "reactor %s (module %s) handles event type %s, which no loaded module "
                         "declares",
                      r->reactors[i].x->name, r->reactors[i].mod->desc->name, h->type);
     for (size_t i = 0; i < r->ntimers; i++)
         for (const struct fn_on_react *h = r->timers[i].t->on; h->type; h++)
-            if (!declared(r, h->type))
+            if (!reg_event_declared(r, h->type))
                 note(b, "timer %s (module %s) handles event type %s, which no loaded module "
                         "declares",
                      r->timers[i].t->name, r->timers[i].mod->desc->name, h->type);
@@ -1039,6 +1039,16 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in reload of the modules");
         add_route(&b, "GET", "/admin/modules", REG_BUILTIN, NULL, REG_MODULES,
                   "the built-in list of modules");
+        add_route(&b, "POST", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_CREATE,
+                  "the built-in webhook registration");
+        add_route(&b, "GET", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_LIST,
+                  "the built-in list of webhooks");
+        add_route(&b, "DELETE", "/admin/webhooks/{id}", REG_BUILTIN, NULL, REG_HOOK_DELETE,
+                  "the built-in webhook removal");
+        add_route(&b, "GET", "/admin/webhooks/deliveries", REG_BUILTIN, NULL, REG_HOOK_DELIVERIES,
+                  "the built-in list of webhook deliveries");
+        add_route(&b, "POST", "/admin/webhooks/deliveries/{id}/retry", REG_BUILTIN, NULL,
+                  REG_HOOK_RETRY, "the built-in retry of a webhook delivery");
         for (size_t i = 0; i < r->ncmds; i++)
             if (r->cmds[i].c->route)
                 add_route(&b, r->cmds[i].c->method, r->cmds[i].c->route, REG_COMMAND, &r->cmds[i],

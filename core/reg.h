@@ -103,6 +103,11 @@ enum reg_builtin {
     REG_PARKED_RETRY,
     REG_RELOAD,
     REG_MODULES,
+    REG_HOOK_CREATE,
+    REG_HOOK_LIST,
+    REG_HOOK_DELETE,
+    REG_HOOK_DELIVERIES,
+    REG_HOOK_RETRY,
 };
 
 struct reg_route {
@@ -207,6 +212,9 @@ const struct reg_timer *reg_timer_find(const struct reg *r, const char *name);
 int (*reg_react_handler(const struct fn_on_react *on,
                         const char *type))(struct fn_react *, const struct fn_event *,
                                            struct err *);
+
+/* 1 when a module of r declares the event type (FN_MODULE .events). */
+int reg_event_declared(const struct reg *r, const char *type);
 
 /* "command", "query", ... for a kind. */
 const char *reg_kind_name(enum reg_kind k);

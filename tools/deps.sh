@@ -7,7 +7,7 @@ set -euo pipefail
 
 PKGS=(gcc make pkg-config
       libpq-dev libmicrohttpd-dev libjansson-dev libhiredis-dev libcmocka-dev
-      libcurl4-openssl-dev zlib1g-dev libcsv-dev
+      libcurl4-openssl-dev libssl-dev zlib1g-dev libcsv-dev
       postgresql-15 postgresql-client-15 redis-server redis-tools
       tzdata curl ca-certificates procps)
 if [ "${1:-}" = "--extra" ]; then
