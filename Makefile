@@ -73,7 +73,7 @@ examples: $(EXAMPLES)
 $(BUILD)/examples/loyalty/loyalty.so: examples/loyalty/module.c examples/loyalty/Makefile \
                                       $(BUILD)/pkgconfig/cqrsd-uninstalled.pc $(ABI_INC)
 	PKG_CONFIG_PATH=$(abspath $(BUILD))/pkgconfig $(MAKE) --no-print-directory -C examples/loyalty \
-	  BUILD=$(abspath $(BUILD))/examples/loyalty CC="$(CC)" CFLAGS="$(OPT)" LDFLAGS="$(LDFLAGS)"
+	  OUT=$(abspath $(BUILD))/examples/loyalty CC="$(CC)" CFLAGS="$(OPT)" LDFLAGS="$(LDFLAGS)"
 
 deps:
 	@bash tools/deps.sh

@@ -318,13 +318,9 @@ int cmd_issue(struct reg *r, PGconn *pg, const char *name, json_t *cmd, const ch
     atomic_fetch_add(&rc->fn->in_flight, 1);
     cmd_run(job, pg);
     atomic_fetch_sub(&rc->fn->in_flight, 1);
-    int64_t us = util_now_us() - t0;
-    atomic_fetch_add(&rc->fn->invocations, 1);
-    atomic_fetch_add(&rc->fn->duration_us, us);
+    reg_fn_count(rc->fn, t0, job->status >= 500);
     *status = job->status;
     code = 0;
-    if (job->status >= 500)
-        atomic_fetch_add(&rc->fn->errors, 1);
     const char *detail = json_string_value(json_object_get(job->body, "detail"));
     if (job->status == 400 || job->status >= 500 ||
         (job->status == 422 &&

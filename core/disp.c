@@ -277,16 +277,8 @@ static void *worker_main(void *arg)
             disp_run(job, w.pg, w.rc);
         }
         struct reg_fn *fn = disp_job_fn(job);
-        if (fn) {
-            int64_t us = util_now_us() - t0;
-            atomic_fetch_add(&fn->invocations, 1);
-            atomic_fetch_add(&fn->duration_us, us);
-            long long max = atomic_load(&fn->duration_max_us);
-            while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
-                ;
-            if (job->status >= 500)
-                atomic_fetch_add(&fn->errors, 1);
-        }
+        if (fn)
+            reg_fn_count(fn, t0, job->status >= 500);
         release_slot(job);
         pthread_mutex_lock(&D.wmu);
         int late = job->state == EXPIRED;

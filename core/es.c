@@ -10,6 +10,7 @@
 #include "core/es.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,27 @@ int es_ensure(PGconn *pg, struct err *e)
     if (PQstatus(pg) == CONNECTION_OK)
         return 0;
     return err_set(e, ERR_UNAVAILABLE, "could not reconnect to PostgreSQL");
+}
+
+int es_wait_notify(PGconn *pg, int ms, const atomic_int *stop)
+{
+    struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
+    if (pfd.fd < 0)
+        return 0;
+    for (int waited = 0; waited < ms && !atomic_load(stop); waited += 100) {
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        PQconsumeInput(pg);
+        PGnotify *n;
+        int got = 0;
+        while ((n = PQnotifies(pg))) {
+            PQfreemem(n);
+            got = 1;
+        }
+        if (got)
+            return 1;
+    }
+    return 0;
 }
 
 int es_position_valid(const char *tok)

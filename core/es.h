@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,6 +122,10 @@ int es_ensure(PGconn *pg, struct err *e);
  * ERR_IDEMPOTENCY for one on commands_pkey, ERR_INVALID for a data or check
  * error, ERR_INTERNAL otherwise; the message says what could not be done. */
 int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e);
+
+/* Waits at most ms for a notification on pg (which LISTENs), looking at *stop
+ * every 100 ms; drains what arrived. Returns 1 when notified, else 0. */
+int es_wait_notify(PGconn *pg, int ms, const atomic_int *stop);
 
 /* Checks a position token's syntax ("" allowed). */
 int es_position_valid(const char *tok);

@@ -235,6 +235,9 @@ const char *fn_hash_get(const struct fn_hash *h, const char *field);
 /* The integer in field of h: 0 and *out = 0 when absent; ERR_INTERNAL, naming
  * key and field, when it holds no strict decimal int64. */
 int fn_hash_int(const struct fn_hash *h, const char *field, int64_t *out, struct err *e);
+/* Parses the len bytes at s as a strict decimal int64: an optional '-', then
+ * digits, nothing else (no spaces, no '+'). Returns 0 and *out, or -1. */
+int fn_parse_int(const char *s, size_t len, int64_t *out);
 /* HMGET: values[i] gets field i's value, or NULL when absent. */
 int fn_hmget(struct fn_query_ctx *q, const char *projection, const char *key, size_t n,
              const char *const *fields, const char **values, struct err *e);

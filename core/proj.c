@@ -52,18 +52,6 @@ struct part {
     int in_step, stopped;
 };
 
-/* Counts one handler call of fn that took since t0_us. */
-static void count(struct reg_fn *fn, int64_t t0_us, int failed)
-{
-    int64_t us = util_now_us() - t0_us;
-    atomic_fetch_add(&fn->invocations, 1);
-    atomic_fetch_add(&fn->duration_us, us);
-    long long max = atomic_load(&fn->duration_max_us);
-    while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
-        ;
-    if (failed)
-        atomic_fetch_add(&fn->errors, 1);
-}
 
 /* A failure of part at ev: back off (the part stops before ev), or park ev
  * after limits.retries failures and move past it. Returns 1 when it stops. */
@@ -120,7 +108,7 @@ static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
             size_t argc = b->argc, ncmds = b->ncmds;
             int64_t t0 = util_now_us();
             int rc = apply(b, &fe, &fe_err);
-            count(pt->rp->fn, t0, rc != 0);
+            reg_fn_count(pt->rp->fn, t0, rc != 0);
             if (rc) {
                 fn_batch_truncate(b, argc, ncmds);
                 char why[600];
@@ -392,27 +380,6 @@ int proj_retrying(char *buf, size_t len)
     return any;
 }
 
-static void wait_for_notify(PGconn *pg, int ms)
-{
-    struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
-    if (pfd.fd < 0)
-        return;
-    /* wake at least every 200 ms to notice a stop request */
-    for (int waited = 0; waited < ms && !atomic_load(&P.stop); waited += 200) {
-        int r = poll(&pfd, 1, 200);
-        if (r > 0) {
-            PQconsumeInput(pg);
-            PGnotify *n;
-            int got = 0;
-            while ((n = PQnotifies(pg))) {
-                PQfreemem(n);
-                got = 1;
-            }
-            if (got)
-                return;
-        }
-    }
-}
 
 static void *runner(void *arg)
 {
@@ -501,7 +468,7 @@ static void *runner(void *arg)
         }
         publish(&book);
         if (n == 0)
-            wait_for_notify(pg, book.head ? 100 : P.cfg.poll_ms);
+            es_wait_notify(pg, book.head ? 100 : P.cfg.poll_ms, &P.stop);
     }
     park_book_free(&book);
     if (pg)

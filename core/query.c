@@ -147,8 +147,7 @@ const char *fn_hash_get(const struct fn_hash *h, const char *field)
     return hit ? hit->value : NULL;
 }
 
-/* Strict int64: optional '-', digits, nothing else. */
-static int parse_i64(const char *s, size_t len, int64_t *out)
+int fn_parse_int(const char *s, size_t len, int64_t *out)
 {
     if (!s || len == 0 || len > 20 || strlen(s) != len)
         return -1;
@@ -170,7 +169,7 @@ int fn_hash_int(const struct fn_hash *h, const char *field, int64_t *out, struct
     *out = 0;
     if (!v)
         return 0;
-    if (parse_i64(v, strlen(v), out))
+    if (fn_parse_int(v, strlen(v), out))
         return err_set(e, ERR_INTERNAL,
                        "read model key \"%.200s\" field \"%.100s\" holds \"%.40s\", not an integer",
                        h->key ? h->key : "", field, v);
@@ -209,7 +208,7 @@ static int parse_score(const redisReply *s, int64_t *out)
 {
     if (!is_str(s))
         return -1;
-    if (parse_i64(s->str, s->len, out) == 0)
+    if (fn_parse_int(s->str, s->len, out) == 0)
         return 0;
     char *end;
     double d = strtod(s->str, &end);

@@ -149,18 +149,6 @@ int react_run_issued(struct reg *r, PGconn *pg, struct fn_react *x, const char *
     return 0;
 }
 
-/* Counts one invocation of fn that took since t0_us and failed or not. */
-static void count(struct reg_fn *fn, int64_t t0_us, int failed)
-{
-    int64_t us = util_now_us() - t0_us;
-    atomic_fetch_add(&fn->invocations, 1);
-    atomic_fetch_add(&fn->duration_us, us);
-    long long max = atomic_load(&fn->duration_max_us);
-    while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
-        ;
-    if (failed)
-        atomic_fetch_add(&fn->errors, 1);
-}
 
 int react_invoke(struct reg *r, PGconn *pg, const char *name, enum react_mode mode,
                  int (*react)(struct fn_react *, const struct fn_event *, struct err *),
@@ -420,7 +408,7 @@ static void consume(struct reg *r, PGconn *pg, struct park_book *book, struct co
             int64_t t0 = util_now_us();
             int rc = react_invoke(r, pg, c->name, c->rx ? REACT_REACTOR : REACT_TIMER_EVENT, h,
                                   &fe, &x, &e);
-            count(c->fn, t0, rc != 0);
+            reg_fn_count(c->fn, t0, rc != 0);
             if (rc) {
                 if (failed(pg, book, c, ev, &e)) {
                     c->stopped = 1;
@@ -572,7 +560,7 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
         int f = t && payload ? react_fire(r, pg, t->t, key, payload, due, sched, &fe)
                              : err_set(&fe, ERR_INTERNAL, "timer %s has a malformed payload", name);
         if (t)
-            count(t->fn, t0, f != 0);
+            reg_fn_count(t->fn, t0, f != 0);
         const char *del_params[3] = {name, key, sched};
         if (f == 0) {
             PGresult *d = PQexecParams(pg,
@@ -650,25 +638,6 @@ static struct {
     int started;
 } X;
 
-static void wait_for_notify(PGconn *pg, int ms)
-{
-    struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
-    if (pfd.fd < 0)
-        return;
-    for (int waited = 0; waited < ms && !atomic_load(&X.stop); waited += 100) {
-        if (poll(&pfd, 1, 100) > 0) {
-            PQconsumeInput(pg);
-            PGnotify *n;
-            int got = 0;
-            while ((n = PQnotifies(pg))) {
-                PQfreemem(n);
-                got = 1;
-            }
-            if (got)
-                return;
-        }
-    }
-}
 
 static void *runner(void *arg)
 {
@@ -724,7 +693,7 @@ static void *runner(void *arg)
             continue;
         }
         if (done == 0)
-            wait_for_notify(pg, X.cfg.poll_ms);
+            es_wait_notify(pg, X.cfg.poll_ms, &X.stop);
     }
     park_book_free(&book);
     if (pg)

@@ -58,6 +58,18 @@ static struct reg_fn *fn_record(const char *name, enum reg_kind kind)
     return f;
 }
 
+void reg_fn_count(struct reg_fn *fn, int64_t t0_us, int failed)
+{
+    long long us = util_now_us() - t0_us;
+    atomic_fetch_add(&fn->invocations, 1);
+    atomic_fetch_add(&fn->duration_us, us);
+    long long max = atomic_load(&fn->duration_max_us);
+    while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
+        ;
+    if (failed)
+        atomic_fetch_add(&fn->errors, 1);
+}
+
 struct reg_fn *const *reg_functions(size_t *n)
 {
     pthread_mutex_lock(&F.mu);

@@ -29,6 +29,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 #include "core/fn.h"
@@ -223,6 +224,10 @@ const char *reg_kind_name(enum reg_kind k);
 int (*reg_projection_handler(const struct fn_projection *p,
                              const char *type))(struct fn_batch *, const struct fn_event *,
                                                 struct err *);
+
+/* Counts one invocation of fn that began at t0_us (util_now_us) and failed
+ * or not: invocations, duration (total and max), errors. Thread-safe. */
+void reg_fn_count(struct reg_fn *fn, int64_t t0_us, int failed);
 
 /* Every function record created so far, in creation order; *n gets the count.
  * The array is the registry's; records never move or go away. */

@@ -161,10 +161,6 @@ struct query_field {
 int query_put_fields(json_t *o, const struct fn_hash *h, const struct query_field *f, size_t n,
                      struct err *e);
 
-/* Strict int64 parse of the len bytes at s (decimal, optional '-', nothing
- * else: no spaces, no '+'). Returns 0, or -1 when malformed or out of range. */
-int query_parse_i64(const char *s, size_t len, int64_t *out);
-
 /* A new JSON string with money_format(thousandths). */
 json_t *query_money(int64_t thousandths);
 

@@ -48,7 +48,7 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     for (size_t i = 0; i < h[QTY].n; i++) {
         const struct fn_field *kv = &h[QTY].f[i];
         int64_t qty, amount = 0, price;
-        if (query_parse_i64(kv->value, kv->value_len, &qty)) {
+        if (fn_parse_int(kv->value, kv->value_len, &qty)) {
             json_decref(lines);
             return err_set(e, ERR_INTERNAL,
                            "cart \"%.200s\" holds a malformed quantity of \"%.100s\"", id,
@@ -57,7 +57,7 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
         const char *a = fn_hash_get(&h[AMOUNT], kv->name);
         const char *d = fn_hash_get(&h[DESC], kv->name);
         const char *p = fn_hash_get(&h[PRICE], kv->name);
-        if (a && query_parse_i64(a, strlen(a), &amount)) {
+        if (a && fn_parse_int(a, strlen(a), &amount)) {
             json_decref(lines);
             return err_set(e, ERR_INTERNAL,
                            "cart \"%.200s\" holds a malformed amount of \"%.100s\"", id,
@@ -74,7 +74,7 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
                 m->member[kv->name_len] == '\x1f')
                 nprices++;
         }
-        if (p && nprices == 1 && !query_parse_i64(p, strlen(p), &price))
+        if (p && nprices == 1 && !fn_parse_int(p, strlen(p), &price))
             json_object_set_new(line, "unit_price", query_money(price));
         json_object_set_new(line, "amount", query_money(amount));
         json_array_append_new(lines, line);

@@ -1,5 +1,5 @@
 /* queries/common.c — helpers every query shares (declared in
- * projections/keys.h): hash fields as reply fields, strict integer parsing,
+ * projections/keys.h): hash fields as reply fields,
  * parameter validation.
  *
  * Invariants: no stored value is trusted: every stored integer is parsed
@@ -9,7 +9,6 @@
  */
 #include "keys.h"
 
-#include <errno.h>
 #include <inttypes.h>
 
 int query_put_int(json_t *o, const struct fn_hash *h, const char *field, struct err *e)
@@ -58,22 +57,6 @@ int query_put_fields(json_t *o, const struct fn_hash *h, const struct query_fiel
     return 0;
 }
 
-int query_parse_i64(const char *s, size_t len, int64_t *out)
-{
-    if (!s || len == 0 || len > 20 || strlen(s) != len)
-        return -1;
-    const char *digits = s[0] == '-' ? s + 1 : s;
-    if (*digits < '0' || *digits > '9')
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end != s + len)
-        return -1;
-    *out = (int64_t)v;
-    return 0;
-}
-
 json_t *query_money(int64_t thousandths)
 {
     char buf[MONEY_BUFSZ];
@@ -99,7 +82,7 @@ int query_param_int(const struct fn_query_ctx *q, const char *name, int64_t def,
         *out = def;
         return 0;
     }
-    if (*v < '0' || *v > '9' || query_parse_i64(v, strlen(v), &n) || n < min || n > max)
+    if (*v < '0' || *v > '9' || fn_parse_int(v, strlen(v), &n) || n < min || n > max)
         return err_set(e, ERR_INVALID,
                        "invalid value \"%.40s\" for parameter \"%s\": expected an integer from "
                        "%" PRId64 " to %" PRId64,

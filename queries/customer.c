@@ -110,7 +110,7 @@ static int customer_order_entry(struct fn_query_ctx *q, const struct fn_member *
     if (rc)
         return rc;
     int64_t total;
-    if (f[1] && query_parse_i64(f[1], strlen(f[1]), &total))
+    if (f[1] && fn_parse_int(f[1], strlen(f[1]), &total))
         return err_set(e, ERR_INTERNAL, "order \"%.200s\" holds a malformed total",
                        member->member);
     json_t *o = json_object();

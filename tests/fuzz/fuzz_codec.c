@@ -9,21 +9,11 @@
 
 #include "core/fn_int.h"
 #include "core/reg.h"
+#include "tests/fuzz/fuzz_module.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a) */
-extern const struct fn_module cqrsd_module;
-
-static struct reg *modules(void)
-{
-    static struct reg *r;
-    const struct fn_module *m = &cqrsd_module;
-    if (!r && reg_from_descriptors(&m, 1, &r, NULL))
-        abort();
-    return r;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -46,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_t *j = json_loadb(s, size, 0, NULL);
     if (json_is_object(j)) {
-        const struct reg *r = modules();
+        const struct reg *r = fuzz_module();
         struct fn_batch b;
         fn_batch_init(&b);
         for (size_t p = 0; p < r->nprojs; p++) {

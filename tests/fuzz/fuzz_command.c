@@ -9,28 +9,18 @@
 
 #include "core/fn_int.h"
 #include "core/reg.h"
+#include "tests/fuzz/fuzz_module.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a) */
-extern const struct fn_module cqrsd_module;
-
-static struct reg *modules(void)
-{
-    static struct reg *r;
-    const struct fn_module *m = &cqrsd_module;
-    if (!r && reg_from_descriptors(&m, 1, &r, NULL))
-        abort();
-    return r;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
     if (!j)
         return 0;
-    const struct reg *r = modules();
+    const struct reg *r = fuzz_module();
     const char *const *types = cqrsd_module.events;
     for (size_t c = 0; c < r->ncmds; c++) {
         const struct fn_command *fc = r->cmds[c].c;

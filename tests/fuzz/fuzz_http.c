@@ -7,13 +7,11 @@
 
 #include "core/http.h"
 #include "core/reg.h"
+#include "tests/fuzz/fuzz_module.h"
 #include "core/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* the e-commerce module, linked in (build-fuzz/modules/ecommerce.a): its
- * routes and the built-in ones */
-extern const struct fn_module cqrsd_module;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,10 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = http_unescape(path);
     if (n > before || strlen(path) != n)
         abort(); /* decoding only shrinks, and leaves no NUL inside */
-    static struct reg *r;
-    const struct fn_module *mod = &cqrsd_module;
-    if (!r && reg_from_descriptors(&mod, 1, &r, NULL))
-        abort();
+    struct reg *r = fuzz_module();
     struct http_match m;
     char allow[64];
     if (http_route(r, method, path, &m, allow) == 0) {

@@ -32,6 +32,15 @@ make -s -C "$tmp/tips" CC="${CC:-cc}"
 make -s -C "$tmp/tips" test CQRSD="$CQRSD_BIN" | tee "$tmp/cases.out"
 grep -q "7 cases: 7 passed, 0 failed, 0 skipped" "$tmp/cases.out" || fail "the cases did not all pass"
 
+echo "--- a misspelt event type fails the build"
+cp -r "$tmp/tips" "$tmp/typo"
+sed -i 's/{EV_TipsRecorded, recorded}/{EV_TipsRecordd, recorded}/' "$tmp/typo/module.c"
+grep -q EV_TipsRecordd "$tmp/typo/module.c" || fail "the typo was not made"
+if make -s -C "$tmp/typo" clean all CC="${CC:-cc}" >"$tmp/typo.out" 2>&1; then
+  fail "a module with a misspelt event type built"
+fi
+grep -q "EV_TipsRecordd.* undeclared" "$tmp/typo.out" || fail "no error names the misspelt type: $(cat "$tmp/typo.out")"
+
 echo "--- make install, then the module against the installed cqrsd.pc"
 make -s install PREFIX="$tmp/prefix" BUILD="$BUILD_DIR" >/dev/null
 for f in bin/cqrsd bin/cqrsd-load lib/cqrsd/modules/ecommerce.so include/cqrsd/fn.h \

@@ -44,22 +44,6 @@ static char env_db[600], env_redis[600], env_mods[200], env_poison[200];
 static PGconn *pg;
 static pid_t server;
 
-static long long q_int(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        abort();
-    va_end(ap);
-    PGresult *r = PQexec(pg, s);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", s, PQerrorMessage(pg));
-    long long v = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    free(s);
-    return v;
-}
 
 /* Installs src as <dir>/<name> the way a careful operator does: a copy
  * beside it, then a rename over it (a loaded file is never written). */
@@ -170,9 +154,9 @@ static void reload_under_load(void **state)
     assert_true(atomic_load(&acked) > 20);
     /* every acknowledged command stored once, versions dense */
     snprintf(path, sizeof path, "cart-%s-c%%", run);
-    assert_int_equal(q_int("SELECT count(*) FROM events WHERE stream_id LIKE '%s'", path),
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM events WHERE stream_id LIKE '%s'", path),
                      2LL * atomic_load(&acked));
-    assert_int_equal(q_int("SELECT count(*) FROM (SELECT stream_id FROM events WHERE stream_id "
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE stream_id "
                            "LIKE '%s' GROUP BY stream_id HAVING max(version) <> count(*) OR "
                            "count(*) <> 2) x",
                            path),

@@ -80,20 +80,6 @@ static PGresult *q(const char *fmt, ...)
     return r;
 }
 
-static long long q_int(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        abort();
-    va_end(ap);
-    PGresult *r = q("%s", s);
-    free(s);
-    long long v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    return v;
-}
 
 static long post(const char *base, const char *path, const char *body)
 {
@@ -125,7 +111,7 @@ static void order(const char *base, const char *id, int pay)
 /* Events of type in stream <category>-<run>-<id>. */
 static long long events(const char *category, const char *id, const char *type)
 {
-    return q_int("SELECT count(*) FROM events WHERE stream_id = '%s-%s-%s' AND type = '%s'",
+    return th_sql_int(pg, "SELECT count(*) FROM events WHERE stream_id = '%s-%s-%s' AND type = '%s'",
                  category, run, id, type);
 }
 
@@ -168,7 +154,7 @@ static void unpaid_order_is_cancelled(void **state)
     /* the paid order's timer was stopped: nothing due, nothing happens */
     sleep(3);
     assert_int_equal(events("order", "paid", "OrderCancelled"), 0);
-    assert_int_equal(q_int("SELECT count(*) FROM timers WHERE timer_key IN ('%s-paid', "
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM timers WHERE timer_key IN ('%s-paid', "
                            "'%s-unpaid')",
                            run, run),
                      0);
@@ -207,12 +193,12 @@ static void timers_survive_a_kill(void **state)
     (void)state;
     order(BASE_A, "killed", 0);
     /* the timer is stored (its scheduler ran), not yet due */
-    for (int i = 0; i < 100 && q_int("SELECT count(*) FROM timers WHERE timer = "
+    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM timers WHERE timer = "
                                      "'order.payment_timeout' AND timer_key = '%s-killed'",
                                      run) != 1;
          i++)
         usleep(50000);
-    assert_int_equal(q_int("SELECT count(*) FROM timers WHERE timer = 'order.payment_timeout' "
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM timers WHERE timer = 'order.payment_timeout' "
                            "AND timer_key = '%s-killed'",
                            run),
                      1);
@@ -268,16 +254,16 @@ static void reactor_runs_again_safely(void **state)
         assert_int_equal(post(BASE_A, "/notes", body), 201);
     }
     wait_events("copy", "n4", "NoteCopied", 1, 15);
-    long long copies = q_int("SELECT count(*) FROM events WHERE type = 'NoteCopied'");
+    long long copies = th_sql_int(pg, "SELECT count(*) FROM events WHERE type = 'NoteCopied'");
     /* as if the instance crashed after the commands and before the move */
     PQclear(q("UPDATE consumer_checkpoints SET position = '' WHERE consumer = "
               "'reactor:notes.echo'"));
-    for (int i = 0; i < 100 && q_int("SELECT count(*) FROM consumer_checkpoints WHERE consumer "
+    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM consumer_checkpoints WHERE consumer "
                                      "= 'reactor:notes.echo' AND position <> ''") == 0;
          i++)
         usleep(100000);
     sleep(1);
-    assert_int_equal(q_int("SELECT count(*) FROM events WHERE type = 'NoteCopied'"), copies);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM events WHERE type = 'NoteCopied'"), copies);
     for (int i = 0; i < 5; i++) {
         char sid[64];
         snprintf(sid, sizeof sid, "n%d", i);
@@ -364,7 +350,7 @@ static void failures_are_parked(void **state)
     assert_int_equal(r.status, 200);
     th_reply_free(&r);
     assert_int_equal(events("copy", "bad", "NoteCopied"), 1);
-    assert_int_equal(q_int("SELECT count(*) FROM parked WHERE state = 'parked'"), 0);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM parked WHERE state = 'parked'"), 0);
     r = th_call(NULL, BASE_A, "POST", "/admin/parked/999999/retry", NULL, NULL, 20);
     assert_int_equal(r.status, 404);
     th_reply_free(&r);

@@ -173,22 +173,6 @@ static void paid_order(const char *id)
     assert_int_equal(call("POST", path, "{\"amount\":\"4.00\"}", NULL), 200);
 }
 
-static long long q_int(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        abort();
-    va_end(ap);
-    PGresult *r = PQexec(pg, s);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", s, PQerrorMessage(pg));
-    long long v = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    free(s);
-    return v;
-}
 
 /* Checks a request's signature: v1 = hex HMAC-SHA256(secret, "<t>.<body>"). */
 static void check_signature(const struct received *r)
@@ -264,11 +248,11 @@ static void fails_hangs_recovers(void **state)
     atomic_store(&mode, ACCEPT);
     wait_received("CartCheckedOut", 200, 1, 20);
     wait_received("OrderPaid", 200, 1, 20);
-    for (int i = 0; i < 100 && q_int("SELECT count(*) FROM webhook_deliveries WHERE state = "
+    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE state = "
                                      "'delivered'") < 2;
          i++)
         usleep(50000);
-    assert_int_equal(q_int("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"), 2);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"), 2);
     /* every request signed, with its event's id; later attempts say so */
     pthread_mutex_lock(&R.mu);
     int later = 0;
@@ -280,7 +264,7 @@ static void fails_hangs_recovers(void **state)
     pthread_mutex_unlock(&R.mu);
     assert_true(later);
     /* the same event id in every attempt of one event */
-    assert_int_equal(q_int("SELECT count(DISTINCT e.event_id) FROM webhook_deliveries d JOIN "
+    assert_int_equal(th_sql_int(pg, "SELECT count(DISTINCT e.event_id) FROM webhook_deliveries d JOIN "
                            "events e USING (stream_id, version)"),
                      2);
 }
@@ -290,7 +274,7 @@ static void parked_then_retried(void **state)
     (void)state;
     atomic_store(&mode, FAIL);
     paid_order("b");
-    for (int i = 0; i < 200 && q_int("SELECT count(*) FROM webhook_deliveries WHERE state = "
+    for (int i = 0; i < 200 && th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE state = "
                                      "'parked'") < 2;
          i++)
         usleep(50000);
@@ -320,7 +304,7 @@ static void parked_then_retried(void **state)
          i++)
         usleep(50000);
     assert_int_equal(received("OrderPaid", 200) + received("CartCheckedOut", 200), before + 2);
-    for (int i = 0; i < 100 && q_int("SELECT count(*) FROM webhook_deliveries WHERE state = "
+    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE state = "
                                      "'delivered'") < 4;
          i++)
         usleep(50000);
@@ -343,12 +327,12 @@ static void outbox_is_atomic(void **state)
     PGresult *r = PQexec(pg, q);
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     PQclear(r);
-    assert_int_equal(q_int("SELECT count(*) FROM webhook_deliveries WHERE stream_id = '%s'", sid),
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE stream_id = '%s'", sid),
                      1);
     PQclear(PQexec(pg, "ROLLBACK"));
-    assert_int_equal(q_int("SELECT count(*) FROM webhook_deliveries WHERE stream_id = '%s'", sid),
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE stream_id = '%s'", sid),
                      0);
-    assert_int_equal(q_int("SELECT count(*) FROM events WHERE stream_id = '%s'", sid), 0);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM events WHERE stream_id = '%s'", sid), 0);
     free(q);
 }
 
@@ -361,10 +345,10 @@ static void deleted_webhook(void **state)
     assert_int_equal(call("DELETE", path, NULL, &o), 200);
     assert_true(json_is_false(json_object_get(o, "active")));
     json_decref(o);
-    long long before = q_int("SELECT count(*) FROM webhook_deliveries");
+    long long before = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries");
     paid_order("c");
     sleep(1);
-    assert_int_equal(q_int("SELECT count(*) FROM webhook_deliveries"), before);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries"), before);
     assert_int_equal(call("DELETE", "/admin/webhooks/999999", NULL, NULL), 404);
 }
 

@@ -187,3 +187,20 @@ void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl)
         fail_msg("could not migrate %s or flush %s", dburl, redisurl);
     free(cmd);
 }
+
+long long th_sql_int(PGconn *pg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *q = NULL;
+    if (vasprintf(&q, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    PGresult *r = PQexec(pg, q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", q, PQerrorMessage(pg));
+    long long v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    free(q);
+    return v;
+}

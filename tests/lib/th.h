@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -45,6 +46,10 @@ pid_t th_start_server(const char *addr, const char *const *env);
  * the leases, timers and checkpoints of make test's server are not. Fills
  * dburl and redisurl (at least 512 bytes each); fails the test otherwise. */
 void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl);
+
+/* Runs the SQL query fmt (printf-style) on pg and returns the integer in
+ * its first row's first column (-1 when no row); fails the test on an error. */
+long long th_sql_int(PGconn *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* SIGTERM, then waits for the process (SIGKILL after 10 s). */
 void th_stop_server(pid_t pid);
