@@ -6,6 +6,7 @@
 #   make demo       make run's set-up, load the whole Online Retail file, print the summary
 #   make install    PREFIX (/usr/local) and DESTDIR: binaries, the e-commerce module, the
 #                   ABI headers (<cqrsd/fn.h>) and cqrsd.pc for building modules
+#   make module NAME=x [DIR=path]   cqrsd new: a module folder to start from
 #   make test-asan  every test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-valgrind  every test, and the server, under valgrind memcheck
 #   make test-faults    make test with 20 SIGKILL rounds in the crash test
@@ -63,7 +64,7 @@ FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcar
               $(BUILD)/tests/modules/notes_v2.so
 
 .PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
-        format install headers modules examples
+        format install headers modules examples module
 all: $(BUILD)/cqrsd $(BUILD)/cqrsd-load modules $(BUILD)/pkgconfig/cqrsd-uninstalled.pc
 
 # examples/loyalty is built the way any module is: its own Makefile, against the ABI that
@@ -208,6 +209,10 @@ install: all
 	sed -e 's|@INCLUDEDIR@|$(PREFIX)/include|' -e 's|@MODULEDIR@|$(PREFIX)/lib/cqrsd/modules|' \
 	    -e 's|@BINDIR@|$(PREFIX)/bin|' -e 's|@VERSION@|$(VERSION)|' tools/cqrsd.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cqrsd.pc
+
+module: $(BUILD)/cqrsd
+	@test -n "$(NAME)" || { echo "make module NAME=<name> [DIR=<folder>]" >&2; exit 2; }
+	$(BUILD)/cqrsd new $(NAME) $(DIR)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
