@@ -78,6 +78,16 @@ int es_ensure(PGconn *pg, struct err *e)
     return err_set(e, ERR_UNAVAILABLE, "could not reconnect to PostgreSQL");
 }
 
+int es_command(PGconn *pg, const char *sql, int n, const char *const *params, const char *what,
+               struct err *e)
+{
+    PGresult *r = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return es_fail(pg, r, what, e);
+    PQclear(r);
+    return 0;
+}
+
 int es_wait_notify(PGconn *pg, int ms, const atomic_int *stop)
 {
     struct pollfd pfd = {PQsocket(pg), POLLIN, 0};

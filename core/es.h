@@ -123,6 +123,11 @@ int es_ensure(PGconn *pg, struct err *e);
  * error, ERR_INTERNAL otherwise; the message says what could not be done. */
 int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e);
 
+/* Runs a statement that returns no rows, with n text parameters. Returns 0
+ * or es_fail's error ("could not <what>: ..."). */
+int es_command(PGconn *pg, const char *sql, int n, const char *const *params, const char *what,
+               struct err *e);
+
 /* Waits at most ms for a notification on pg (which LISTENs), looking at *stop
  * every 100 ms; drains what arrived. Returns 1 when notified, else 0. */
 int es_wait_notify(PGconn *pg, int ms, const atomic_int *stop);

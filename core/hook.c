@@ -251,14 +251,12 @@ int hook_retry(PGconn *pg, int64_t id, json_t **out, struct err *e)
     PQclear(res);
     if (rc)
         return rc;
-    res = PQexecParams(pg,
-                       "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, "
-                       "next_attempt_at = now(), claimed_until = NULL WHERE id = $1::bigint AND "
-                       "state = 'parked'",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return es_fail(pg, res, "retry a delivery", e);
-    PQclear(res);
+    if ((rc = es_command(pg,
+                         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, "
+                         "next_attempt_at = now(), claimed_until = NULL WHERE id = $1::bigint "
+                         "AND state = 'parked'",
+                         1, params, "retry a delivery", e)))
+        return rc;
     char *q = xasprintf("SELECT %s FROM webhook_deliveries d JOIN events e ON e.stream_id = "
                         "d.stream_id AND e.version = d.version WHERE d.id = $1::bigint",
                         DELIVERY_COLUMNS);
@@ -320,20 +318,18 @@ static int record(PGconn *pg, const struct send *s, CURLcode cc, struct err *e)
         snprintf(msg, sizeof msg, "the receiver answered %ld", s->status);
     const char *params[5] = {id, cc == CURLE_OK ? st : NULL, msg, wait_s,
                              s->attempt >= K.cfg.attempts ? "parked" : "pending"};
-    PGresult *res =
-        ok ? PQexecParams(pg,
-                          "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = "
-                          "now(), last_status = $2::int, last_error = NULL, claimed_until = NULL "
-                          "WHERE id = $1::bigint",
-                          2, NULL, params, NULL, NULL, 0)
-           : PQexecParams(pg,
-                          "UPDATE webhook_deliveries SET state = $5, last_status = $2::int, "
-                          "last_error = $3, claimed_until = NULL, next_attempt_at = now() + "
-                          "$4::bigint * interval '1 millisecond' WHERE id = $1::bigint",
-                          5, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return es_fail(pg, res, "record a delivery", e);
-    PQclear(res);
+    int rc = ok ? es_command(pg,
+                             "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = "
+                             "now(), last_status = $2::int, last_error = NULL, claimed_until = "
+                             "NULL WHERE id = $1::bigint",
+                             2, params, "record a delivery", e)
+                : es_command(pg,
+                             "UPDATE webhook_deliveries SET state = $5, last_status = $2::int, "
+                             "last_error = $3, claimed_until = NULL, next_attempt_at = now() + "
+                             "$4::bigint * interval '1 millisecond' WHERE id = $1::bigint",
+                             5, params, "record a delivery", e);
+    if (rc)
+        return rc;
     if (!ok)
         log_warn("webhooks: delivery %" PRId64 " attempt %d of %d failed: %s%s", s->id, s->attempt,
                  K.cfg.attempts, msg,

@@ -208,16 +208,12 @@ int park_settle(PGconn *pg, int64_t id, const char *error, struct err *e)
     char n[24];
     snprintf(n, sizeof n, "%" PRId64, id);
     const char *params[2] = {n, error};
-    PGresult *r = PQexecParams(pg,
-                               error ? "UPDATE parked SET error = $2, attempts = attempts + 1 "
-                                       "WHERE id = $1::bigint"
-                                     : "UPDATE parked SET state = 'resolved', resolved_at = now() "
-                                       "WHERE id = $1::bigint",
-                               error ? 2 : 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return es_fail(pg, r, "settle a parked item", e);
-    PQclear(r);
-    return 0;
+    return es_command(pg,
+                      error ? "UPDATE parked SET error = $2, attempts = attempts + 1 WHERE id = "
+                              "$1::bigint"
+                            : "UPDATE parked SET state = 'resolved', resolved_at = now() WHERE id "
+                              "= $1::bigint",
+                      error ? 2 : 1, params, "settle a parked item", e);
 }
 
 int park_count(PGconn *pg, int64_t *n, struct err *e)

@@ -228,7 +228,7 @@ int react_apply_timer_ops(PGconn *pg, const struct fn_timer *t, int delay_s,
     int rc = 0;
     if (json_array_size(starts)) {
         const char *params[3] = {t->name, delay, st};
-        PGresult *res = PQexecParams(
+        rc = es_command(
             pg,
             "INSERT INTO timers AS t (timer, timer_key, due_at, payload, schedule_id, set_by) "
             "SELECT $1, x.key, x.recorded_at + make_interval(secs => $2::int), x.payload, "
@@ -238,22 +238,14 @@ int react_apply_timer_ops(PGconn *pg, const struct fn_timer *t, int delay_s,
             "ON CONFLICT (timer, timer_key) DO UPDATE SET due_at = EXCLUDED.due_at, "
             "payload = EXCLUDED.payload, schedule_id = EXCLUDED.schedule_id, "
             "set_by = EXCLUDED.set_by, claimed_until = NULL, attempts = 0, last_error = NULL",
-            3, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = es_fail(pg, res, "start timers", e);
-        else
-            PQclear(res);
+            3, params, "start timers", e);
     }
     if (!rc && json_array_size(stops)) {
         const char *params[2] = {t->name, sp};
-        PGresult *res = PQexecParams(pg,
-                                     "DELETE FROM timers WHERE timer = $1 AND timer_key IN "
-                                     "(SELECT jsonb_array_elements_text($2::jsonb))",
-                                     2, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = es_fail(pg, res, "stop timers", e);
-        else
-            PQclear(res);
+        rc = es_command(pg,
+                        "DELETE FROM timers WHERE timer = $1 AND timer_key IN "
+                        "(SELECT jsonb_array_elements_text($2::jsonb))",
+                        2, params, "stop timers", e);
     }
     free(st);
     free(sp);
@@ -516,6 +508,11 @@ static int consume_step(PGconn *pg, struct reg *r, struct park_book *book, int b
 
 /* ---------- firing ---------- */
 
+/* Deletes the row of one schedule of a timer: ($1 timer, $2 key, $3 schedule
+ * id); a timer started again meanwhile is another schedule, and stays. */
+static const char DELETE_SCHEDULE[] =
+    "DELETE FROM timers WHERE timer = $1 AND timer_key = $2 AND schedule_id = $3::uuid";
+
 static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
 {
     if (r->ntimers == 0)
@@ -563,14 +560,7 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
             reg_fn_count(t->fn, t0, f != 0);
         const char *del_params[3] = {name, key, sched};
         if (f == 0) {
-            PGresult *d = PQexecParams(pg,
-                                       "DELETE FROM timers WHERE timer = $1 AND timer_key = $2 "
-                                       "AND schedule_id = $3::uuid",
-                                       3, NULL, del_params, NULL, NULL, 0);
-            if (PQresultStatus(d) != PGRES_COMMAND_OK)
-                rc = es_fail(pg, d, "delete a fired timer", e);
-            else
-                PQclear(d);
+            rc = es_command(pg, DELETE_SCHEDULE, 3, del_params, "delete a fired timer", e);
             (*done)++;
         } else if (t && attempts >= t->limits.retries) {
             json_t *subject = json_pack("{s:s, s:s, s:O, s:s, s:s}", "timer", name, "key", key,
@@ -582,14 +572,7 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
             if (!rc) {
                 log_error("timer %s: parked \"%s\" as #%lld after %d attempts: %s", name, key,
                           (long long)id, attempts, fe.msg);
-                PGresult *d = PQexecParams(pg,
-                                           "DELETE FROM timers WHERE timer = $1 AND timer_key = "
-                                           "$2 AND schedule_id = $3::uuid",
-                                           3, NULL, del_params, NULL, NULL, 0);
-                if (PQresultStatus(d) != PGRES_COMMAND_OK)
-                    rc = es_fail(pg, d, "delete a parked timer", e);
-                else
-                    PQclear(d);
+                rc = es_command(pg, DELETE_SCHEDULE, 3, del_params, "delete a parked timer", e);
             }
         } else {
             /* back off in the table, so every instance waits */
@@ -603,15 +586,11 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
             const char *bp[5] = {name, key, sched, ms, fe.msg};
             log_warn("timer %s: attempt %d failed: %s; trying again in %s ms", name, attempts,
                      fe.msg, ms);
-            PGresult *d = PQexecParams(
-                pg,
-                "UPDATE timers SET claimed_until = now() + $4::int * interval '1 millisecond', "
-                "last_error = $5 WHERE timer = $1 AND timer_key = $2 AND schedule_id = $3::uuid",
-                5, NULL, bp, NULL, NULL, 0);
-            if (PQresultStatus(d) != PGRES_COMMAND_OK)
-                rc = es_fail(pg, d, "back off a timer", e);
-            else
-                PQclear(d);
+            rc = es_command(pg,
+                            "UPDATE timers SET claimed_until = now() + $4::int * interval "
+                            "'1 millisecond', last_error = $5 WHERE timer = $1 AND timer_key = "
+                            "$2 AND schedule_id = $3::uuid",
+                            5, bp, "back off a timer", e);
         }
         json_decref(payload);
     }

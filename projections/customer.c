@@ -16,14 +16,21 @@
  */
 #include "keys.h"
 
+/* The customer hash key of the event, or NULL (caller frees) for a guest's,
+ * which no handler projects. */
+static char *customer_key(const struct fn_event *ev)
+{
+    const char *customer = proj_opt(ev->data, "customer_id");
+    return customer ? proj_key("customer:", customer, "") : NULL;
+}
+
 static int order_placed(struct fn_batch *b, const struct fn_event *ev, struct err *e)
 {
     (void)e;
     const json_t *d = ev->data;
-    const char *customer = proj_opt(d, "customer_id");
-    if (!customer)
+    char *key = customer_key(ev);
+    if (!key)
         return 0;
-    char *key = proj_key("customer:", customer, "");
     const char *order = proj_str(d, "order_id");
     const char *at = proj_str(d, "occurred_at");
     int64_t secs;
@@ -47,10 +54,9 @@ static int order_cancelled(struct fn_batch *b, const struct fn_event *ev, struct
 {
     (void)e;
     const json_t *d = ev->data;
-    const char *customer = proj_opt(d, "customer_id");
-    if (!customer)
+    char *key = customer_key(ev);
+    if (!key)
         return 0;
-    char *key = proj_key("customer:", customer, "");
     fn_hincrby(b, key, "cancelled", 1);
     fn_hincrby(b, key, "revenue", proj_neg(proj_money(d, "total")));
     fn_hincrby(b, key, "units", proj_neg(proj_int(d, "units")));
@@ -62,10 +68,9 @@ static int return_recorded(struct fn_batch *b, const struct fn_event *ev, struct
 {
     (void)e;
     const json_t *d = ev->data;
-    const char *customer = proj_opt(d, "customer_id");
-    if (!customer)
+    char *key = customer_key(ev);
+    if (!key)
         return 0;
-    char *key = proj_key("customer:", customer, "");
     fn_hincrby(b, key, "returns", 1);
     fn_hincrby(b, key, "returns_value", proj_money(d, "total"));
     free(key);
