@@ -49,6 +49,29 @@
 #define LOAD_CONNECT_TIMEOUT_MS 5000L
 #define LOAD_MAX_REPLY (16u * 1024u * 1024u)
 
+#define LOAD_MAX_COLUMNS 64 /* columns a header may have */
+
+/* The eight values the loader needs, in this order in a record; each is found
+ * in the header by one of its names (any case, any column order): the layout
+ * of Online Retail (2010-2011) first, of Online Retail II (2009-2011) second;
+ * `--columns role=Name,...` names them for other exports. */
+enum { C_INVOICE, C_SKU, C_DESCRIPTION, C_QUANTITY, C_DATE, C_PRICE, C_CUSTOMER, C_COUNTRY };
+
+static const struct {
+    const char *role;     /* its key in --columns */
+    const char *names[2]; /* Online Retail, Online Retail II */
+} load_roles[LOAD_NFIELDS] = {
+    {"invoice", {"InvoiceNo", "Invoice"}},
+    {"sku", {"StockCode", "StockCode"}},
+    {"description", {"Description", "Description"}},
+    {"quantity", {"Quantity", "Quantity"}},
+    {"date", {"InvoiceDate", "InvoiceDate"}},
+    {"price", {"UnitPrice", "Price"}},
+    {"customer", {"CustomerID", "Customer ID"}},
+    {"country", {"Country", "Country"}},
+};
+
+/* The names the messages use for the values (Online Retail's). */
 static const char *const load_columns[LOAD_NFIELDS] = {
     "InvoiceNo", "StockCode", "Description", "Quantity",
     "InvoiceDate", "UnitPrice", "CustomerID", "Country",
@@ -152,7 +175,7 @@ void load_usage(FILE *f)
 {
     fprintf(f,
         "usage: cqrsd load FILE.csv[.gz] [--url URL] [--concurrency N]\n"
-        "                  [--limit N] [--quiet]\n"
+        "                  [--limit N] [--columns MAP] [--quiet]\n"
         "\n"
         "Replays the Online Retail CSV through the cqrsd HTTP API: one cart,\n"
         "its items, checkout and payment per sale invoice, one return per\n"
@@ -161,6 +184,10 @@ void load_usage(FILE *f)
         "  --url URL          server base URL (default %s)\n"
         "  --concurrency N    worker threads, 1..%d (default %d)\n"
         "  --limit N          replay only the first N data lines\n"
+        "  --columns MAP      the columns of another export, e.g.\n"
+        "                     invoice=Order,sku=Item,description=Text,quantity=Qty,\n"
+        "                     date=When,price=Price,customer=Client,country=Country\n"
+        "                     (default: the header of Online Retail or Online Retail II)\n"
         "  --quiet            no live progress line on stderr\n"
         "  --help             show this text\n"
         "\n"
@@ -185,6 +212,7 @@ int load_parse_args(int argc, char **argv, struct load_options *opts,
     opts->concurrency = LOAD_DEFAULT_CONCURRENCY;
     opts->limit = -1;
     opts->quiet = 0;
+    opts->columns = NULL;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0)
@@ -226,7 +254,8 @@ int load_parse_args(int argc, char **argv, struct load_options *opts,
         }
         if (!option_is(arg, namelen, "--url") &&
             !option_is(arg, namelen, "--concurrency") &&
-            !option_is(arg, namelen, "--limit")) {
+            !option_is(arg, namelen, "--limit") &&
+            !option_is(arg, namelen, "--columns")) {
             set_err(err, errsz, "unknown option \"%s\"", arg);
             return -1;
         }
@@ -240,7 +269,14 @@ int load_parse_args(int argc, char **argv, struct load_options *opts,
             return -1;
         }
 
-        if (option_is(arg, namelen, "--url")) {
+        if (option_is(arg, namelen, "--columns")) {
+            if (*val == '\0' || strlen(val) > 2000) {
+                set_err(err, errsz, "option --columns needs role=Name,... (at most 2000 "
+                                    "bytes)");
+                return -1;
+            }
+            opts->columns = val;
+        } else if (option_is(arg, namelen, "--url")) {
             const char *host = NULL;
 
             if (strncmp(val, "http://", 7) == 0)
@@ -678,9 +714,13 @@ static struct load_invoice *invoice_get(struct load_dataset *ds,
 struct csv_reader {
     struct load_dataset *ds;
     const char *path;
-    char *field[LOAD_NFIELDS];
-    size_t field_cap[LOAD_NFIELDS];
+    const char *columns;   /* the --columns mapping, or NULL */
+    char *field[LOAD_MAX_COLUMNS];
+    size_t field_cap[LOAD_MAX_COLUMNS];
     size_t nfields;        /* fields seen in the current record */
+    size_t ncolumns;       /* the header's */
+    int col[LOAD_NFIELDS]; /* the column of each value */
+    char *value[LOAD_NFIELDS]; /* the current record's values (field[col[i]]) */
     unsigned long line_no; /* physical line being parsed, 1-based */
     unsigned long record_line; /* line where the current record starts */
     long limit;
@@ -717,7 +757,7 @@ static void on_csv_field(void *s, size_t len, void *data)
     struct csv_reader *r = data;
     size_t i = r->nfields++;
 
-    if (r->failed || r->done || i >= LOAD_NFIELDS)
+    if (r->failed || r->done || i >= LOAD_MAX_COLUMNS)
         return;
     if (r->field_cap[i] < len + 1) {
         size_t cap = len + 1 < 64 ? 64 : (len + 1) * 2;
@@ -735,24 +775,100 @@ static void on_csv_field(void *s, size_t len, void *data)
     r->field[i][len] = '\0';
 }
 
-static void reader_header(struct csv_reader *r)
+/* The header's columns, "a", "b", ... into out. */
+static void header_list(const struct csv_reader *r, char *out, size_t outsz)
 {
-    if (r->nfields != LOAD_NFIELDS) {
-        reader_fail(r, "header has %zu columns, expected %d (%s,...)",
-                    r->nfields, LOAD_NFIELDS, load_columns[0]);
-        return;
-    }
-    for (int i = 0; i < LOAD_NFIELDS; i++) {
-        const char *name = trim_inplace(r->field[i]);
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->ncolumns && len + 1 < outsz; i++)
+        len += (size_t)snprintf(out + len, outsz - len, "%s\"%.30s\"", i ? ", " : "",
+                                r->field[i]);
+}
 
-        if (i == 0 && strncmp(name, "\xEF\xBB\xBF", 3) == 0)
-            name += 3; /* UTF-8 byte order mark */
-        if (strcmp(name, load_columns[i]) != 0) {
-            reader_fail(r, "header column %d is \"%.40s\", expected \"%s\"",
-                        i + 1, name, load_columns[i]);
+/* The column named name (trimmed, any case), or -1. */
+static int header_find(const struct csv_reader *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->ncolumns; i++)
+        if (strlen(r->field[i]) == len && strncasecmp(r->field[i], name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Maps the values to columns by --columns "role=Name,role=Name,...". */
+static void header_map_columns(struct csv_reader *r)
+{
+    char list[400];
+    const char *p = r->columns;
+    while (*p && !r->failed) {
+        size_t n = strcspn(p, ","), k = strcspn(p, "=");
+        if (k >= n) {
+            reader_fail(r, "--columns \"%.*s\" is not role=Name", (int)n, p);
             return;
         }
+        int role = -1;
+        for (int i = 0; i < LOAD_NFIELDS && role < 0; i++)
+            if (strlen(load_roles[i].role) == k && strncmp(load_roles[i].role, p, k) == 0)
+                role = i;
+        if (role < 0) {
+            reader_fail(r, "--columns names no value \"%.*s\": the values are invoice, sku, "
+                           "description, quantity, date, price, customer, country",
+                        (int)k, p);
+            return;
+        }
+        int c = header_find(r, p + k + 1, n - k - 1);
+        if (c < 0) {
+            header_list(r, list, sizeof list);
+            reader_fail(r, "--columns maps %s to \"%.*s\", which the header lacks (it has %s)",
+                        load_roles[role].role, (int)(n - k - 1), p + k + 1, list);
+            return;
+        }
+        r->col[role] = c;
+        p += n;
+        if (*p == ',')
+            p++;
     }
+    for (int i = 0; i < LOAD_NFIELDS && !r->failed; i++)
+        if (r->col[i] < 0)
+            reader_fail(r, "--columns does not map %s", load_roles[i].role);
+}
+
+static void reader_header(struct csv_reader *r)
+{
+    char list[400];
+    if (r->nfields > LOAD_MAX_COLUMNS) {
+        reader_fail(r, "header has %zu columns, more than %d", r->nfields, LOAD_MAX_COLUMNS);
+        return;
+    }
+    r->ncolumns = r->nfields;
+    for (size_t i = 0; i < r->ncolumns; i++) {
+        char *name = trim_inplace(r->field[i]);
+        if (i == 0 && strncmp(name, "\xEF\xBB\xBF", 3) == 0)
+            name += 3; /* UTF-8 byte order mark */
+        memmove(r->field[i], name, strlen(name) + 1);
+    }
+    for (int i = 0; i < LOAD_NFIELDS; i++)
+        r->col[i] = -1;
+    if (r->columns) {
+        header_map_columns(r);
+    } else {
+        for (int i = 0; i < LOAD_NFIELDS; i++) {
+            for (int k = 0; k < 2 && r->col[i] < 0; k++)
+                r->col[i] = header_find(r, load_roles[i].names[k],
+                                        strlen(load_roles[i].names[k]));
+            if (r->col[i] < 0) {
+                header_list(r, list, sizeof list);
+                reader_fail(r,
+                            "header has no column for %s (\"%s\" in Online Retail, \"%s\" in "
+                            "Online Retail II); it has %s: name the columns with --columns "
+                            "%s=NAME,...",
+                            load_roles[i].role, load_roles[i].names[0], load_roles[i].names[1],
+                            list, load_roles[i].role);
+                return;
+            }
+        }
+    }
+    if (r->failed)
+        return;
     r->header_done = 1;
     if (r->limit == 0)
         r->done = 1;
@@ -768,22 +884,23 @@ static void reader_record(struct csv_reader *r)
     long long quantity;
     int created;
 
-    if (r->nfields != LOAD_NFIELDS) {
-        reader_fail(r, "expected %d fields, found %zu", LOAD_NFIELDS,
+    if (r->nfields != r->ncolumns) {
+        reader_fail(r, "expected %zu fields (as the header), found %zu", r->ncolumns,
                     r->nfields);
         return;
     }
     for (int i = 0; i < LOAD_NFIELDS; i++) {
-        if (!load_utf8_valid(r->field[i], strlen(r->field[i]))) {
+        r->value[i] = r->field[r->col[i]];
+        if (!load_utf8_valid(r->value[i], strlen(r->value[i]))) {
             reader_fail(r, "%s is not valid UTF-8", load_columns[i]);
             return;
         }
     }
-    invoice_no = trim_inplace(r->field[0]);
-    sku = trim_inplace(r->field[1]);
-    desc = r->field[2];
-    date = trim_inplace(r->field[4]);
-    country = trim_inplace(r->field[7]);
+    invoice_no = trim_inplace(r->value[C_INVOICE]);
+    sku = trim_inplace(r->value[C_SKU]);
+    desc = r->value[C_DESCRIPTION];
+    date = trim_inplace(r->value[C_DATE]);
+    country = trim_inplace(r->value[C_COUNTRY]);
     if (*invoice_no == '\0') {
         reader_fail(r, "InvoiceNo is empty");
         return;
@@ -792,17 +909,17 @@ static void reader_record(struct csv_reader *r)
         reader_fail(r, "StockCode is empty");
         return;
     }
-    if (load_parse_quantity(r->field[3], &quantity) != 0) {
-        reader_fail(r, "invalid Quantity \"%.40s\"", r->field[3]);
+    if (load_parse_quantity(r->value[C_QUANTITY], &quantity) != 0) {
+        reader_fail(r, "invalid Quantity \"%.40s\"", r->value[C_QUANTITY]);
         return;
     }
-    if (load_normalise_price(r->field[5], price, sizeof price) != 0) {
-        reader_fail(r, "invalid UnitPrice \"%.40s\"", r->field[5]);
+    if (load_normalise_price(r->value[C_PRICE], price, sizeof price) != 0) {
+        reader_fail(r, "invalid UnitPrice \"%.40s\"", r->value[C_PRICE]);
         return;
     }
-    if (load_normalise_customer_id(r->field[6], customer,
+    if (load_normalise_customer_id(r->value[C_CUSTOMER], customer,
                                    sizeof customer) != 0) {
-        reader_fail(r, "invalid CustomerID \"%.40s\"", r->field[6]);
+        reader_fail(r, "invalid CustomerID \"%.40s\"", r->value[C_CUSTOMER]);
         return;
     }
 
@@ -885,6 +1002,12 @@ static int csv_never_space(unsigned char c)
 int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
                       char *err, size_t errsz)
 {
+    return load_dataset_read_columns(path, limit, NULL, ds, err, errsz);
+}
+
+int load_dataset_read_columns(const char *path, long limit, const char *columns,
+                              struct load_dataset *ds, char *err, size_t errsz)
+{
     struct csv_reader r;
     struct csv_parser parser;
     char buf[65536];
@@ -895,6 +1018,7 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
     memset(&r, 0, sizeof r);
     r.ds = ds;
     r.path = path;
+    r.columns = columns && *columns ? columns : NULL;
     r.limit = limit;
     r.line_no = 1;
     r.record_line = 1;
@@ -971,7 +1095,7 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
 
     gzclose(gz);
     csv_free(&parser);
-    for (int i = 0; i < LOAD_NFIELDS; i++)
+    for (int i = 0; i < LOAD_MAX_COLUMNS; i++)
         free(r.field[i]);
     if (r.failed) {
         load_dataset_free(ds);
@@ -1915,7 +2039,7 @@ int load_main(int argc, char **argv)
     }
 
     t0 = now_s();
-    if (load_dataset_read(opts.file, opts.limit, &ds, err, sizeof err) != 0) {
+    if (load_dataset_read_columns(opts.file, opts.limit, opts.columns, &ds, err, sizeof err) != 0) {
         fprintf(stderr, "cqrsd load: %s\n", err);
         return 1;
     }

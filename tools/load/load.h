@@ -47,6 +47,7 @@ struct load_options {
     int concurrency;  /* worker threads, 1..LOAD_MAX_CONCURRENCY */
     long limit;       /* data lines to replay; -1 = all */
     int quiet;        /* 1 = no live progress line */
+    const char *columns; /* --columns "role=Name,...", borrowed; NULL: by the header */
 };
 
 /*
@@ -158,7 +159,10 @@ struct load_dataset {
 /*
  * Reads FILE (.csv or .csv.gz, through zlib) completely, or only its first
  * `limit` data lines when limit >= 0, into *ds (which it initialises). The
- * header must be the eight Online Retail columns. Every line is validated
+ * header names the columns, in any order and any case, as Online Retail
+ * does (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice,
+ * CustomerID, Country) or Online Retail II does (Invoice, ..., Price,
+ * Customer ID, ...); other columns are ignored. Every line is validated
  * (field count, Quantity, InvoiceDate, UnitPrice, CustomerID, UTF-8); the
  * first bad line fails the whole read with its line number in err and *ds
  * left empty. Needs load_tz_init() first. Free with load_dataset_free().
@@ -168,6 +172,15 @@ int load_dataset_read(const char *path, long limit, struct load_dataset *ds,
 
 /* Frees everything *ds owns and zeroes it; safe on a zeroed dataset. */
 void load_dataset_free(struct load_dataset *ds);
+
+/* The same, with the columns found by columns ("invoice=Name,sku=Name,...",
+ * the eight values invoice, sku, description, quantity, date, price,
+ * customer, country each mapped to a header name, any case) instead of by
+ * the header names of Online Retail or Online Retail II (NULL). A header
+ * that cannot be mapped fails the read, with what it has and what is
+ * missing, before anything is sent. */
+int load_dataset_read_columns(const char *path, long limit, const char *columns,
+                              struct load_dataset *ds, char *err, size_t errsz);
 
 /* ------------------------------------------------------------ JSON bodies */
 /* Each returns a new reference (caller json_decref()s it), NULL on OOM. */
