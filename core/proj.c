@@ -88,6 +88,17 @@ static int part_failed(PGconn *pg, struct park_book *book, struct part *pt,
     return 0;
 }
 
+/* pt's writes up to pt->now are stored: a failure it had at or before
+ * pt->now is over. Called only after rm_apply succeeded, so that an event
+ * whose writes Redis refuses keeps counting its attempts. */
+static void part_stored(struct park_book *book, const struct part *pt)
+{
+    const struct fn_projection *p = pt->rp->p;
+    struct park_retry *f = park_book_get(book, p->name, p->version);
+    if (f && strcmp(f->position, pt->now) <= 0)
+        park_book_clear(book, p->name, p->version);
+}
+
 /* Describes pt's writes for the events of evs after pt->now into b; on a
  * handler's failure drops that event's writes and calls part_failed. */
 static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
@@ -115,10 +126,6 @@ static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
                 snprintf(why, sizeof why, "%s", fe_err.msg[0] ? fe_err.msg : err_title(rc));
                 if (part_failed(pg, book, pt, ev, why))
                     break;
-            } else {
-                struct park_retry *f = park_book_get(book, p->name, p->version);
-                if (f && !strcmp(f->position, ev->position))
-                    park_book_clear(book, p->name, p->version);
             }
         }
         memcpy(pt->now, ev->position, sizeof pt->now);
@@ -171,6 +178,8 @@ static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book
             }
             if (a && a != ERR_INTERNAL)
                 return err_set(e, a, "%s", ae.msg);
+            if (!a)
+                part_stored(book, pt);
         }
     }
     return 0;
@@ -209,6 +218,10 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
     rcode = nm ? rm_apply(rc, &b, moves, nm, e) : 0;
     fn_batch_clear(&b);
     free(moves);
+    if (rcode == 0)
+        for (size_t i = 0; i < n; i++)
+            if (parts[i].in_step)
+                part_stored(book, &parts[i]);
     if (rcode == ERR_INTERNAL) {
         log_warn("projections: %s; finding the event, one at a time", e->msg);
         rcode = apply_one_by_one(pg, rc, book, parts, n, &evs, e);
