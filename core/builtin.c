@@ -37,6 +37,32 @@ static int parse_count(const char *s, long long lo, long long hi, long long *out
     return 0;
 }
 
+/* Query parameter name of job as an integer in [lo, hi] into *out, which
+ * keeps its default when the parameter is absent or empty. Returns 0, or
+ * ERR_INVALID with e naming the parameter. */
+static int param_count(struct disp_job *job, const char *name, long long lo, long long hi,
+                       long long *out, struct err *e)
+{
+    const char *v = disp_param(job, name);
+    if (!v || !*v || !parse_count(v, lo, hi, out))
+        return 0;
+    if (hi == INT64_MAX)
+        return err_set(e, ERR_INVALID, "%s must be an integer >= %lld, not \"%.40s\"", name, lo,
+                       v);
+    return err_set(e, ERR_INVALID, "%s must be an integer from %lld to %lld, not \"%.40s\"", name,
+                   lo, hi, v);
+}
+
+/* The {id} of a route to an item as *out; a path segment that is not an id
+ * names no item: ERR_NOT_FOUND "no <what> \"<segment>\"". */
+static int path_id(struct disp_job *job, const char *what, long long *out, struct err *e)
+{
+    const char *v = disp_param(job, "id");
+    if (parse_count(v, 1, INT64_MAX, out))
+        return err_set(e, ERR_NOT_FOUND, "no %s \"%.40s\"", what, v ? v : "");
+    return 0;
+}
+
 static void builtin_stream(struct disp_job *job, PGconn *pg)
 {
     struct err e = {0};
@@ -192,20 +218,17 @@ static void builtin_parked(struct disp_job *job, PGconn *pg)
     struct err e = {0};
     const char *state = disp_param(job, "state"), *function = disp_param(job, "function");
     long long after = 0, limit = 100;
-    if (!state)
+    if (!state || !*state)
         state = "parked";
+    if (function && !*function)
+        function = NULL;
     if (strcmp(state, "parked") && strcmp(state, "resolved") && strcmp(state, "all")) {
-        err_set(&e, ERR_INVALID, "state must be parked, resolved or all, got \"%.40s\"", state);
+        err_set(&e, ERR_INVALID, "state must be parked, resolved or all, not \"%.40s\"", state);
         return fail(job, &e);
     }
-    if (disp_param(job, "after") && parse_count(disp_param(job, "after"), 0, INT64_MAX, &after)) {
-        err_set(&e, ERR_INVALID, "after must be an id >= 0");
+    if (param_count(job, "after", 0, INT64_MAX, &after, &e) ||
+        param_count(job, "limit", 1, 1000, &limit, &e))
         return fail(job, &e);
-    }
-    if (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 1000, &limit)) {
-        err_set(&e, ERR_INVALID, "limit must be an integer from 1 to 1000");
-        return fail(job, &e);
-    }
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
         return fail(job, &e);
@@ -243,9 +266,9 @@ static int retry_projection(struct disp_job *job, redisContext *rc, const struct
 {
     const struct reg_projection *rp = reg_projection_find(job->reg, it->function);
     if (!rp)
-        return err_set(e, ERR_CONFLICT, "projection %s is not loaded", it->function);
+        return err_set(e, ERR_STATE_CONFLICT, "projection %s is not loaded", it->function);
     if (rp->p->version != it->version)
-        return err_set(e, ERR_CONFLICT,
+        return err_set(e, ERR_STATE_CONFLICT,
                        "the event was parked by version %d of projection %s; version %d is "
                        "loaded, whose rebuild meets it on its own",
                        it->version, it->function, rp->p->version);
@@ -285,10 +308,8 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
 {
     struct err e = {0};
     long long id;
-    if (parse_count(disp_param(job, "id"), 1, INT64_MAX, &id)) {
-        err_set(&e, ERR_INVALID, "a parked item's id is an integer >= 1");
+    if (path_id(job, "parked item", &id, &e))
         return fail(job, &e);
-    }
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
         return fail(job, &e);
@@ -304,7 +325,7 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
     int code = 0, already = 0;
     struct fn_event ev;
     if (!strcmp(it.state, "resolved")) {
-        code = err_set(&e, ERR_CONFLICT, "parked item #%lld is already resolved", id);
+        code = err_set(&e, ERR_STATE_CONFLICT, "parked item #%lld is already resolved", id);
     } else if (!strcmp(it.kind, "projection") || !strcmp(it.kind, "reactor") ||
                (!strcmp(it.kind, "timer") && *it.position)) {
         if (subject_event(it.subject, &ev))
@@ -320,7 +341,7 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
                   : t ? reg_react_handler(t->t->on, ev.type) : NULL;
             struct fn_react ctx;
             if (!x && !t)
-                code = err_set(&e, ERR_CONFLICT, "%s %s is not loaded", it.kind, it.function);
+                code = err_set(&e, ERR_STATE_CONFLICT, "%s %s is not loaded", it.kind, it.function);
             else if (h) {
                 code = react_invoke(job->reg, pg, it.function,
                                     x ? REACT_REACTOR : REACT_TIMER_EVENT, h, &ev, &ctx, &e);
@@ -344,7 +365,7 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
         const struct reg_timer *t = reg_timer_find(job->reg, it.function);
         const json_t *s = it.subject;
         if (!t)
-            code = err_set(&e, ERR_CONFLICT, "timer %s is not loaded", it.function);
+            code = err_set(&e, ERR_STATE_CONFLICT, "timer %s is not loaded", it.function);
         else if ((code = react_fire(job->reg, pg, t->t,
                                     json_string_value(json_object_get(s, "key")),
                                     json_object_get(s, "payload"),
@@ -438,8 +459,8 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
         break;
     case REG_HOOK_DELETE:
     case REG_HOOK_RETRY:
-        if (parse_count(disp_param(job, "id"), 1, INT64_MAX, &id))
-            code = err_set(&e, ERR_INVALID, "an id is an integer >= 1");
+        if (path_id(job, job->builtin == REG_HOOK_DELETE ? "webhook" : "delivery", &id, &e))
+            code = e.code;
         else if (job->builtin == REG_HOOK_DELETE)
             code = hook_delete(pg, id, &out, &e);
         else
@@ -447,15 +468,16 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
         break;
     default: {
         const char *state = disp_param(job, "state");
+        if (state && !*state)
+            state = NULL;
         if (state && strcmp(state, "pending") && strcmp(state, "delivered") &&
             strcmp(state, "parked"))
-            code = err_set(&e, ERR_INVALID, "state must be pending, delivered or parked");
-        else if ((disp_param(job, "webhook") &&
-                  parse_count(disp_param(job, "webhook"), 1, INT64_MAX, &webhook)) ||
-                 (disp_param(job, "after") &&
-                  parse_count(disp_param(job, "after"), 0, INT64_MAX, &after)) ||
-                 (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 1000, &limit)))
-            code = err_set(&e, ERR_INVALID, "webhook and after are ids, limit is 1 to 1000");
+            code = err_set(&e, ERR_INVALID,
+                           "state must be pending, delivered or parked, not \"%.40s\"", state);
+        else if (param_count(job, "webhook", 1, INT64_MAX, &webhook, &e) ||
+                 param_count(job, "after", 0, INT64_MAX, &after, &e) ||
+                 param_count(job, "limit", 1, 1000, &limit, &e))
+            code = e.code;
         else
             code = hook_deliveries(pg, webhook, state, after, (int)limit, &out, &e);
     }

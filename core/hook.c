@@ -27,7 +27,9 @@
 #include "core/reg.h"
 #include "core/util.h"
 
-#define HOOK_BATCH 32              /* deliveries claimed and sent at once */
+#define HOOK_WINDOW 32             /* deliveries in flight at once, per instance */
+#define HOOK_PER_WEBHOOK 8         /* of them to one webhook */
+#define HOOK_LOOK_MS 200           /* between two looks for due deliveries when idle */
 #define HOOK_BACKOFF_MAX_S 3600    /* the longest wait between two attempts */
 #define HOOK_CLAIM_SLACK_S 30
 
@@ -53,19 +55,66 @@ void hook_sign(const char *secret, int64_t t, const char *body, size_t len, char
 
 /* ---------- the admin side ---------- */
 
-static int url_ok(const char *url)
+static char *ascii_lower(char *s)
 {
+    for (char *p = s; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return s;
+}
+
+/* Checks a webhook's URL (RFC 3986, parsed by libcurl's URL API) and
+ * returns it normalized (scheme and host in lower case) in a new string the
+ * caller frees, or NULL with e set to what is wrong. */
+static char *url_check(const char *url, struct err *e)
+{
+    if (!url)
+        return err_set(e, ERR_INVALID, "url is required: an http:// or https:// URL"), NULL;
+    size_t len = strlen(url);
+    if (len == 0 || len > 2000)
+        return err_set(e, ERR_INVALID, "url must be 1 to 2000 bytes"), NULL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f)
+            return err_set(e, ERR_INVALID,
+                           "url has a space, a control or a non-ASCII byte at byte %zu: "
+                           "percent-encode it (RFC 3986, section 2.1)",
+                           i + 1),
+                   NULL;
+    /* scheme "://" authority, strictly: libcurl alone takes "http:///h" and
+     * "http:/h" as host h */
+    size_t sl = strspn(url, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-");
+    if (sl == 0 || strncmp(url + sl, "://", 3))
+        return err_set(e, ERR_INVALID, "url must start with http:// or https://"), NULL;
+    if (strchr("/?#", url[sl + 3]))
+        return err_set(e, ERR_INVALID, "url has no host"), NULL;
     CURLU *u = curl_url();
-    int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK;
-    char *scheme = NULL, *host = NULL;
-    if (ok)
-        ok = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-             (!strcmp(scheme, "http") || !strcmp(scheme, "https")) && *host;
+    char *scheme = NULL, *host = NULL, *user = NULL, *frag = NULL, *norm = NULL;
+    char *out = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+        err_set(e, ERR_INVALID, "url is not an absolute URL (scheme://host/path)");
+    else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             (strcmp(scheme, "http") && strcmp(scheme, "https")))
+        err_set(e, ERR_INVALID, "url must be http:// or https://, not %.20s://",
+                scheme ? scheme : "?");
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        err_set(e, ERR_INVALID, "url has no host");
+    else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK)
+        err_set(e, ERR_INVALID, "url must not carry a user or password (user@host): the "
+                                "deliveries are signed instead");
+    else if (curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK)
+        err_set(e, ERR_INVALID, "url must not have a fragment (#...): it is never sent");
+    else if (curl_url_set(u, CURLUPART_HOST, ascii_lower(host), 0) != CURLUE_OK ||
+             curl_url_get(u, CURLUPART_URL, &norm, 0) != CURLUE_OK || strlen(norm) > 2000)
+        err_set(e, ERR_INVALID, "url must be at most 2000 bytes");
+    else
+        out = xstrdup(norm);
     curl_free(scheme);
     curl_free(host);
+    curl_free(user);
+    curl_free(frag);
+    curl_free(norm);
     curl_url_cleanup(u);
-    return ok;
+    return out;
 }
 
 int hook_create(PGconn *pg, const struct reg *r, const json_t *body, json_t **out,
@@ -77,12 +126,7 @@ int hook_create(PGconn *pg, const struct reg *r, const json_t *body, json_t **ou
         if (strcmp(key, "url") && strcmp(key, "event_types"))
             return err_set(e, ERR_INVALID, "unknown field \"%.60s\": a webhook has url and "
                                            "event_types", key);
-    const char *url = json_string_value(json_object_get(body, "url"));
     const json_t *types = json_object_get(body, "event_types");
-    if (!url || strlen(url) > 2000 || !util_text_ok(url, 2000, 1) || strchr(url, ' ') ||
-        !url_ok(url))
-        return err_set(e, ERR_INVALID, "url must be an http:// or https:// URL of at most 2000 "
-                                       "bytes");
     if (!json_is_array(types) || json_array_size(types) == 0 || json_array_size(types) > 100)
         return err_set(e, ERR_INVALID, "event_types must be an array of 1 to 100 event types");
     size_t i;
@@ -95,6 +139,12 @@ int hook_create(PGconn *pg, const struct reg *r, const json_t *body, json_t **ou
                            "event_types[%zu]: no loaded module declares the event type \"%.100s\"",
                            i, t);
     }
+    const json_t *uv = json_object_get(body, "url");
+    if (uv && !json_is_string(uv))
+        return err_set(e, ERR_INVALID, "url must be a string: an http:// or https:// URL");
+    char *url = url_check(json_string_value(uv), e);
+    if (!url)
+        return e->code;
     unsigned char raw[32];
     for (size_t got = 0; got < sizeof raw;) {
         ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
@@ -113,12 +163,15 @@ int hook_create(PGconn *pg, const struct reg *r, const json_t *body, json_t **ou
         "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
         3, NULL, params, NULL, NULL, 0);
     free(tj);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        free(url);
         return es_fail(pg, res, "store a webhook", e);
+    }
     *out = json_pack("{s:I, s:s, s:O, s:b, s:s, s:s}", "id",
                      (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10), "url", url,
                      "event_types", types, "active", 1, "created_at", PQgetvalue(res, 0, 1),
                      "secret", secret);
+    free(url);
     PQclear(res);
     return 0;
 }
@@ -238,7 +291,9 @@ int hook_retry(PGconn *pg, int64_t id, json_t **out, struct err *e)
     char n[24];
     snprintf(n, sizeof n, "%" PRId64, id);
     const char *params[1] = {n};
-    PGresult *res = PQexecParams(pg, "SELECT state FROM webhook_deliveries WHERE id = $1::bigint",
+    PGresult *res = PQexecParams(pg,
+                                 "SELECT d.state, w.active, w.id FROM webhook_deliveries d JOIN "
+                                 "webhooks w ON w.id = d.webhook_id WHERE d.id = $1::bigint",
                                  1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         return es_fail(pg, res, "read a delivery", e);
@@ -246,15 +301,18 @@ int hook_retry(PGconn *pg, int64_t id, json_t **out, struct err *e)
     if (PQntuples(res) == 0)
         rc = err_set(e, ERR_NOT_FOUND, "no delivery %" PRId64, id);
     else if (strcmp(PQgetvalue(res, 0, 0), "parked"))
-        rc = err_set(e, ERR_CONFLICT, "delivery %" PRId64 " is %s, not parked", id,
+        rc = err_set(e, ERR_STATE_CONFLICT, "delivery %" PRId64 " is %s, not parked", id,
                      PQgetvalue(res, 0, 0));
+    else if (PQgetvalue(res, 0, 1)[0] != 't')
+        rc = err_set(e, ERR_STATE_CONFLICT, "delivery %" PRId64 " is of webhook %s, which was deleted",
+                     id, PQgetvalue(res, 0, 2));
     PQclear(res);
     if (rc)
         return rc;
     if ((rc = es_command(pg,
                          "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, "
-                         "next_attempt_at = now(), claimed_until = NULL WHERE id = $1::bigint "
-                         "AND state = 'parked'",
+                         "last_status = NULL, last_error = NULL, next_attempt_at = now(), "
+                         "claimed_until = NULL WHERE id = $1::bigint AND state = 'parked'",
                          1, params, "retry a delivery", e)))
         return rc;
     char *q = xasprintf("SELECT %s FROM webhook_deliveries d JOIN events e ON e.stream_id = "
@@ -298,7 +356,8 @@ static size_t discard(char *d, size_t s, size_t n, void *u)
     return s * n;
 }
 
-/* Records a send's outcome. */
+/* Records a send's outcome, unless the delivery is no longer pending (its
+ * webhook was deleted while it was in flight). */
 static int record(PGconn *pg, const struct send *s, CURLcode cc, struct err *e)
 {
     char id[24], st[16], wait_s[24];
@@ -321,12 +380,13 @@ static int record(PGconn *pg, const struct send *s, CURLcode cc, struct err *e)
     int rc = ok ? es_command(pg,
                              "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = "
                              "now(), last_status = $2::int, last_error = NULL, claimed_until = "
-                             "NULL WHERE id = $1::bigint",
+                             "NULL WHERE id = $1::bigint AND state = 'pending'",
                              2, params, "record a delivery", e)
                 : es_command(pg,
                              "UPDATE webhook_deliveries SET state = $5, last_status = $2::int, "
                              "last_error = $3, claimed_until = NULL, next_attempt_at = now() + "
-                             "$4::bigint * interval '1 millisecond' WHERE id = $1::bigint",
+                             "$4::bigint * interval '1 millisecond' WHERE id = $1::bigint AND "
+                             "state = 'pending'",
                              5, params, "record a delivery", e);
     if (rc)
         return rc;
@@ -337,104 +397,157 @@ static int record(PGconn *pg, const struct send *s, CURLcode cc, struct err *e)
     return 0;
 }
 
-/* Claims the due deliveries and sends them. *sent gets their number. */
-static int deliver_step(PGconn *pg, CURLM *multi, int *sent, struct err *e)
+/* The sends in flight: a rolling window of HOOK_WINDOW, at most
+ * HOOK_PER_WEBHOOK of them to one webhook, so that a slow receiver neither
+ * holds up the others nor gets all the connections. */
+struct flight {
+    struct send *s[HOOK_WINDOW];
+    int64_t webhook[HOOK_WINDOW];
+    int n;
+};
+
+static void send_free(struct send *s)
 {
-    *sent = 0;
-    char claim_s[16];
+    curl_easy_cleanup(s->h);
+    curl_slist_free_all(s->headers);
+    free(s->body);
+    free(s);
+}
+
+/* A send of row i of a claim (d.id, attempts, url, secret, event id, type,
+ * body, webhook id). */
+static struct send *send_new(PGresult *res, int i, int64_t now)
+{
+    struct send *s = xcalloc(1, sizeof *s);
+    s->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+    s->attempt = atoi(PQgetvalue(res, i, 1));
+    s->body = xstrdup(PQgetvalue(res, i, 6));
+    char sig[200], *h;
+    hook_sign(PQgetvalue(res, i, 3), now, s->body, strlen(s->body), sig, sizeof sig);
+    s->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    s->headers = curl_slist_append(s->headers, "Expect:"); /* no 100-continue wait */
+    h = xasprintf("Cqrsd-Signature: %s", sig);
+    s->headers = curl_slist_append(s->headers, h);
+    free(h);
+    h = xasprintf("Cqrsd-Event-Id: %s", PQgetvalue(res, i, 4));
+    s->headers = curl_slist_append(s->headers, h);
+    free(h);
+    h = xasprintf("Cqrsd-Event-Type: %s", PQgetvalue(res, i, 5));
+    s->headers = curl_slist_append(s->headers, h);
+    free(h);
+    h = xasprintf("Cqrsd-Delivery: %" PRId64, s->id);
+    s->headers = curl_slist_append(s->headers, h);
+    free(h);
+    h = xasprintf("Cqrsd-Attempt: %d", s->attempt);
+    s->headers = curl_slist_append(s->headers, h);
+    free(h);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, PQgetvalue(res, i, 2));
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, s->body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)K.cfg.timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)K.cfg.timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "cqrsd-webhooks/1");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, s->error);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_PRIVATE, s);
+    s->h = c;
+    return s;
+}
+
+/* Claims due deliveries of active webhooks into the free slots of f,
+ * respecting the per-webhook cap, and starts them. Returns the number
+ * claimed, or -1 with e set. */
+static int claim(PGconn *pg, CURLM *multi, struct flight *f, struct err *e)
+{
+    /* the webhooks in flight and how many each: "{id,...}" and "{n,...}" */
+    char ids[HOOK_WINDOW * 22 + 3] = "{", counts[HOOK_WINDOW * 4 + 3] = "{";
+    size_t il = 1, cl = 1;
+    for (int i = 0; i < f->n; i++) {
+        int seen = 0, n = 0;
+        for (int j = 0; j < f->n; j++) {
+            seen |= j < i && f->webhook[j] == f->webhook[i];
+            n += f->webhook[j] == f->webhook[i];
+        }
+        if (seen)
+            continue;
+        il += (size_t)snprintf(ids + il, sizeof ids - il, "%s%" PRId64, il > 1 ? "," : "",
+                               f->webhook[i]);
+        cl += (size_t)snprintf(counts + cl, sizeof counts - cl, "%s%d", cl > 1 ? "," : "", n);
+    }
+    memcpy(ids + il, "}", 2);
+    memcpy(counts + cl, "}", 2);
+    char claim_s[16], free_s[16], cap_s[16];
     snprintf(claim_s, sizeof claim_s, "%d", K.cfg.timeout_ms / 1000 + HOOK_CLAIM_SLACK_S);
-    const char *params[1] = {claim_s};
+    snprintf(free_s, sizeof free_s, "%d", HOOK_WINDOW - f->n);
+    snprintf(cap_s, sizeof cap_s, "%d", HOOK_PER_WEBHOOK);
+    const char *params[5] = {claim_s, ids, counts, cap_s, free_s};
     PGresult *res = PQexecParams(
         pg,
+        "WITH cand AS (SELECT d.id, d.webhook_id FROM webhook_deliveries d JOIN webhooks w ON "
+        "w.id = d.webhook_id AND w.active WHERE d.state = 'pending' AND d.next_attempt_at <= "
+        "now() AND (d.claimed_until IS NULL OR d.claimed_until < now()) ORDER BY d.id LIMIT "
+        "256 FOR UPDATE OF d SKIP LOCKED), "
+        "busy AS (SELECT * FROM unnest($2::bigint[], $3::int[]) AS b (webhook_id, n)), "
+        "pick AS (SELECT c.id FROM (SELECT id, webhook_id, row_number() OVER (PARTITION BY "
+        "webhook_id ORDER BY id) AS rn FROM cand) AS c LEFT JOIN busy USING (webhook_id) WHERE "
+        "c.rn + coalesce(busy.n, 0) <= $4::int ORDER BY c.id LIMIT $5::int) "
         "UPDATE webhook_deliveries AS d SET claimed_until = now() + make_interval(secs => "
         "$1::int), attempts = d.attempts + 1 "
-        "FROM (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= "
-        "now() AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT "
-        "32 FOR UPDATE SKIP LOCKED) AS c, webhooks AS w, events AS e "
-        "WHERE d.id = c.id AND w.id = d.webhook_id AND e.stream_id = d.stream_id AND e.version = "
-        "d.version "
+        "FROM pick, webhooks AS w, events AS e "
+        "WHERE d.id = pick.id AND w.id = d.webhook_id AND e.stream_id = d.stream_id AND "
+        "e.version = d.version "
         "RETURNING d.id, d.attempts, w.url, w.secret, e.event_id::text, e.type, "
         "jsonb_build_object('id', e.event_id, 'type', e.type, 'stream', e.stream_id, 'version', "
         "e.version, 'position', cqrsd_position(e.txid, e.seq), 'recorded_at', "
         "to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-        "'data', e.data, 'metadata', e.metadata)::text",
-        1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        return es_fail(pg, res, "claim deliveries", e);
-    int n = PQntuples(res);
-    if (n == 0) {
-        PQclear(res);
-        return 0;
+        "'data', e.data, 'metadata', e.metadata)::text, w.id",
+        5, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        es_fail(pg, res, "claim deliveries", e);
+        return -1;
     }
-    struct send *s = xcalloc((size_t)n, sizeof *s);
+    int n = PQntuples(res);
     int64_t now = (int64_t)time(NULL);
-    for (int i = 0; i < n; i++) {
-        s[i].id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-        s[i].attempt = atoi(PQgetvalue(res, i, 1));
-        s[i].body = xstrdup(PQgetvalue(res, i, 6));
-        char sig[200], *h;
-        hook_sign(PQgetvalue(res, i, 3), now, s[i].body, strlen(s[i].body), sig, sizeof sig);
-        s[i].headers = curl_slist_append(NULL, "Content-Type: application/json");
-        s[i].headers = curl_slist_append(s[i].headers, "Expect:"); /* no 100-continue wait */
-        h = xasprintf("Cqrsd-Signature: %s", sig);
-        s[i].headers = curl_slist_append(s[i].headers, h);
-        free(h);
-        h = xasprintf("Cqrsd-Event-Id: %s", PQgetvalue(res, i, 4));
-        s[i].headers = curl_slist_append(s[i].headers, h);
-        free(h);
-        h = xasprintf("Cqrsd-Event-Type: %s", PQgetvalue(res, i, 5));
-        s[i].headers = curl_slist_append(s[i].headers, h);
-        free(h);
-        h = xasprintf("Cqrsd-Delivery: %" PRId64, s[i].id);
-        s[i].headers = curl_slist_append(s[i].headers, h);
-        free(h);
-        h = xasprintf("Cqrsd-Attempt: %d", s[i].attempt);
-        s[i].headers = curl_slist_append(s[i].headers, h);
-        free(h);
-        CURL *c = curl_easy_init();
-        curl_easy_setopt(c, CURLOPT_URL, PQgetvalue(res, i, 2));
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, s[i].body);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, s[i].headers);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)K.cfg.timeout_ms);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)K.cfg.timeout_ms);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, "cqrsd-webhooks/1");
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, s[i].error);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_PRIVATE, &s[i]);
-        s[i].h = c;
-        curl_multi_add_handle(multi, c);
+    for (int i = 0; i < n && f->n < HOOK_WINDOW; i++) {
+        struct send *s = send_new(res, i, now);
+        f->webhook[f->n] = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+        f->s[f->n++] = s;
+        curl_multi_add_handle(multi, s->h);
     }
     PQclear(res);
-    int running = 1, rc = 0;
-    while (running) {
-        curl_multi_perform(multi, &running);
-        if (running)
-            curl_multi_poll(multi, NULL, 0, 100, NULL);
-    }
+    return n;
+}
+
+/* Records the finished sends and frees their slots. */
+static void finish(PGconn *pg, CURLM *multi, struct flight *f)
+{
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
-        struct send *one;
+        struct send *one = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&one);
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &one->status);
         struct err re = {0};
-        if (record(pg, one, m->data.result, &re) && !rc)
-            rc = err_set(e, re.code, "%s", re.msg);
+        /* not recorded (the store is down): its claim runs out, it is sent again */
+        if (!pg || record(pg, one, m->data.result, &re))
+            log_error("webhooks: delivery %" PRId64 " not recorded: %s", one->id,
+                      pg ? re.msg : "the event store is unavailable");
+        curl_multi_remove_handle(multi, one->h);
+        for (int i = 0; i < f->n; i++)
+            if (f->s[i] == one) {
+                f->s[i] = f->s[f->n - 1];
+                f->webhook[i] = f->webhook[f->n - 1];
+                f->n--;
+                break;
+            }
+        send_free(one);
     }
-    for (int i = 0; i < n; i++) {
-        curl_multi_remove_handle(multi, s[i].h);
-        curl_easy_cleanup(s[i].h);
-        curl_slist_free_all(s[i].headers);
-        free(s[i].body);
-    }
-    free(s);
-    *sent = n;
-    return rc;
 }
 
 static void *deliverer(void *arg)
@@ -442,27 +555,39 @@ static void *deliverer(void *arg)
     (void)arg;
     PGconn *pg = NULL;
     CURLM *multi = curl_multi_init();
+    struct flight f = {0};
     struct err e = {0};
     int warned = 0;
-    while (!atomic_load(&K.stop)) {
+    int64_t next_claim = 0, next_connect = 0;
+    /* on stop, claims no more and finishes the sends in flight */
+    while (!atomic_load(&K.stop) || f.n > 0) {
+        int stopping = atomic_load(&K.stop);
+        int64_t now = util_now_ms();
         if (pg && PQstatus(pg) != CONNECTION_OK) {
             PQfinish(pg);
             pg = NULL;
         }
-        if (!pg && !(pg = es_connect(K.cfg.database_url, &e))) {
-            if (!warned++)
+        if (!pg && !stopping && now >= next_connect) {
+            if ((pg = es_connect(K.cfg.database_url, &e)))
+                warned = 0;
+            else if (!warned++)
                 log_warn("webhooks waiting: %s", e.msg);
-            for (int i = 0; i < 10 && !atomic_load(&K.stop); i++)
-                poll(NULL, 0, 100);
-            continue;
+            next_connect = now + 1000;
         }
-        warned = 0;
-        int sent = 0;
-        if (deliver_step(pg, multi, &sent, &e))
-            log_error("webhooks: %s", e.msg);
-        if (sent == 0)
-            for (int i = 0; i < 2 && !atomic_load(&K.stop); i++)
-                poll(NULL, 0, 100); /* a look every 200 ms */
+        if (pg && !stopping && f.n < HOOK_WINDOW && now >= next_claim) {
+            int got = claim(pg, multi, &f, &e);
+            if (got < 0)
+                log_error("webhooks: %s", e.msg);
+            /* looks again at once after a claim that found some, else in a while */
+            next_claim = got > 0 ? now : now + HOOK_LOOK_MS;
+        }
+        int running = 0;
+        curl_multi_perform(multi, &running);
+        finish(pg, multi, &f);
+        if (f.n > 0)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+        else if (!atomic_load(&K.stop) && util_now_ms() < next_claim)
+            poll(NULL, 0, 100);
     }
     curl_multi_cleanup(multi);
     if (pg)

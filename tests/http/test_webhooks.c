@@ -6,7 +6,9 @@
  * CQRSD_WEBHOOK_BACKOFF_MS=100.
  *
  *   registration     201 with a secret shown once; 400 for an unknown event
- *                    type, a URL that is not http(s), an unknown field
+ *                    type, a URL that is not http(s), has no host, a user,
+ *                    a fragment or a non-ASCII byte, an unknown field; a
+ *                    URL is stored normalized (scheme and host lower case)
  *   fails_hangs_recovers  every subscribed event reaches the receiver after
  *                    it failed and hung, signed (HMAC-SHA256 over "t.body"),
  *                    with its event id; nothing of another type is sent
@@ -14,7 +16,14 @@
  *                    are parked after 6; POST .../retry delivers them
  *   outbox_is_atomic an append rolled back leaves no delivery; committed,
  *                    its delivery is written in the same transaction
- *   deleted_webhook  a deleted webhook gets nothing more
+ *   deleted_webhook  a webhook deleted while a delivery is in flight: the
+ *                    delivery stays parked ("the webhook was deleted"), is
+ *                    not sent again, and cannot be retried (409); nothing
+ *                    more is delivered to it; a path id that is not a
+ *                    number names no webhook (404)
+ *   slow_receiver_capped  a receiver that hangs on every delivery holds at
+ *                    most 8 of them in flight, and another webhook's
+ *                    deliveries go through meanwhile
  */
 #include <microhttpd.h>
 #include <openssl/evp.h>
@@ -53,7 +62,7 @@ enum mode { ACCEPT, FAIL, HANG };
 static atomic_int mode;
 
 struct received {
-    char event_id[40], type[64], signature[200];
+    char event_id[40], type[64], signature[200], path[32];
     int attempt, answered; /* answered: the status it got, 0 when it hung */
     char *body;
 };
@@ -73,7 +82,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *data,
                                   size_t *size, void **con_cls)
 {
-    (void)cls, (void)url, (void)method, (void)version;
+    (void)cls, (void)method, (void)version;
     struct upload *u = *con_cls;
     if (!u) {
         *con_cls = xcalloc(1, sizeof *u);
@@ -87,7 +96,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *size = 0;
         return MHD_YES;
     }
-    int m = atomic_load(&mode);
+    int m = strncmp(url, "/slow", 5) ? atomic_load(&mode) : HANG;
     struct received rec = {0};
     const char *h;
     if ((h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Cqrsd-Event-Id")))
@@ -98,6 +107,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(rec.signature, sizeof rec.signature, "%s", h);
     if ((h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Cqrsd-Attempt")))
         rec.attempt = atoi(h);
+    snprintf(rec.path, sizeof rec.path, "%s", url);
     rec.body = u->body ? u->body : xstrdup("");
     u->body = NULL;
     rec.answered = m == ACCEPT ? 200 : m == FAIL ? 500 : 0;
@@ -229,11 +239,42 @@ static void registration(void **state)
                      400);
     assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "\"events\""));
     json_decref(o);
+    static const char *const bad[][2] = {
+        {"http://user:pw@x.example/h", "user"},
+        {"http://x.example/h#top", "fragment"},
+        {"http:///h", "host"},
+        {"http://x.exa mple/h", "space"},
+        {"http://x\u00e9.example/h", "non-ASCII"},
+        {"x.example/h", "http"},
+        {"", "1 to 2000"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "{\"url\":\"%s\",\"event_types\":[\"OrderPaid\"]}",
+                 bad[i][0]);
+        assert_int_equal(call("POST", "/admin/webhooks", body, &o), 400);
+        const char *detail = json_string_value(json_object_get(o, "detail"));
+        print_message("%s: %s\n", bad[i][0], detail);
+        assert_non_null(strstr(detail, bad[i][1]));
+        json_decref(o);
+    }
     json_t *list = NULL;
     assert_int_equal(call("GET", "/admin/webhooks", NULL, &list), 200);
     assert_int_equal(json_array_size(json_object_get(list, "webhooks")), 1);
     assert_null(json_object_get(json_array_get(json_object_get(list, "webhooks"), 0), "secret"));
     json_decref(list);
+    /* stored normalized; CartAbandoned comes from no step of these tests */
+    assert_int_equal(call("POST", "/admin/webhooks",
+                          "{\"url\":\"HTTPS://Shop.EXAMPLE/Hooks?a=1\",\"event_types\":"
+                          "[\"CartAbandoned\"]}",
+                          &o),
+                     201);
+    assert_string_equal(json_string_value(json_object_get(o, "url")),
+                        "https://shop.example/Hooks?a=1");
+    char path[64];
+    snprintf(path, sizeof path, "/admin/webhooks/%lld",
+             (long long)json_integer_value(json_object_get(o, "id")));
+    json_decref(o);
+    assert_int_equal(call("DELETE", path, NULL, NULL), 200);
 }
 
 static void fails_hangs_recovers(void **state)
@@ -339,17 +380,114 @@ static void outbox_is_atomic(void **state)
 static void deleted_webhook(void **state)
 {
     (void)state;
+    /* a delivery in flight (the receiver hangs) when the webhook is deleted */
+    atomic_store(&mode, HANG);
+    int hung = received("OrderPaid", 0);
+    paid_order("c0");
+    wait_received("OrderPaid", 0, hung + 1, 15);
     char path[100];
     snprintf(path, sizeof path, "/admin/webhooks/%lld", hook_id);
     json_t *o = NULL;
     assert_int_equal(call("DELETE", path, NULL, &o), 200);
     assert_true(json_is_false(json_object_get(o, "active")));
     json_decref(o);
+    int sent = received("OrderPaid", -1) + received("CartCheckedOut", -1);
+    sleep(2); /* past the send's 500 ms timeout and several backoffs */
+    atomic_store(&mode, ACCEPT);
+    sleep(1);
+    assert_int_equal(received("OrderPaid", -1) + received("CartCheckedOut", -1), sent);
+    char sid[64];
+    snprintf(sid, sizeof sid, "order-%s-c0", run);
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE stream_id = '%s' "
+                                    "AND state = 'parked' AND last_error = 'the webhook was "
+                                    "deleted'",
+                                sid),
+                     1);
+    long long id = th_sql_int(pg, "SELECT id FROM webhook_deliveries WHERE stream_id = '%s'", sid);
+    snprintf(path, sizeof path, "/admin/webhooks/deliveries/%lld/retry", id);
+    assert_int_equal(call("POST", path, NULL, &o), 409);
+    assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "deleted"));
+    json_decref(o);
+
     long long before = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries");
     paid_order("c");
     sleep(1);
     assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries"), before);
     assert_int_equal(call("DELETE", "/admin/webhooks/999999", NULL, NULL), 404);
+    assert_int_equal(call("DELETE", "/admin/webhooks/abc", NULL, &o), 404);
+    assert_string_equal(json_string_value(json_object_get(o, "detail")), "no webhook \"abc\"");
+    json_decref(o);
+    assert_int_equal(call("POST", "/admin/webhooks/deliveries/x1/retry", NULL, NULL), 404);
+    assert_int_equal(call("GET", "/admin/webhooks/deliveries?limit=0", NULL, &o), 400);
+    assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "limit"));
+    json_decref(o);
+    assert_int_equal(call("GET", "/admin/webhooks/deliveries?state=&limit=", NULL, NULL), 200);
+}
+
+/* Registers a webhook for OrderPaid at path of the receiver; its id. */
+static long long hook_at(const char *path)
+{
+    char body[200];
+    snprintf(body, sizeof body,
+             "{\"url\":\"http://127.0.0.1:%d%s\",\"event_types\":[\"OrderPaid\"]}",
+             RECEIVER_PORT, path);
+    json_t *o = NULL;
+    assert_int_equal(call("POST", "/admin/webhooks", body, &o), 201);
+    long long id = json_integer_value(json_object_get(o, "id"));
+    json_decref(o);
+    return id;
+}
+
+static int received_at(const char *path, int status)
+{
+    int n = 0;
+    pthread_mutex_lock(&R.mu);
+    for (size_t i = 0; i < R.n; i++)
+        n += !strcmp(R.r[i].path, path) && (status < 0 || R.r[i].answered == status);
+    pthread_mutex_unlock(&R.mu);
+    return n;
+}
+
+static void slow_receiver_capped(void **state)
+{
+    (void)state;
+    atomic_store(&mode, ACCEPT);
+    long long slow = hook_at("/slow"), fast = hook_at("/fast");
+    for (int i = 0; i < 12; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "s%d", i);
+        paid_order(id);
+    }
+    /* the fast one gets all 12 while the slow one hangs; in flight to the
+     * slow one (claimed, not recorded) never more than 8 */
+    long long most = 0;
+    for (int i = 0; i < 300 && received_at("/fast", 200) < 12; i++) {
+        long long n = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = "
+                                     "%lld AND claimed_until > now()",
+                                 slow);
+        if (n > most)
+            most = n;
+        usleep(20000);
+    }
+    for (int i = 0; i < 50; i++) {
+        long long n = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = "
+                                     "%lld AND claimed_until > now()",
+                                 slow);
+        if (n > most)
+            most = n;
+        usleep(20000);
+    }
+    print_message("fast receiver: %d delivered; slow one: at most %lld in flight, %d requests\n",
+                  received_at("/fast", 200), most, received_at("/slow", -1));
+    assert_int_equal(received_at("/fast", 200), 12);
+    assert_true(most >= 1);
+    assert_true(most <= 8);
+    assert_true(received_at("/slow", -1) >= 1);
+    char path[64];
+    snprintf(path, sizeof path, "/admin/webhooks/%lld", slow);
+    assert_int_equal(call("DELETE", path, NULL, NULL), 200);
+    snprintf(path, sizeof path, "/admin/webhooks/%lld", fast);
+    assert_int_equal(call("DELETE", path, NULL, NULL), 200);
 }
 
 static struct MHD_Daemon *receiver;
@@ -404,6 +542,7 @@ int main(void)
         cmocka_unit_test(parked_then_retried),
         cmocka_unit_test(outbox_is_atomic),
         cmocka_unit_test(deleted_webhook),
+        cmocka_unit_test(slow_receiver_capped),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
