@@ -34,7 +34,8 @@ struct hook_config {
 };
 
 /* Starts the deliverer thread (every instance runs one: deliveries are
- * claimed one by one). */
+ * claimed one by one). It keeps up to 32 sends in flight, at most 8 to one
+ * webhook. */
 int hook_start(const struct hook_config *cfg, struct err *e);
 /* Stops it after the deliveries in flight. */
 void hook_stop(void);
@@ -47,7 +48,8 @@ void hook_sign(const char *secret, int64_t t, const char *body, size_t len, char
 /* ---------- the admin routes (core/builtin.c) ---------- */
 
 /* POST /admin/webhooks {url, event_types}: checks the body (every type must
- * be declared by a module of r), stores the webhook with a new secret, and
+ * be declared by a module of r; the URL is http(s)://host..., ASCII, with no
+ * user or fragment, stored normalized), stores the webhook with a new secret, and
  * sets *out to {id, url, event_types, active, created_at, secret} (the only
  * time the secret is shown). ERR_INVALID naming what is wrong. */
 int hook_create(PGconn *pg, const struct reg *r, const json_t *body, json_t **out,
@@ -70,8 +72,9 @@ int hook_deliveries(PGconn *pg, int64_t webhook, const char *state, int64_t afte
                     json_t **out, struct err *e);
 
 /* POST /admin/webhooks/deliveries/{id}/retry: a parked delivery is pending
- * again, from attempt 1, now. ERR_NOT_FOUND, ERR_CONFLICT when it is not
- * parked. */
+ * again, from attempt 1, now (its last status and error cleared).
+ * ERR_NOT_FOUND, ERR_STATE_CONFLICT when it is not parked or its webhook was
+ * deleted. */
 int hook_retry(PGconn *pg, int64_t id, json_t **out, struct err *e);
 
 #endif
