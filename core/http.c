@@ -319,6 +319,11 @@ static int build_command(struct req *rq, const char *method, const char *url,
         if (kl == 0 || kl > 255)
             return err_set(e, ERR_INVALID,
                            "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        /* the keys of the commands reactors and timers issue (core/react.c) */
+        if (!strncmp(key, "reactor:", 8) || !strncmp(key, "timer:", 6))
+            return err_set(e, ERR_INVALID,
+                           "Idempotency-Key must not start with \"reactor:\" or \"timer:\": those "
+                           "are the keys of the commands reactors and timers issue");
         job->idempotency_key = xstrdup(key);
     }
     return parse_expected(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Expected-Version"),

@@ -1305,6 +1305,15 @@ static void protocol_errors(void **state)
                  .headers = {fmt("Idempotency-Key: %s", key)}),
             400, "Idempotency-Key");
     GOOD_AFTER(h, 1);
+    /* the keys reactors and timers give their commands are theirs */
+    PROBLEM(SEND(h, .method = "POST", .path = items, .body = item,
+                 .headers = {"Idempotency-Key: reactor:loyalty.earn_on_payment:x:0"}),
+            400, "\"reactor:\"");
+    GOOD_AFTER(h, 1);
+    PROBLEM(SEND(h, .method = "POST", .path = items, .body = item,
+                 .headers = {"Idempotency-Key: timer:order.payment_timeout:1:0"}),
+            400, "\"timer:\"");
+    GOOD_AFTER(h, 1);
     PROBLEM(SEND(h, .method = "POST", .path = items,
                  .body = "{\"sku\":\"P\",\"quantity\":1,\"unit_price\":\"1.00\","
                          "\"occurred_at\":\"yesterday\"}"),
