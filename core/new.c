@@ -65,13 +65,14 @@ static int make_parents(const char *path)
 
 int new_main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    if (argc < 2 || argc > 3 || help) {
         fputs("usage: cqrsd new NAME [DIR]\n"
               "  writes DIR (default ./NAME): a module with one command, one projection, one\n"
               "  query, their cases, and a Makefile building it with pkg-config cqrsd.\n"
               "  NAME: a lowercase letter, then up to 40 of a-z, 0-9 and '_'.\n",
-              argc >= 2 ? stdout : stderr);
-        return argc >= 2 ? 0 : 2;
+              help ? stdout : stderr);
+        return help ? 0 : 2;
     }
     const char *name = argv[1];
     size_t len = strlen(name);
@@ -84,6 +85,10 @@ int new_main(int argc, char **argv)
         return 2;
     }
     const char *dir = argc == 3 ? argv[2] : name;
+    if (!*dir) {
+        fputs("cqrsd new: DIR is empty; nothing written\n", stderr);
+        return 2;
+    }
     struct stat st;
     if (stat(dir, &st) == 0) {
         fprintf(stderr, "cqrsd new: %s exists; nothing written\n", dir);

@@ -24,6 +24,10 @@ grep -q "7 cases in tips/cases/" "$tmp/new.out" || fail "cqrsd new did not repor
 "$CQRSD_BIN" new tips "$tmp/tips" 2>"$tmp/again.err" && fail "cqrsd new wrote over an existing folder"
 grep -q "exists; nothing written" "$tmp/again.err" || fail "no message for an existing folder"
 "$CQRSD_BIN" new Tips "$tmp/x" 2>/dev/null && fail "cqrsd new took a name with a capital"
+(cd "$tmp" && "$CQRSD_BIN" new tips2 "" 2>/dev/null) && fail "cqrsd new took an empty DIR"
+rc=0; "$CQRSD_BIN" new a b c 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "cqrsd new with 3 arguments exited $rc, not 2"
+"$CQRSD_BIN" new --help | grep -q "usage: cqrsd new" || fail "cqrsd new --help printed no usage"
 
 echo "--- make && make test, against this build"
 export PKG_CONFIG_PATH="$BUILD_DIR/pkgconfig"
