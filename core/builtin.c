@@ -161,10 +161,17 @@ static json_t *function_json(const char *name, const char *kind, const struct re
                           m->desc->name);
     if (route)
         json_object_set_new(o, "route", json_sprintf("%s %s", method, route));
-    json_object_set_new(o, "limits",
-                        json_pack("{s:o, s:i, s:i, s:i}", "concurrency",
-                                  limit_or_null(l->concurrency), "timeout_ms", l->timeout_ms,
-                                  "retries", l->retries, "backoff_ms", l->backoff_ms));
+    int has = reg_limits_of_kind(kind); /* only the limits that apply to it */
+    json_t *lj = json_object();
+    if (has & REG_LIMIT_CONCURRENCY)
+        json_object_set_new(lj, "concurrency", limit_or_null(l->concurrency));
+    if (has & REG_LIMIT_TIMEOUT)
+        json_object_set_new(lj, "timeout_ms", json_integer(l->timeout_ms));
+    if (has & REG_LIMIT_RETRIES)
+        json_object_set_new(lj, "retries", json_integer(l->retries));
+    if (has & REG_LIMIT_BACKOFF)
+        json_object_set_new(lj, "backoff_ms", json_integer(l->backoff_ms));
+    json_object_set_new(o, "limits", lj);
     json_object_set_new(o, "in_flight", json_integer(atomic_load(&fn->in_flight)));
     json_object_set_new(o, "invocations", json_integer(atomic_load(&fn->invocations)));
     json_object_set_new(o, "errors", json_integer(atomic_load(&fn->errors)));
@@ -204,7 +211,7 @@ static void builtin_functions(struct disp_job *job)
     for (size_t i = 0; i < r->ntimers; i++) {
         const struct reg_timer *t = &r->timers[i];
         json_t *o = function_json(t->t->name, "timer", t->mod, NULL, NULL, &t->limits, t->fn);
-        json_object_set_new(o, "delay_s", json_integer(t->delay_s));
+        json_object_set_new(json_object_get(o, "limits"), "delay_s", json_integer(t->delay_s));
         json_array_append_new(list, o);
     }
     disp_reply(job, 200, json_pack("{s:I, s:o}", "generation", (json_int_t)r->generation,

@@ -100,7 +100,7 @@ static void *watchdog_main(void *arg)
             if (now < job->deadline_ms)
                 continue;
             unwatch(job);
-            const struct reg_fn *fn = disp_job_fn(job);
+            struct reg_fn *fn = disp_job_fn(job);
             const char *name = fn ? fn->name : "built-in";
             int timeout = disp_job_limits(job) ? disp_job_limits(job)->timeout_ms
                                                : REG_DEFAULT_TIMEOUT_MS;
@@ -124,6 +124,8 @@ static void *watchdog_main(void *arg)
                          timeout);
             }
             log_warn("%s", msg);
+            if (fn) /* a reply of 500 or more: an error of the function */
+                atomic_fetch_add(&fn->errors, 1);
             job->state = EXPIRED;
             job->expired(job, code, msg); /* the job is ours from now on */
         }
@@ -277,14 +279,15 @@ static void *worker_main(void *arg)
             disp_run(job, w.pg, w.rc);
         }
         struct reg_fn *fn = disp_job_fn(job);
-        if (fn)
-            reg_fn_count(fn, t0, job->status >= 500);
         release_slot(job);
         pthread_mutex_lock(&D.wmu);
         int late = job->state == EXPIRED;
         job->state = DONE;
         unwatch(job);
         pthread_mutex_unlock(&D.wmu);
+        /* a late job's 504 was counted by the watchdog that sent it */
+        if (fn)
+            reg_fn_count(fn, t0, job->status >= 500 && !late);
         if (late) { /* the watchdog answered the client: nobody waits for this */
             log_warn("%s finished %lld ms after its deadline, with status %d", fn ? fn->name : "a "
                      "built-in route", (long long)(util_now_ms() - job->deadline_ms), job->status);

@@ -64,21 +64,24 @@ struct fn_event {
 
 /*
  * What a function declares about how the platform runs it. 0 in a field means
- * the platform's default; the environment overrides any field per function:
- * CQRSD_FN_<NAME>_CONCURRENCY, _TIMEOUT_MS, _RETRIES, _BACKOFF_MS, where NAME is
- * the function's name in capitals with every other character than a letter or
- * digit made '_' ("cart.add_item" -> CQRSD_FN_CART_ADD_ITEM_CONCURRENCY).
+ * the platform's default; the environment overrides a field per function:
+ * CQRSD_FN_<NAME>_CONCURRENCY, _TIMEOUT_MS, _RETRIES, _BACKOFF_MS (and a
+ * timer's _DELAY_S), where NAME is the function's name in capitals with every
+ * other character than a letter or digit made '_' ("cart.add_item" ->
+ * CQRSD_FN_CART_ADD_ITEM_CONCURRENCY). A field of a kind that does not have it
+ * is ignored in the descriptor and refused in the environment.
  */
 struct fn_limits {
     int concurrency; /* invocations at once (commands, queries). Default:
                       * unlimited */
-    int timeout_ms;  /* the longest a request may take (commands, queries).
-                      * Default 30000 */
+    int timeout_ms;  /* the longest a request may take (commands, queries); a
+                      * timer's hold on a due fire. Default 30000 */
     int retries;     /* commands: runs again on a version conflict (default
                       * 20); projections, reactors, timers: attempts at an
                       * event or a due timer before it is parked (default 5) */
-    int backoff_ms;  /* delay before the first retry of a failed event,
-                      * doubling each time up to 30 s (default 100) */
+    int backoff_ms;  /* projections, reactors, timers: delay before the first
+                      * retry of a failed event or fire, doubling each time
+                      * up to 30 s (default 100) */
 };
 
 /* ---------- commands ---------- */

@@ -744,8 +744,8 @@ static int collect_module(struct build *b, const struct reg_module *m)
         int rc = check_react(b, who, t->abi, t->name, t->on, &t->limits);
         if (rc)
             return rc;
-        if (!t->fire || t->delay_s < 0)
-            return err_set(b->e, ERR_INVALID, "%s needs fire and a delay_s >= 0", who);
+        if (!t->fire || t->delay_s < 1)
+            return err_set(b->e, ERR_INVALID, "%s needs fire and a delay_s >= 1 (seconds)", who);
         r->timers = xrealloc(r->timers, (r->ntimers + 1) * sizeof *r->timers);
         r->timers[r->ntimers++] = (struct reg_timer){t, m, fn_record(t->name, REG_TIMER),
                                                      t->limits, t->delay_s};
@@ -913,15 +913,28 @@ struct limit_field {
     const char *suffix;
     size_t offset;
     int min, max;
+    int bit;
 };
 
 static const struct limit_field limit_fields[] = {
-    {"_CONCURRENCY", offsetof(struct fn_limits, concurrency), 1, 1000000},
-    {"_TIMEOUT_MS", offsetof(struct fn_limits, timeout_ms), 1, 3600000},
-    {"_RETRIES", offsetof(struct fn_limits, retries), 0, 1000},
-    {"_BACKOFF_MS", offsetof(struct fn_limits, backoff_ms), 1, 3600000},
-    {"_DELAY_S", 0, 0, 100000000}, /* timers only: struct reg_timer's delay_s */
+    {"_CONCURRENCY", offsetof(struct fn_limits, concurrency), 1, 1000000, REG_LIMIT_CONCURRENCY},
+    {"_TIMEOUT_MS", offsetof(struct fn_limits, timeout_ms), 1, 3600000, REG_LIMIT_TIMEOUT},
+    {"_RETRIES", offsetof(struct fn_limits, retries), 0, 1000, REG_LIMIT_RETRIES},
+    {"_BACKOFF_MS", offsetof(struct fn_limits, backoff_ms), 1, 3600000, REG_LIMIT_BACKOFF},
+    /* timers only: struct reg_timer's delay_s, at most about 3 years */
+    {"_DELAY_S", 0, 1, 100000000, REG_LIMIT_DELAY},
 };
+
+int reg_limits_of_kind(const char *kind)
+{
+    if (!strcmp(kind, "command"))
+        return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT | REG_LIMIT_RETRIES;
+    if (!strcmp(kind, "query"))
+        return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT;
+    if (!strcmp(kind, "timer"))
+        return REG_LIMIT_TIMEOUT | REG_LIMIT_RETRIES | REG_LIMIT_BACKOFF | REG_LIMIT_DELAY;
+    return REG_LIMIT_RETRIES | REG_LIMIT_BACKOFF; /* projection, reactor */
+}
 
 static void defaults(struct fn_limits *l, int event_handler)
 {
@@ -934,21 +947,25 @@ static void defaults(struct fn_limits *l, int event_handler)
 }
 
 /* The limits (and for a timer its delay) of the function whose environment
- * name is en, or NULL. */
-static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len, int **delay)
+ * name is en, or NULL; *kind gets its kind. */
+static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len, int **delay,
+                                   const char **kind)
 {
     char buf[128];
-#define LIMITS_OF(array, count, desc)                                                        \
+#define LIMITS_OF(array, count, desc, k)                                                     \
     for (size_t i = 0; i < r->count; i++) {                                                  \
         env_name(r->array[i].desc->name, buf);                                               \
-        if (strlen(buf) == len && !strncmp(buf, en, len))                                    \
+        if (strlen(buf) == len && !strncmp(buf, en, len)) {                                  \
+            *kind = k;                                                                       \
             return &r->array[i].limits;                                                      \
+        }                                                                                    \
     }
     *delay = NULL;
-    LIMITS_OF(cmds, ncmds, c)
-    LIMITS_OF(queries, nqueries, q)
-    LIMITS_OF(projs, nprojs, p)
-    LIMITS_OF(reactors, nreactors, x)
+    *kind = "timer";
+    LIMITS_OF(cmds, ncmds, c, "command")
+    LIMITS_OF(queries, nqueries, q, "query")
+    LIMITS_OF(projs, nprojs, p, "projection")
+    LIMITS_OF(reactors, nreactors, x, "reactor")
 #undef LIMITS_OF
     for (size_t i = 0; i < r->ntimers; i++) {
         env_name(r->timers[i].t->name, buf);
@@ -994,19 +1011,21 @@ static int resolve_limits(struct build *b)
                            "_BACKOFF_MS or (timers) _DELAY_S",
                            (int)(eq - *ep), *ep);
         int *delay;
-        struct fn_limits *l = limits_of(r, name, nlen, &delay);
-        if (l && !strcmp(f->suffix, "_DELAY_S") && !delay)
-            return err_set(b->e, ERR_INVALID, "%.*s: only a timer has a delay", (int)(eq - *ep),
-                           *ep);
+        const char *kind;
+        struct fn_limits *l = limits_of(r, name, nlen, &delay, &kind);
         if (!l)
             return err_set(b->e, ERR_INVALID,
                            "%.*s names no function of the loaded modules (the name is the "
                            "function's in capitals, '.' as '_': CQRSD_FN_CART_ADD_ITEM_%s)",
                            (int)(eq - *ep), *ep, f->suffix + 1);
-        char *end;
-        errno = 0;
-        long v = strtol(eq + 1, &end, 10);
-        if (!eq[1] || *end || errno || v < f->min || v > f->max)
+        if (!(reg_limits_of_kind(kind) & f->bit))
+            return err_set(b->e, ERR_INVALID,
+                           "%.*s: a %s has no %s (see the limits of each kind in the README)",
+                           (int)(eq - *ep), *ep, kind, f->suffix + 1);
+        const char *v_s = eq + 1;
+        int digits = *v_s && strlen(v_s) <= 9 && strspn(v_s, "0123456789") == strlen(v_s);
+        long v = digits ? strtol(v_s, NULL, 10) : -1;
+        if (!digits || v < f->min || v > f->max)
             return err_set(b->e, ERR_INVALID, "%.*s must be an integer from %d to %d, got \"%s\"",
                            (int)(eq - *ep), *ep, f->min, f->max, eq + 1);
         if (!strcmp(f->suffix, "_DELAY_S"))

@@ -43,6 +43,18 @@ enum reg_kind { REG_COMMAND, REG_QUERY, REG_PROJECTION, REG_REACTOR, REG_TIMER, 
 #define REG_DEFAULT_EVENT_RETRIES 5
 #define REG_DEFAULT_BACKOFF_MS 100
 
+/* Which limits apply to which kind of function (the others are refused in
+ * the environment and not shown): a mask of REG_LIMIT_* bits. */
+enum {
+    REG_LIMIT_CONCURRENCY = 1, /* commands, queries */
+    REG_LIMIT_TIMEOUT = 2,     /* commands, queries; a timer's claim on a fire */
+    REG_LIMIT_RETRIES = 4,     /* commands (version conflicts), event handlers, timers */
+    REG_LIMIT_BACKOFF = 8,     /* projections, reactors, timers */
+    REG_LIMIT_DELAY = 16,      /* timers */
+};
+/* The mask of kind: "command", "query", "projection", "reactor" or "timer". */
+int reg_limits_of_kind(const char *kind);
+
 /* The process-wide record of one function name. Counters are monotonic. */
 struct reg_fn {
     char *name;

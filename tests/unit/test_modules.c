@@ -189,6 +189,41 @@ static void limits_from_the_environment(void **state)
     assert_non_null(strstr(e.msg, "CQRSD_FN_CART_ADD_ITEM_SPEED"));
     unsetenv("CQRSD_FN_CART_ADD_ITEM_SPEED");
     unsetenv("CQRSD_FN_PRODUCT_GET_TIMEOUT_MS");
+
+    /* digits only, and only the limits of the function's kind */
+    static const char *const bad[][3] = {
+        {"CQRSD_FN_CART_ADD_ITEM_CONCURRENCY", " 3", "must be an integer"},
+        {"CQRSD_FN_CART_ADD_ITEM_CONCURRENCY", "+3", "must be an integer"},
+        {"CQRSD_FN_CART_ADD_ITEM_CONCURRENCY", "99999999999", "must be an integer"},
+        {"CQRSD_FN_CART_GET_RETRIES", "3", "a query has no RETRIES"},
+        {"CQRSD_FN_CART_ADD_ITEM_BACKOFF_MS", "10", "a command has no BACKOFF_MS"},
+        {"CQRSD_FN_STATS_CONCURRENCY", "2", "a projection has no CONCURRENCY"},
+        {"CQRSD_FN_ORDER_PAYMENT_TIMEOUT_CONCURRENCY", "2", "a timer has no CONCURRENCY"},
+        {"CQRSD_FN_ORDER_PAYMENT_TIMEOUT_DELAY_S", "0", "must be an integer from 1"},
+        {"CQRSD_FN_CART_OPEN_DELAY_S", "5", "a command has no DELAY_S"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv(bad[i][0], bad[i][1], 1);
+        assert_int_equal(reg_open(ecom, &r, &e), ERR_INVALID);
+        print_message("%s=%s: %s\n", bad[i][0], bad[i][1], e.msg);
+        assert_non_null(strstr(e.msg, bad[i][2]));
+        unsetenv(bad[i][0]);
+    }
+    setenv("CQRSD_FN_ORDER_PAYMENT_TIMEOUT_DELAY_S", "7", 1);
+    setenv("CQRSD_FN_ORDER_PAYMENT_TIMEOUT_BACKOFF_MS", "70", 1);
+    assert_int_equal(reg_open(ecom, &r, &e), 0);
+    unsetenv("CQRSD_FN_ORDER_PAYMENT_TIMEOUT_DELAY_S");
+    unsetenv("CQRSD_FN_ORDER_PAYMENT_TIMEOUT_BACKOFF_MS");
+    assert_int_equal(r->ntimers, 2);
+    int seen = 0;
+    for (size_t i = 0; i < r->ntimers; i++)
+        if (!strcmp(r->timers[i].t->name, "order.payment_timeout")) {
+            assert_int_equal(r->timers[i].delay_s, 7);
+            assert_int_equal(r->timers[i].limits.backoff_ms, 70);
+            seen = 1;
+        }
+    assert_true(seen);
+    reg_release(r);
 }
 
 /* Runs `cqrsd serve` with CQRSD_MODULES=spec and extra (NAME=VALUE or
