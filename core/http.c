@@ -596,8 +596,12 @@ int http_start(const struct http_config *cfg, struct err *e)
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 1,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape,
-        NULL, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 1000, MHD_OPTION_END);
+        NULL, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, 1000,
+        /* last: without it (the default) SO_REUSEADDR only, so a second server
+         * on a port in use fails instead of sharing it unnoticed */
+        cfg->reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1,
+        MHD_OPTION_END);
     if (!H.d)
         return err_set(e, ERR_UNAVAILABLE, "could not listen on %s (is the port in use?)", cfg->addr);
     return 0;

@@ -17,6 +17,8 @@ struct http_config {
     unsigned timeout_s;     /* idle connection timeout, seconds */
     unsigned body_timeout_s; /* a request body must arrive whole within this, seconds */
     unsigned threads;       /* HTTP threads (parse only, never wait on a database) */
+    int reuse_port;         /* 1: SO_REUSEPORT, several processes share the port (the
+                             * kernel spreads connections); 0: a port in use is an error */
 };
 
 /* Starts listening. Returns 0, ERR_INVALID (bad addr) or ERR_UNAVAILABLE

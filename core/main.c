@@ -198,6 +198,7 @@ static int cmd_serve(void)
         .timeout_s = (unsigned)env_int("CQRSD_HTTP_TIMEOUT", 30, 1, 3600),
         .body_timeout_s = (unsigned)env_int("CQRSD_BODY_TIMEOUT", 30, 1, 3600),
         .threads = 2,
+        .reuse_port = env_int("CQRSD_HTTP_REUSEPORT", 0, 0, 1),
     };
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
     struct hook_config kc = {
@@ -208,7 +209,7 @@ static int cmd_serve(void)
     };
     if (disp_start(&dc, &e) || http_start(&hc, &e)) {
         fprintf(stderr, "cqrsd: %s\n", e.msg);
-        return 1;
+        return e.code == ERR_INVALID ? 2 : 1; /* 2: a setting to fix */
     }
     proj_start(&pc, &e);
     struct react_config xc = {dc.database_url, 500, 500};

@@ -308,11 +308,38 @@ int (*reg_projection_handler(const struct fn_projection *p,
 
 /* ---------- loading ---------- */
 
+/* Empties folder path and removes it. */
+static void remove_dir(const char *path)
+{
+    DIR *sd = opendir(path);
+    struct dirent *f;
+    while (sd && (f = readdir(sd))) {
+        char fp[1400];
+        snprintf(fp, sizeof fp, "%s/%s", path, f->d_name);
+        if (f->d_name[0] != '.')
+            unlink(fp);
+    }
+    if (sd)
+        closedir(sd);
+    rmdir(path);
+}
+
+static char private_path[512];
+static pid_t private_pid;
+
+/* At exit: the copies go with the process (the mapped ones stay mapped). */
+static void remove_private_dir(void)
+{
+    if (private_path[0] && getpid() == private_pid) /* not in a forked child */
+        remove_dir(private_path);
+}
+
 /* This process's folder of module copies, made on first use; stale folders
- * of processes that are gone are removed then. */
+ * of processes that are gone (killed: an exit removes its own) are removed
+ * then. */
 static const char *private_dir(struct err *e)
 {
-    static char dir[512];
+    char *dir = private_path;
     static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&mu);
     if (!dir[0]) {
@@ -328,26 +355,19 @@ static const char *private_dir(struct err *e)
                 kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
                 char path[1024];
                 snprintf(path, sizeof path, "%s/%s", tmp, de->d_name);
-                DIR *sd = opendir(path);
-                struct dirent *f;
-                while (sd && (f = readdir(sd))) {
-                    char fp[1400];
-                    snprintf(fp, sizeof fp, "%s/%s", path, f->d_name);
-                    if (f->d_name[0] != '.')
-                        unlink(fp);
-                }
-                if (sd)
-                    closedir(sd);
-                rmdir(path);
+                remove_dir(path);
             }
         }
         if (d)
             closedir(d);
-        snprintf(dir, sizeof dir, "%s/cqrsd-modules.%ld.XXXXXX", tmp, (long)getpid());
+        snprintf(dir, sizeof private_path, "%s/cqrsd-modules.%ld.XXXXXX", tmp, (long)getpid());
         if (!mkdtemp(dir)) {
             err_set(e, ERR_INVALID, "could not make a folder for module copies in %s: %s", tmp,
                     strerror(errno));
             dir[0] = '\0';
+        } else {
+            private_pid = getpid();
+            atexit(remove_private_dir);
         }
     }
     pthread_mutex_unlock(&mu);
@@ -415,8 +435,16 @@ static int load_one(const char *path, struct reg_module *m, struct err *e)
         return ERR_INVALID;
     dlerror();
     m->handle = dlopen(m->copy, RTLD_NOW | RTLD_LOCAL);
-    if (!m->handle)
-        return err_set(e, ERR_INVALID, "could not load module \"%s\": %s", path, dlerror());
+    if (!m->handle) {
+        /* dlerror names the private copy: name the module's own path */
+        const char *why = dlerror();
+        const char *at = why ? strstr(why, m->copy) : NULL;
+        if (at)
+            return err_set(e, ERR_INVALID, "could not load module \"%s\": %.*s%s%s", path,
+                           (int)(at - why), why, path, at + strlen(m->copy));
+        return err_set(e, ERR_INVALID, "could not load module \"%s\": %s", path,
+                       why ? why : "unknown error");
+    }
     m->desc = dlsym(m->handle, FN_MODULE_SYMBOL);
     if (!m->desc)
         return err_set(e, ERR_INVALID,

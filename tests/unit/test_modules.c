@@ -14,6 +14,9 @@
  * (the folder of fixture modules) and CQRSD_BIN (for serve), as make test
  * sets.
  */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -226,6 +230,23 @@ static void limits_from_the_environment(void **state)
     reg_release(r);
 }
 
+static pid_t served_pid; /* of the last serve_status */
+
+/* 1 when a folder of module copies of process pid is left in /tmp. */
+static int copies_left(pid_t pid)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "cqrsd-modules.%ld.", (long)pid);
+    DIR *d = opendir("/tmp");
+    struct dirent *de;
+    int left = 0;
+    while (d && (de = readdir(d)))
+        left |= !strncmp(de->d_name, pattern, strlen(pattern));
+    if (d)
+        closedir(d);
+    return left;
+}
+
 /* Runs `cqrsd serve` with CQRSD_MODULES=spec and extra (NAME=VALUE or
  * NULL) and returns its exit status; *err gets its stderr (caller frees). */
 static int serve_status(const char *spec, const char *extra, char **err)
@@ -246,6 +267,7 @@ static int serve_status(const char *spec, const char *extra, char **err)
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    served_pid = pid;
     char buf[4096];
     ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     buf[n > 0 ? n : 0] = '\0';
@@ -267,9 +289,46 @@ static void serve_exits_2_on_a_refusal(void **state)
     assert_int_equal(serve_status(ecom, "CQRSD_FN_NOSUCH_RETRIES=2", &err), 2);
     assert_non_null(strstr(err, "CQRSD_FN_NOSUCH_RETRIES names no function"));
     free(err);
+    assert_int_equal(serve_status(ecom, "CQRSD_HTTP_ADDR=localhost", &err), 2);
+    assert_non_null(strstr(err, "CQRSD_HTTP_ADDR \"localhost\""));
+    free(err);
+    assert_false(copies_left(served_pid)); /* an exit takes its module copies along */
+    /* dlopen's complaint names the module, not its private copy */
+    char junk[] = "/tmp/cqrsd-test-junk.XXXXXX";
+    int fd = mkstemp(junk);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not a shared object\n", 20), 20);
+    close(fd);
+    assert_int_equal(serve_status(junk, NULL, &err), 2);
+    print_message("%s", err);
+    char *want = xasprintf("could not load module \"%s\": %s:", junk, junk);
+    assert_non_null(strstr(err, want));
+    assert_null(strstr(err, "cqrsd-modules."));
+    free(want);
+    free(err);
+    unlink(junk);
     free(spec);
     free(f);
 }
+
+/* A port in use is an error (exit 1), not a port shared unnoticed. */
+static void serve_exits_1_on_a_port_in_use(void **state)
+{
+    (void)state;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(18199)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(s, 4), 0);
+    char *err = NULL;
+    assert_int_equal(serve_status(ecom, "CQRSD_HTTP_ADDR=127.0.0.1:18199", &err), 1);
+    assert_non_null(strstr(err, "could not listen on 127.0.0.1:18199"));
+    free(err);
+    assert_false(copies_left(served_pid));
+    close(s);
+}
+
 
 int main(void)
 {
@@ -288,6 +347,7 @@ int main(void)
         cmocka_unit_test(a_folder_loads_every_module),
         cmocka_unit_test(limits_from_the_environment),
         cmocka_unit_test(serve_exits_2_on_a_refusal),
+        cmocka_unit_test(serve_exits_1_on_a_port_in_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
