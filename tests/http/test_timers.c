@@ -275,6 +275,18 @@ static void reactor_runs_again_safely(void **state)
     }
 }
 
+/* POST /admin/parked/{id}/retry answers status, with a body containing want. */
+static void retry(long long id, long status, const char *want)
+{
+    char path[100];
+    snprintf(path, sizeof path, "/admin/parked/%lld/retry", id);
+    struct th_reply r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
+    print_message("retry of #%lld: %ld %s\n", id, r.status, r.body);
+    assert_int_equal(r.status, status);
+    assert_non_null(strstr(r.body, want));
+    th_reply_free(&r);
+}
+
 /* The parked items of function (a new reference to the array). */
 static json_t *parked(const char *function)
 {
@@ -330,34 +342,19 @@ static void failures_are_parked(void **state)
     json_decref(h);
 
     /* still poisoned: a retry fails, and says so */
-    char path[100];
-    snprintf(path, sizeof path, "/admin/parked/%lld/retry", pid);
-    struct th_reply r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    assert_int_equal(r.status, 422);
-    assert_non_null(strstr(r.body, "still fails"));
-    th_reply_free(&r);
+    retry(pid, 422, "still fails");
 
     /* the fix, then the retries: applied once each */
     unlink(poison);
-    r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"state\":\"resolved\""));
-    th_reply_free(&r);
-    r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    assert_int_equal(r.status, 409);
-    th_reply_free(&r);
+    retry(pid, 200, "\"state\":\"resolved\"");
+    retry(pid, 409, "already resolved");
     n = get(BASE_A, "/notes/%s-%s", "bad");
     assert_int_equal(json_integer_value(json_object_get(n, "seen")), 1);
     json_decref(n);
-    snprintf(path, sizeof path, "/admin/parked/%lld/retry", rid);
-    r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    assert_int_equal(r.status, 200);
-    th_reply_free(&r);
+    retry(rid, 200, "\"state\":\"resolved\"");
     assert_int_equal(events("copy", "bad", "NoteCopied"), 1);
     assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM parked WHERE state = 'parked'"), 0);
-    r = th_call(NULL, BASE_A, "POST", "/admin/parked/999999/retry", NULL, NULL, 20);
-    assert_int_equal(r.status, 404);
-    th_reply_free(&r);
+    retry(999999, 404, "no parked item");
 }
 
 static void redis(const char *fmt, const char *arg)
@@ -401,17 +398,9 @@ static void redis_refusals_are_parked(void **state)
     json_decref(n);
 
     /* still refused: the retry says so; after the fix it applies once */
-    char path[100];
-    snprintf(path, sizeof path, "/admin/parked/%lld/retry", pid);
-    struct th_reply r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    print_message("retry before the fix: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 422);
-    assert_non_null(strstr(r.body, "still fails"));
-    th_reply_free(&r);
+    retry(pid, 422, "still fails");
     redis("DEL %s", key);
-    r = th_call(NULL, BASE_A, "POST", path, NULL, NULL, 20);
-    assert_int_equal(r.status, 200);
-    th_reply_free(&r);
+    retry(pid, 200, "\"state\":\"resolved\"");
     n = get(BASE_A, "/notes/%s-%s", "wrong");
     assert_int_equal(json_integer_value(json_object_get(n, "seen")), 1);
     json_decref(n);

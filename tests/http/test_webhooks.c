@@ -137,15 +137,22 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
-/* Requests the receiver got for event type (answered with status, -1: any). */
-static int received(const char *type, int status)
+/* Requests the receiver got for event type and at path (NULL: any), answered
+ * with status (-1: any). */
+static int received_of(const char *type, const char *path, int status)
 {
     int n = 0;
     pthread_mutex_lock(&R.mu);
     for (size_t i = 0; i < R.n; i++)
-        n += !strcmp(R.r[i].type, type) && (status < 0 || R.r[i].answered == status);
+        n += (!type || !strcmp(R.r[i].type, type)) && (!path || !strcmp(R.r[i].path, path)) &&
+             (status < 0 || R.r[i].answered == status);
     pthread_mutex_unlock(&R.mu);
     return n;
+}
+
+static int received(const char *type, int status)
+{
+    return received_of(type, NULL, status);
 }
 
 static void wait_received(const char *type, int status, int n, int seconds)
@@ -438,16 +445,6 @@ static long long hook_at(const char *path)
     return id;
 }
 
-static int received_at(const char *path, int status)
-{
-    int n = 0;
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++)
-        n += !strcmp(R.r[i].path, path) && (status < 0 || R.r[i].answered == status);
-    pthread_mutex_unlock(&R.mu);
-    return n;
-}
-
 static void slow_receiver_capped(void **state)
 {
     (void)state;
@@ -461,15 +458,9 @@ static void slow_receiver_capped(void **state)
     /* the fast one gets all 12 while the slow one hangs; in flight to the
      * slow one (claimed, not recorded) never more than 8 */
     long long most = 0;
-    for (int i = 0; i < 300 && received_at("/fast", 200) < 12; i++) {
-        long long n = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = "
-                                     "%lld AND claimed_until > now()",
-                                 slow);
-        if (n > most)
-            most = n;
-        usleep(20000);
-    }
-    for (int i = 0; i < 50; i++) {
+    /* sampled every 20 ms until the fast one has all, and for 1 s more */
+    for (int i = 0, after = 0; i < 300 && after < 50; i++) {
+        after += received_of(NULL, "/fast", 200) >= 12;
         long long n = th_sql_int(pg, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = "
                                      "%lld AND claimed_until > now()",
                                  slow);
@@ -478,11 +469,11 @@ static void slow_receiver_capped(void **state)
         usleep(20000);
     }
     print_message("fast receiver: %d delivered; slow one: at most %lld in flight, %d requests\n",
-                  received_at("/fast", 200), most, received_at("/slow", -1));
-    assert_int_equal(received_at("/fast", 200), 12);
+                  received_of(NULL, "/fast", 200), most, received_of(NULL, "/slow", -1));
+    assert_int_equal(received_of(NULL, "/fast", 200), 12);
     assert_true(most >= 1);
     assert_true(most <= 8);
-    assert_true(received_at("/slow", -1) >= 1);
+    assert_true(received_of(NULL, "/slow", -1) >= 1);
     char path[64];
     snprintf(path, sizeof path, "/admin/webhooks/%lld", slow);
     assert_int_equal(call("DELETE", path, NULL, NULL), 200);
