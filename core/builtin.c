@@ -19,11 +19,6 @@
 #include "core/rm.h"
 #include "core/util.h"
 
-static void fail(struct disp_job *job, const struct err *e)
-{
-    disp_problem(job, e->code, e->msg);
-}
-
 static int parse_count(const char *s, long long lo, long long hi, long long *out)
 {
     char *end;
@@ -70,24 +65,24 @@ static void builtin_stream(struct disp_job *job, PGconn *pg)
     long long from = 0, limit = 1000;
     if (disp_param(job, "from") && parse_count(disp_param(job, "from"), 0, INT64_MAX, &from)) {
         err_set(&e, ERR_INVALID, "from must be a version number >= 0");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     if (disp_param(job, "limit") && parse_count(disp_param(job, "limit"), 1, 10000, &limit)) {
         err_set(&e, ERR_INVALID, "limit must be an integer from 1 to 10000");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     struct es_events evs = {0};
     if (es_read_stream(pg, sid, from, (size_t)limit, &evs, &e))
-        return fail(job, &e);
+        return disp_fail(job, &e);
     if (evs.n == 0 && from > 0 && es_read_stream(pg, sid, 0, 1, &evs, &e))
-        return fail(job, &e);
+        return disp_fail(job, &e);
     if (evs.n == 0) {
         err_set(&e, ERR_NOT_FOUND, "no stream \"%.300s\"", sid);
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     if (from > 0 && evs.ev[0].version <= from) /* the stream exists, nothing after from */
         es_events_clear(&evs);
@@ -231,18 +226,18 @@ static void builtin_parked(struct disp_job *job, PGconn *pg)
         function = NULL;
     if (strcmp(state, "parked") && strcmp(state, "resolved") && strcmp(state, "all")) {
         err_set(&e, ERR_INVALID, "state must be parked, resolved or all, not \"%.40s\"", state);
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     if (param_count(job, "after", 0, INT64_MAX, &after, &e) ||
         param_count(job, "limit", 1, 1000, &limit, &e))
-        return fail(job, &e);
+        return disp_fail(job, &e);
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     json_t *list = NULL;
     if (park_list(pg, strcmp(state, "all") ? state : NULL, function, after, (int)limit, &list, &e))
-        return fail(job, &e);
+        return disp_fail(job, &e);
     json_t *last = json_array_size(list) ? json_array_get(list, json_array_size(list) - 1) : NULL;
     disp_reply(job, 200, json_pack("{s:o, s:o}", "parked", list, "next_after",
                                    last && json_array_size(list) == (size_t)limit
@@ -302,12 +297,9 @@ static int retry_projection(struct disp_job *job, redisContext *rc, const struct
         *already = 1;
         return 0;
     }
-    if (code == ERR_INTERNAL) {
-        char m[sizeof e->msg];
-        snprintf(m, sizeof m, "%s", e->msg);
-        return err_set(e, ERR_FAILED, "projection %s still fails on event %s: %s", it->function,
-                       it->position, m);
-    }
+    if (code == ERR_INTERNAL)
+        return err_wrap(e, ERR_FAILED, "projection %s still fails on event %s", it->function,
+                        it->position);
     return code;
 }
 
@@ -316,18 +308,18 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
     struct err e = {0};
     long long id;
     if (path_id(job, "parked item", &id, &e))
-        return fail(job, &e);
+        return disp_fail(job, &e);
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     struct park_item it;
     int found = park_get(pg, id, &it, &e);
     if (found < 0)
-        return fail(job, &e);
+        return disp_fail(job, &e);
     if (!found) {
         err_set(&e, ERR_NOT_FOUND, "no parked item #%lld", id);
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     int code = 0, already = 0;
     struct fn_event ev;
@@ -361,11 +353,8 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
                 }
                 if (!code)
                     react_ctx_clear(&ctx);
-                else if (code != ERR_UNAVAILABLE) {
-                    char m[sizeof e.msg];
-                    snprintf(m, sizeof m, "%s", e.msg);
-                    code = err_set(&e, ERR_FAILED, "%s", m);
-                }
+                else if (code != ERR_UNAVAILABLE)
+                    code = e.code = ERR_FAILED;
             }
         }
     } else { /* a due timer */
@@ -378,11 +367,8 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
                                     json_object_get(s, "payload"),
                                     json_string_value(json_object_get(s, "due_at")),
                                     json_string_value(json_object_get(s, "schedule_id")), &e)) &&
-                 code != ERR_UNAVAILABLE) {
-            char m[sizeof e.msg];
-            snprintf(m, sizeof m, "%s", e.msg);
-            code = err_set(&e, ERR_FAILED, "%s", m);
-        }
+                 code != ERR_UNAVAILABLE)
+            code = e.code = ERR_FAILED;
     }
     if (code == ERR_FAILED)
         park_settle(pg, id, e.msg, NULL);
@@ -390,11 +376,11 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
         code = park_settle(pg, id, NULL, &e);
     park_item_clear(&it);
     if (code)
-        return fail(job, &e);
+        return disp_fail(job, &e);
     found = park_get(pg, id, &it, &e);
     if (found != 1) {
         err_set(&e, ERR_INTERNAL, "parked item #%lld went away", id);
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     json_t *o = park_item_json(&it);
     if (already)
@@ -433,11 +419,9 @@ static void builtin_reload(struct disp_job *job)
     struct err e = {0};
     unsigned long gen = 0;
     if (reg_reload(NULL, &gen, &e)) {
-        char m[sizeof e.msg];
-        snprintf(m, sizeof m, "%s", e.msg);
-        err_set(&e, ERR_MODULES, "the modules were not reloaded, generation %lu serves on: %s",
-                job->reg->generation, m);
-        return fail(job, &e);
+        err_wrap(&e, ERR_MODULES, "the modules were not reloaded, generation %lu serves on",
+                 job->reg->generation);
+        return disp_fail(job, &e);
     }
     struct reg *r = reg_current();
     disp_reply(job, 200, generation_json(r));
@@ -454,7 +438,7 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
     int status = 200, code = 0;
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     switch (job->builtin) {
     case REG_HOOK_CREATE:
@@ -490,7 +474,7 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
     }
     }
     if (code)
-        return fail(job, &e);
+        return disp_fail(job, &e);
     disp_reply(job, status, out);
 }
 

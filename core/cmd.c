@@ -20,11 +20,6 @@
 #include "core/sc.h"
 #include "core/util.h"
 
-static void fail(struct disp_job *job, const struct err *e)
-{
-    disp_problem(job, e->code, e->msg);
-}
-
 /* Returns 1 when the job was answered from its idempotency key (the stored
  * reply, or 422 when the key came with another request), 0 when the key is
  * unknown; on a lookup error answers the job and returns 1. */
@@ -34,7 +29,7 @@ static int replay_idempotent(PGconn *pg, struct disp_job *job, struct err *e)
     json_t *reply = NULL;
     int rc = es_command_lookup(pg, job->idempotency_key, job->request, &status, &reply, &same, e);
     if (rc < 0) {
-        fail(job, e);
+        disp_fail(job, e);
         return 1;
     }
     if (rc == 0)
@@ -44,7 +39,7 @@ static int replay_idempotent(PGconn *pg, struct disp_job *job, struct err *e)
         err_set(e, ERR_IDEMPOTENCY,
                 "idempotency key \"%.200s\" was already used with a different request",
                 job->idempotency_key);
-        fail(job, e);
+        disp_fail(job, e);
         return 1;
     }
     disp_reply(job, status, reply);
@@ -57,7 +52,7 @@ static void fail_command(PGconn *pg, struct disp_job *job, struct err *e)
 {
     if (job->idempotency_key && replay_idempotent(pg, job, e))
         return;
-    fail(job, e);
+    disp_fail(job, e);
 }
 
 /* Loads the stream from the store and folds it into a new cache entry.
@@ -115,7 +110,7 @@ void cmd_run(struct disp_job *job, PGconn *pg)
     struct err e = {0};
     if (!pg) {
         err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return fail(job, &e);
+        return disp_fail(job, &e);
     }
     const char *id = json_string_value(json_object_get(job->cmd, fc->id_field));
     char *stream_id = xasprintf("%s-%s", fc->category, id ? id : "");
@@ -126,7 +121,7 @@ void cmd_run(struct disp_job *job, PGconn *pg)
         struct sc_entry *ce = use_cache ? sc_take(stream_id, (const void *)fc->evolve) : NULL;
         int cached = ce != NULL;
         if (!ce && !(ce = load_state(pg, fc, stream_id, &e))) {
-            fail(job, &e);
+            disp_fail(job, &e);
             break;
         }
         int64_t version = ce->version;
@@ -164,7 +159,7 @@ void cmd_run(struct disp_job *job, PGconn *pg)
             log_error("%s", e.msg);
             fn_decision_free(&d);
             sc_entry_free(ce);
-            fail(job, &e);
+            disp_fail(job, &e);
             break;
         }
         if (rc) {
@@ -242,7 +237,7 @@ void cmd_run(struct disp_job *job, PGconn *pg)
         if (rc == ERR_CONFLICT)
             fail_command(pg, job, &e);
         else
-            fail(job, &e);
+            disp_fail(job, &e);
         break;
     }
     free(stream_id);
@@ -274,9 +269,7 @@ int cmd_prepare(const struct fn_command *fc, json_t *cmd, int generate_id,
     } else if (!json_is_string(at)) {
         return err_set(e, ERR_INVALID, "occurred_at must be an RFC 3339 string");
     } else if ((rc = rtime_normalize(json_string_value(at), t, e))) {
-        char m[sizeof e->msg];
-        snprintf(m, sizeof m, "%s", e->msg);
-        return err_set(e, rc, "occurred_at: %s", m);
+        return err_wrap(e, rc, "occurred_at");
     }
     json_object_set_new(cmd, "occurred_at", json_string(t));
     return 0;
@@ -298,10 +291,8 @@ int cmd_issue(struct reg *r, PGconn *pg, const char *name, json_t *cmd, const ch
     }
     int code = cmd_prepare(rc->c, cmd, 0, default_at, e);
     if (code) {
-        char m[sizeof e->msg];
-        snprintf(m, sizeof m, "%s", e->msg);
         json_decref(cmd);
-        return err_set(e, code, "command %s was issued malformed: %s", name, m);
+        return err_wrap(e, code, "command %s was issued malformed", name);
     }
     struct disp_job *job = xcalloc(1, sizeof *job);
     job->kind = DISP_COMMAND;
@@ -320,20 +311,14 @@ int cmd_issue(struct reg *r, PGconn *pg, const char *name, json_t *cmd, const ch
     atomic_fetch_sub(&rc->fn->in_flight, 1);
     reg_fn_count(rc->fn, t0, job->status >= 500);
     *status = job->status;
-    code = 0;
+    /* a malformed command, a reused key, a store down or a bug is a failure;
+     * 404, 409 and 422 are the command's own answer */
+    code = job->status >= 500 ? (job->code ? job->code : ERR_INTERNAL)
+           : job->code == ERR_INVALID || job->code == ERR_IDEMPOTENCY ? job->code
+                                                                     : 0;
     const char *detail = json_string_value(json_object_get(job->body, "detail"));
-    if (job->status == 400 || job->status >= 500 ||
-        (job->status == 422 &&
-         !strcmp(json_string_value(json_object_get(job->body, "type")) ?: "",
-                 "/problems/idempotency")))
-        code = err_set(e,
-                       job->status == 400   ? ERR_INVALID
-                       : job->status == 422 ? ERR_IDEMPOTENCY
-                       : job->status == 503 ? ERR_UNAVAILABLE
-                                            : ERR_INTERNAL,
-                       "command %s answered %d: %s", name, job->status, detail ? detail : "");
-    else if (job->status >= 400)
-        err_set(e, 0, "command %s answered %d: %s", name, job->status, detail ? detail : "");
+    if (job->status >= 400)
+        err_set(e, code, "command %s answered %d: %s", name, job->status, detail ? detail : "");
     disp_job_free(job);
     return code;
 }

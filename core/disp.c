@@ -162,6 +162,7 @@ void disp_problem(struct disp_job *job, int code, const char *msg)
     type[i] = '\0';
     json_decref(job->body);
     job->problem = 1;
+    job->code = code;
     job->status = err_http_status(code);
     job->body = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", err_title(code), "status",
                           job->status, "detail", msg && *msg ? msg : err_title(code));
@@ -169,9 +170,15 @@ void disp_problem(struct disp_job *job, int code, const char *msg)
         job->retry_after = 1;
 }
 
+void disp_fail(struct disp_job *job, const struct err *e)
+{
+    disp_problem(job, e->code, e->msg);
+}
+
 void disp_reply(struct disp_job *job, int status, json_t *body)
 {
     json_decref(job->body);
+    job->code = 0;
     job->status = status;
     job->body = body;
 }

@@ -49,6 +49,7 @@ struct disp_job {
     json_t *body;      /* owned; a problem object when status >= 400 */
     int retry_after;   /* seconds, 0 = none */
     int problem;       /* body is an RFC 9457 problem (application/problem+json) */
+    int code;          /* the ERR_* code of that problem; 0 for a reply */
 
     void (*done)(struct disp_job *job); /* called on a worker thread; owns nothing */
     void *user;                          /* for done() and expired() */
@@ -99,6 +100,9 @@ void disp_job_free(struct disp_job *job);
 
 /* Sets job's result to an RFC 9457 problem for code with detail msg. */
 void disp_problem(struct disp_job *job, int code, const char *msg);
+
+/* disp_problem for e's code and message. */
+void disp_fail(struct disp_job *job, const struct err *e);
 
 /* Sets job's result to status with body (stolen). */
 void disp_reply(struct disp_job *job, int status, json_t *body);

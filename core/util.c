@@ -1,6 +1,8 @@
 /* core/util.c — allocation that aborts, UUIDs from getrandom(2), logging. */
 #include "core/util.h"
 
+#include "core/err.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -102,6 +104,19 @@ void arena_free(struct arena *a)
         c = next;
     }
     a->head = NULL;
+}
+
+int err_wrap(struct err *e, int code, const char *fmt, ...)
+{
+    if (!e)
+        return code;
+    char was[sizeof e->msg], text[sizeof e->msg];
+    snprintf(was, sizeof was, "%s", e->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return err_set(e, code, "%s: %s", text, was);
 }
 
 void util_uuid4(char out[37])

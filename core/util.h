@@ -29,6 +29,12 @@ void *arena_alloc(struct arena *a, size_t n);
 char *arena_strndup(struct arena *a, const char *s, size_t n);
 void arena_free(struct arena *a);
 
+struct err;
+/* Sets e->code = code and puts the formatted text before e's message, as
+ * "<text>: <message>" (cut to fit). Returns code. For the platform (the
+ * ABI's err.h has err_set only). */
+int err_wrap(struct err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Writes a random (version 4, RFC 9562 §5.4) UUID, 36 chars + NUL, into out. */
 void util_uuid4(char out[37]);
 
