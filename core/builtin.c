@@ -344,13 +344,8 @@ static void builtin_parked_retry(struct disp_job *job, PGconn *pg, redisContext 
             else if (h) {
                 code = react_invoke(job->reg, pg, it.function,
                                     x ? REACT_REACTOR : REACT_TIMER_EVENT, h, &ev, &ctx, &e);
-                if (!code && t && ctx.nops) {
-                    for (size_t i = 0; i < ctx.nops; i++) {
-                        ctx.ops[i].recorded_at = ev.recorded_at;
-                        ctx.ops[i].set_by = ev.position;
-                    }
+                if (!code && t && ctx.nops)
                     code = react_apply_timer_ops(pg, t->t, t->delay_s, ctx.ops, ctx.nops, &e);
-                }
                 if (!code)
                     react_ctx_clear(&ctx);
                 else if (code != ERR_UNAVAILABLE)

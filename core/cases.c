@@ -496,8 +496,7 @@ static int case_project(const struct fn_projection *p, const char *ns, const jso
         int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
             ok ? reg_projection_handler(p, ev.type) : NULL;
         if (apply) {
-            struct fn_event fe = {ev.stream_id, ev.version,     ev.type,    ev.data,
-                                  ev.position,  ev.recorded_at, ev.event_id};
+            struct fn_event fe = fn_event_of(&ev);
             struct err e = {0};
             if (apply(&b, &fe, &e)) {
                 addf(msg, "projection %s failed on given event %zu (%s): %s\n", p->name, i + 1,

@@ -69,9 +69,7 @@ static struct sc_entry *load_state(PGconn *pg, const struct fn_command *fc, cons
     ce->state = xcalloc(1, fc->state_size ? fc->state_size : 1);
     ce->release = fc->release;
     for (size_t i = 0; i < evs.n; i++) {
-        struct fn_event fe = {evs.ev[i].stream_id, evs.ev[i].version,     evs.ev[i].type,
-                              evs.ev[i].data,      evs.ev[i].position,    evs.ev[i].recorded_at,
-                              evs.ev[i].event_id};
+        struct fn_event fe = fn_event_of(&evs.ev[i]);
         fc->evolve(ce->state, &fe);
     }
     ce->version = evs.n ? evs.ev[evs.n - 1].version : 0;

@@ -5,10 +5,23 @@
 
 #include <hiredis/hiredis.h>
 
+#include "core/es.h"
 #include "core/fn.h"
 #include "core/util.h"
 
 struct reg;
+
+/* A stored event as functions see it (every string borrowed from ev). */
+static inline struct fn_event fn_event_of(const struct es_event *ev)
+{
+    return (struct fn_event){.stream_id = ev->stream_id,
+                             .version = ev->version,
+                             .type = ev->type,
+                             .data = ev->data,
+                             .position = ev->position,
+                             .recorded_at = ev->recorded_at,
+                             .event_id = ev->event_id};
+}
 
 /* One event decide emitted. */
 struct fn_emitted {

@@ -364,11 +364,7 @@ static int record(PGconn *pg, const struct send *s, CURLcode cc, struct err *e)
     snprintf(id, sizeof id, "%" PRId64, s->id);
     snprintf(st, sizeof st, "%ld", s->status);
     int ok = cc == CURLE_OK && s->status >= 200 && s->status < 300;
-    int64_t delay = K.cfg.backoff_ms;
-    for (int i = 1; i < s->attempt && delay < HOOK_BACKOFF_MAX_S * 1000LL; i++)
-        delay *= 2;
-    if (delay > HOOK_BACKOFF_MAX_S * 1000LL)
-        delay = HOOK_BACKOFF_MAX_S * 1000LL;
+    int64_t delay = util_backoff_ms(K.cfg.backoff_ms, s->attempt, HOOK_BACKOFF_MAX_S * 1000LL);
     snprintf(wait_s, sizeof wait_s, "%lld", (long long)delay);
     char msg[CURL_ERROR_SIZE + 64];
     if (cc != CURLE_OK)

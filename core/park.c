@@ -20,6 +20,11 @@ struct park_retry *park_book_get(struct park_book *b, const char *function, int 
     return NULL;
 }
 
+int64_t park_backoff_ms(int backoff_ms, int attempts)
+{
+    return util_backoff_ms(backoff_ms > 0 ? backoff_ms : 1, attempts, PARK_BACKOFF_MAX_MS);
+}
+
 struct park_retry *park_book_fail(struct park_book *b, const char *function, int version,
                                   const char *position, const char *error, int backoff_ms)
 {
@@ -37,12 +42,7 @@ struct park_retry *park_book_fail(struct park_book *b, const char *function, int
     }
     r->attempts++;
     snprintf(r->error, sizeof r->error, "%s", error);
-    int64_t delay = backoff_ms > 0 ? backoff_ms : 1;
-    for (int i = 1; i < r->attempts && delay < PARK_BACKOFF_MAX_MS; i++)
-        delay *= 2;
-    if (delay > PARK_BACKOFF_MAX_MS)
-        delay = PARK_BACKOFF_MAX_MS;
-    r->next_ms = util_now_ms() + delay;
+    r->next_ms = util_now_ms() + park_backoff_ms(backoff_ms, r->attempts);
     return r;
 }
 
@@ -200,6 +200,37 @@ int park_list(PGconn *pg, const char *state, const char *function, int64_t after
         park_item_clear(&it);
     }
     PQclear(r);
+    return 0;
+}
+
+int park_event_failed(PGconn *pg, struct park_book *book, const char *function,
+                      const char *kind, int version, int retries, int backoff_ms,
+                      const struct es_event *ev, const char *why)
+{
+    char who[160];
+    if (version)
+        snprintf(who, sizeof who, "%s %s v%d", kind, function, version);
+    else
+        snprintf(who, sizeof who, "%s %s", kind, function);
+    struct park_retry *f = park_book_fail(book, function, version, ev->position, why, backoff_ms);
+    if (f->attempts < retries) {
+        log_warn("%s: attempt %d of %d at event %s failed: %s; trying again in %lld ms", who,
+                 f->attempts, retries, ev->position, why, (long long)(f->next_ms - util_now_ms()));
+        return 1;
+    }
+    json_t *subject = park_event_subject(ev);
+    struct err e = {0};
+    int64_t id = 0;
+    int rc = park_put(pg, function, kind, version, ev->position, subject, why, f->attempts, &id,
+                      &e);
+    json_decref(subject);
+    if (rc) {
+        log_error("%s: could not park event %s: %s", who, ev->position, e.msg);
+        return 1;
+    }
+    log_error("%s: parked event %s (%s %s/%" PRId64 ") as #%lld after %d attempts: %s", who,
+              ev->position, ev->type, ev->stream_id, ev->version, (long long)id, f->attempts, why);
+    park_book_clear(book, function, version);
     return 0;
 }
 

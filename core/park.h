@@ -40,6 +40,10 @@ struct park_book {
 /* The entry of (function, version), or NULL when it is not failing. */
 struct park_retry *park_book_get(struct park_book *b, const char *function, int version);
 
+/* The wait after the attempts-th failure: backoff_ms * 2^(attempts-1), at
+ * most 30 s (the rule above, for every event-handling function). */
+int64_t park_backoff_ms(int backoff_ms, int attempts);
+
 /* Records a failure at position (a new position starts counting at 1) and
  * sets the next attempt backoff_ms * 2^(attempts-1) from now, at most 30 s.
  * Returns the entry (owned by the book). */
@@ -55,6 +59,18 @@ int park_book_waiting(struct park_book *b, const char *function, int version, in
 void park_book_free(struct park_book *b);
 
 /* ---------- parked items ---------- */
+
+/*
+ * The rule above, for a failure of function (kind "projection", "reactor" or
+ * "timer"; version: a projection's, else 0) at event ev, the last error
+ * why: records it in book; below retries attempts logs it and returns 1 (the
+ * caller stops before ev and tries it again after the back-off); at retries
+ * parks ev (park_put) and returns 0 (the caller moves past it), or returns 1
+ * when it could not be parked (it stays the failure it was).
+ */
+int park_event_failed(PGconn *pg, struct park_book *book, const char *function,
+                      const char *kind, int version, int retries, int backoff_ms,
+                      const struct es_event *ev, const char *why);
 
 /* The subject of an event: {stream_id, version, type, event_id, position,
  * recorded_at, data}. A new reference. */

@@ -58,34 +58,11 @@ struct part {
 static int part_failed(PGconn *pg, struct park_book *book, struct part *pt,
                        const struct es_event *ev, const char *why)
 {
-    const struct fn_projection *p = pt->rp->p;
-    struct park_retry *f = park_book_fail(book, p->name, p->version, ev->position, why,
-                                          pt->rp->limits.backoff_ms);
-    if (f->attempts < pt->rp->limits.retries) {
-        log_warn("projection %s v%d: attempt %d of %d at event %s failed: %s; trying again in %lld "
-                 "ms",
-                 p->name, p->version, f->attempts, pt->rp->limits.retries, ev->position, why,
-                 (long long)(f->next_ms - util_now_ms()));
-        pt->stopped = 1;
-        return 1;
-    }
-    json_t *subject = park_event_subject(ev);
-    struct err e = {0};
-    int64_t id = 0;
-    int rc = park_put(pg, p->name, "projection", p->version, ev->position, subject, why,
-                      f->attempts, &id, &e);
-    json_decref(subject);
-    if (rc) { /* not parked: it stays the failure it was */
-        log_error("projection %s: could not park event %s: %s", p->name, ev->position, e.msg);
-        pt->stopped = 1;
-        return 1;
-    }
-    log_error("projection %s: parked event %s (%s %s/%" PRId64 ") as #%lld after %d attempts: "
-              "%s",
-              p->name, ev->position, ev->type, ev->stream_id, ev->version, (long long)id,
-              f->attempts, why);
-    park_book_clear(book, p->name, p->version);
-    return 0;
+    const struct reg_projection *rp = pt->rp;
+    int stops = park_event_failed(pg, book, rp->p->name, "projection", rp->p->version,
+                                  rp->limits.retries, rp->limits.backoff_ms, ev, why);
+    pt->stopped |= stops;
+    return stops;
 }
 
 /* pt's writes up to pt->now are stored: a failure it had at or before
@@ -113,8 +90,7 @@ static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
         int (*apply)(struct fn_batch *, const struct fn_event *, struct err *) =
             reg_projection_handler(p, ev->type);
         if (apply) {
-            struct fn_event fe = {ev->stream_id, ev->version,     ev->type,    ev->data,
-                                  ev->position,  ev->recorded_at, ev->event_id};
+            struct fn_event fe = fn_event_of(ev);
             struct err fe_err = {0};
             size_t argc = b->argc, ncmds = b->ncmds;
             int64_t t0 = util_now_us();

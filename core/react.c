@@ -169,6 +169,10 @@ int react_invoke(struct reg *r, PGconn *pg, const char *name, enum react_mode mo
         return err_set(e, ERR_INTERNAL, "%s on %s %s/%" PRId64 ": %s", name, ev->type,
                        ev->stream_id, ev->version, m);
     }
+    for (size_t i = 0; i < x->nops; i++) { /* a start is due after the event that asked */
+        x->ops[i].recorded_at = ev->recorded_at;
+        x->ops[i].set_by = ev->position;
+    }
     if (mode == REACT_REACTOR && x->nissued) {
         char *prefix = xasprintf("reactor:%s:%s", name, ev->event_id);
         rc = react_run_issued(r, pg, x, prefix, react_event_time(ev), e);
@@ -358,28 +362,8 @@ static int save(PGconn *pg, struct consumer *c, struct err *e)
 static int failed(PGconn *pg, struct park_book *book, struct consumer *c,
                   const struct es_event *ev, const struct err *why)
 {
-    struct park_retry *p =
-        park_book_fail(book, c->name, 0, ev->position, why->msg, c->limits->backoff_ms);
-    if (p->attempts < c->limits->retries) {
-        log_warn("%s: attempt %d of %d failed: %s; trying again in %lld ms", c->id, p->attempts,
-                 c->limits->retries, why->msg, (long long)(p->next_ms - util_now_ms()));
-        return 1;
-    }
-    json_t *subject = park_event_subject(ev);
-    struct err e = {0};
-    int64_t id = 0;
-    int rc = park_put(pg, c->name, c->rx ? "reactor" : "timer", 0, ev->position, subject,
-                      why->msg, p->attempts, &id, &e);
-    json_decref(subject);
-    if (rc) {
-        log_error("%s: could not park event %s: %s", c->id, ev->position, e.msg);
-        return 1;
-    }
-    log_error("%s: parked event %s (%s %s/%" PRId64 ") as #%lld after %d attempts: %s", c->id,
-              ev->position, ev->type, ev->stream_id, ev->version, (long long)id, p->attempts,
-              why->msg);
-    park_book_clear(book, c->name, 0);
-    return 0;
+    return park_event_failed(pg, book, c->name, c->rx ? "reactor" : "timer", 0,
+                             c->limits->retries, c->limits->backoff_ms, ev, why->msg);
 }
 
 /* Hands c the events of evs after its checkpoint. */
@@ -393,8 +377,7 @@ static void consume(struct reg *r, PGconn *pg, struct park_book *book, struct co
         int (*h)(struct fn_react *, const struct fn_event *, struct err *) =
             reg_react_handler(c->on, ev->type);
         if (h) {
-            struct fn_event fe = {ev->stream_id, ev->version,     ev->type,    ev->data,
-                                  ev->position,  ev->recorded_at, ev->event_id};
+            struct fn_event fe = fn_event_of(ev);
             struct fn_react x;
             struct err e = {0};
             int64_t t0 = util_now_us();
@@ -408,10 +391,6 @@ static void consume(struct reg *r, PGconn *pg, struct park_book *book, struct co
                 }
             } else {
                 park_book_clear(book, c->name, 0);
-                for (size_t i = 0; i < x.nops; i++) {
-                    x.ops[i].recorded_at = ev->recorded_at;
-                    x.ops[i].set_by = ev->position;
-                }
                 if (x.nops) {
                     c->ops = xrealloc(c->ops, (c->nops + x.nops) * sizeof *c->ops);
                     memcpy(c->ops + c->nops, x.ops, x.nops * sizeof *x.ops);
@@ -576,11 +555,8 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
             }
         } else {
             /* back off in the table, so every instance waits */
-            int64_t delay = t ? t->limits.backoff_ms : REG_DEFAULT_BACKOFF_MS;
-            for (int k = 1; k < attempts && delay < 30000; k++)
-                delay *= 2;
-            if (delay > 30000)
-                delay = 30000;
+            int64_t delay =
+                park_backoff_ms(t ? t->limits.backoff_ms : REG_DEFAULT_BACKOFF_MS, attempts);
             char ms[24];
             snprintf(ms, sizeof ms, "%lld", (long long)delay);
             const char *bp[5] = {name, key, sched, ms, fe.msg};

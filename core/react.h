@@ -44,8 +44,8 @@ struct react_timer_op {
     int start; /* 1: start, 0: stop */
     char *key;
     json_t *payload;         /* owned; NULL for a stop */
-    const char *recorded_at; /* of the event that asked (borrowed; set by the runner) */
-    const char *set_by;      /* its position (borrowed; set by the runner) */
+    const char *recorded_at; /* of the event that asked (borrowed; set by react_invoke) */
+    const char *set_by;      /* its position (borrowed; set by react_invoke) */
 };
 
 enum react_mode { REACT_REACTOR, REACT_TIMER_EVENT, REACT_TIMER_FIRE };
@@ -75,7 +75,8 @@ const char *react_event_time(const struct fn_event *ev);
 
 /* Runs reactor or timer handler `react` on ev in mode, then (reactors) its
  * commands under keys "reactor:<name>:<event id>". On success x holds what
- * it asked for (timer ops for REACT_TIMER_EVENT). Returns 0 or a failure. */
+ * it asked for (timer ops for REACT_TIMER_EVENT, each with ev's recorded_at
+ * and position, borrowed from ev). Returns 0 or a failure. */
 int react_invoke(struct reg *r, PGconn *pg, const char *name, enum react_mode mode,
                  int (*react)(struct fn_react *, const struct fn_event *, struct err *),
                  const struct fn_event *ev, struct fn_react *x, struct err *e);

@@ -142,6 +142,14 @@ int64_t util_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t util_backoff_ms(int64_t first_ms, int attempt, int64_t max_ms)
+{
+    int64_t delay = first_ms;
+    for (int i = 1; i < attempt && delay < max_ms; i++)
+        delay *= 2;
+    return delay < max_ms ? delay : max_ms;
+}
+
 int64_t util_now_us(void)
 {
     struct timespec ts;

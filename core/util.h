@@ -45,6 +45,10 @@ void util_uuid4(char out[37]);
  * control characters or DEL, and without '/' unless allow_slash. */
 int util_text_ok(const char *s, size_t max, int allow_slash);
 
+/* The wait before the attempt after the attempt-th failure (from 1):
+ * first_ms doubled each time (exponential back-off), at most max_ms. */
+int64_t util_backoff_ms(int64_t first_ms, int attempt, int64_t max_ms);
+
 /* Monotonic clock in milliseconds. */
 int64_t util_now_ms(void);
 /* The same in microseconds. */
