@@ -148,15 +148,14 @@ static json_t *limit_or_null(int v)
 }
 
 /* One function of the generation: what it is and its counters. */
-static json_t *function_json(const char *name, const char *kind, const struct reg_module *m,
-                             const char *method, const char *route, const struct fn_limits *l,
-                             struct reg_fn *fn)
+static json_t *function_json(const struct reg_module *m, const char *method, const char *route,
+                             const struct fn_limits *l, struct reg_fn *fn)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", "name", name, "kind", kind, "module",
-                          m->desc->name);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "name", fn->name, "kind", reg_kind_name(fn->kind),
+                          "module", m->desc->name);
     if (route)
         json_object_set_new(o, "route", json_sprintf("%s %s", method, route));
-    int has = reg_limits_of_kind(kind); /* only the limits that apply to it */
+    int has = reg_limits_of_kind(fn->kind); /* only the limits that apply to it */
     json_t *lj = json_object();
     if (has & REG_LIMIT_CONCURRENCY)
         json_object_set_new(lj, "concurrency", limit_or_null(l->concurrency));
@@ -184,28 +183,26 @@ static void builtin_functions(struct disp_job *job)
     json_t *list = json_array();
     for (size_t i = 0; i < r->ncmds; i++) {
         const struct reg_command *c = &r->cmds[i];
-        json_array_append_new(list, function_json(c->c->name, "command", c->mod, c->c->method,
-                                                  c->c->route, &c->limits, c->fn));
+        json_array_append_new(list, function_json(c->mod, c->c->method, c->c->route, &c->limits,
+                                                  c->fn));
     }
     for (size_t i = 0; i < r->nqueries; i++) {
         const struct reg_query *q = &r->queries[i];
-        json_array_append_new(list, function_json(q->q->name, "query", q->mod, "GET",
-                                                  q->q->route, &q->limits, q->fn));
+        json_array_append_new(list, function_json(q->mod, "GET", q->q->route, &q->limits, q->fn));
     }
     for (size_t i = 0; i < r->nprojs; i++) {
         const struct reg_projection *p = &r->projs[i];
-        json_t *o = function_json(p->p->name, "projection", p->mod, NULL, NULL, &p->limits, p->fn);
+        json_t *o = function_json(p->mod, NULL, NULL, &p->limits, p->fn);
         json_object_set_new(o, "version", json_integer(p->p->version));
         json_array_append_new(list, o);
     }
     for (size_t i = 0; i < r->nreactors; i++) {
         const struct reg_reactor *x = &r->reactors[i];
-        json_array_append_new(list, function_json(x->x->name, "reactor", x->mod, NULL, NULL,
-                                                  &x->limits, x->fn));
+        json_array_append_new(list, function_json(x->mod, NULL, NULL, &x->limits, x->fn));
     }
     for (size_t i = 0; i < r->ntimers; i++) {
         const struct reg_timer *t = &r->timers[i];
-        json_t *o = function_json(t->t->name, "timer", t->mod, NULL, NULL, &t->limits, t->fn);
+        json_t *o = function_json(t->mod, NULL, NULL, &t->limits, t->fn);
         json_object_set_new(json_object_get(o, "limits"), "delay_s", json_integer(t->delay_s));
         json_array_append_new(list, o);
     }

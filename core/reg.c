@@ -953,15 +953,18 @@ static const struct limit_field limit_fields[] = {
     {"_DELAY_S", 0, 1, 100000000, REG_LIMIT_DELAY},
 };
 
-int reg_limits_of_kind(const char *kind)
+int reg_limits_of_kind(enum reg_kind kind)
 {
-    if (!strcmp(kind, "command"))
-        return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT | REG_LIMIT_RETRIES;
-    if (!strcmp(kind, "query"))
-        return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT;
-    if (!strcmp(kind, "timer"))
+    switch (kind) {
+    case REG_COMMAND: return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT | REG_LIMIT_RETRIES;
+    case REG_QUERY: return REG_LIMIT_CONCURRENCY | REG_LIMIT_TIMEOUT;
+    case REG_PROJECTION:
+    case REG_REACTOR: return REG_LIMIT_RETRIES | REG_LIMIT_BACKOFF;
+    case REG_TIMER:
         return REG_LIMIT_TIMEOUT | REG_LIMIT_RETRIES | REG_LIMIT_BACKOFF | REG_LIMIT_DELAY;
-    return REG_LIMIT_RETRIES | REG_LIMIT_BACKOFF; /* projection, reactor */
+    case REG_BUILTIN: break;
+    }
+    return 0;
 }
 
 static void defaults(struct fn_limits *l, int event_handler)
@@ -977,28 +980,28 @@ static void defaults(struct fn_limits *l, int event_handler)
 /* The limits (and for a timer its delay) of the function whose environment
  * name is en, or NULL; *kind gets its kind. */
 static struct fn_limits *limits_of(struct reg *r, const char *en, size_t len, int **delay,
-                                   const char **kind)
+                                   enum reg_kind *kind)
 {
     char buf[128];
-#define LIMITS_OF(array, count, desc, k)                                                     \
+#define LIMITS_OF(array, count, desc)                                                        \
     for (size_t i = 0; i < r->count; i++) {                                                  \
         env_name(r->array[i].desc->name, buf);                                               \
         if (strlen(buf) == len && !strncmp(buf, en, len)) {                                  \
-            *kind = k;                                                                       \
+            *kind = r->array[i].fn->kind;                                                    \
             return &r->array[i].limits;                                                      \
         }                                                                                    \
     }
     *delay = NULL;
-    *kind = "timer";
-    LIMITS_OF(cmds, ncmds, c, "command")
-    LIMITS_OF(queries, nqueries, q, "query")
-    LIMITS_OF(projs, nprojs, p, "projection")
-    LIMITS_OF(reactors, nreactors, x, "reactor")
+    LIMITS_OF(cmds, ncmds, c)
+    LIMITS_OF(queries, nqueries, q)
+    LIMITS_OF(projs, nprojs, p)
+    LIMITS_OF(reactors, nreactors, x)
 #undef LIMITS_OF
     for (size_t i = 0; i < r->ntimers; i++) {
         env_name(r->timers[i].t->name, buf);
         if (strlen(buf) == len && !strncmp(buf, en, len)) {
             *delay = &r->timers[i].delay_s;
+            *kind = REG_TIMER;
             return &r->timers[i].limits;
         }
     }
@@ -1039,7 +1042,7 @@ static int resolve_limits(struct build *b)
                            "_BACKOFF_MS or (timers) _DELAY_S",
                            (int)(eq - *ep), *ep);
         int *delay;
-        const char *kind;
+        enum reg_kind kind;
         struct fn_limits *l = limits_of(r, name, nlen, &delay, &kind);
         if (!l)
             return err_set(b->e, ERR_INVALID,
@@ -1049,7 +1052,7 @@ static int resolve_limits(struct build *b)
         if (!(reg_limits_of_kind(kind) & f->bit))
             return err_set(b->e, ERR_INVALID,
                            "%.*s: a %s has no %s (see the limits of each kind in the README)",
-                           (int)(eq - *ep), *ep, kind, f->suffix + 1);
+                           (int)(eq - *ep), *ep, reg_kind_name(kind), f->suffix + 1);
         const char *v_s = eq + 1;
         int digits = *v_s && strlen(v_s) <= 9 && strspn(v_s, "0123456789") == strlen(v_s);
         long v = digits ? strtol(v_s, NULL, 10) : -1;

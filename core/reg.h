@@ -52,8 +52,8 @@ enum {
     REG_LIMIT_BACKOFF = 8,     /* projections, reactors, timers */
     REG_LIMIT_DELAY = 16,      /* timers */
 };
-/* The mask of kind: "command", "query", "projection", "reactor" or "timer". */
-int reg_limits_of_kind(const char *kind);
+/* The mask of a kind of function. */
+int reg_limits_of_kind(enum reg_kind kind);
 
 /* The process-wide record of one function name. Counters are monotonic. */
 struct reg_fn {

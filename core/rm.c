@@ -18,6 +18,12 @@
  * in magnitude, judged in Lua's doubles with room to spare, so no int64
  * overflow can slip through). Then it writes, then it moves the checkpoints.
  * A refused batch writes nothing. */
+/* The key of a projection version's checkpoint (caller frees). */
+static char *checkpoint_key(const char *projection, int version)
+{
+    return xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
+}
+
 static const char APPLY_LUA[] =
     "local n = tonumber(ARGV[1])\n"
     "local i = 2\n"
@@ -184,8 +190,7 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
     argv[k++] = n;
     for (size_t i = 0; i < ncps; i++) {
         owned[i] = cps[i].key ? xstrdup(cps[i].key)
-                              : xasprintf("cqrsd:checkpoint:%s:v%d", cps[i].projection,
-                                          cps[i].version);
+                              : checkpoint_key(cps[i].projection, cps[i].version);
         argv[k++] = owned[i];
         argv[k++] = cps[i].from;
         argv[k++] = cps[i].to;
@@ -215,7 +220,9 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
 int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
                       struct err *e)
 {
-    redisReply *r = redisCommand(rc, "GET cqrsd:checkpoint:%s:v%d", projection, version);
+    char *key = checkpoint_key(projection, version);
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    free(key);
     if (!r || rc->err)
         return lost(rc, r, "read a checkpoint", e);
     buf[0] = '\0';
@@ -238,7 +245,7 @@ int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], s
     char **keys = xmalloc(r->nprojs * sizeof *keys);
     argv[0] = "MGET";
     for (size_t i = 0; i < r->nprojs; i++) {
-        keys[i] = xasprintf("cqrsd:checkpoint:%s:v%d", r->projs[i].p->name, r->projs[i].p->version);
+        keys[i] = checkpoint_key(r->projs[i].p->name, r->projs[i].p->version);
         argv[i + 1] = keys[i];
     }
     redisReply *rep = redisCommandArgv(rc, (int)r->nprojs + 1, argv, NULL);
@@ -272,7 +279,7 @@ int rm_reset(redisContext *rc, const char *projection, int version, long long *d
              struct err *e)
 {
     char *pattern = xasprintf("%s:v%d:*", projection, version);
-    char *cp = xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
+    char *cp = checkpoint_key(projection, version);
     char *markers = xasprintf("cqrsd:parked:%s:v%d:*", projection, version);
     const char *argv[] = {"EVAL", RESET_LUA, "0", pattern, cp, markers};
     redisReply *r = redisCommandArgv(rc, 6, argv, NULL);
