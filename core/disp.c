@@ -178,6 +178,7 @@ void disp_fail(struct disp_job *job, const struct err *e)
 void disp_reply(struct disp_job *job, int status, json_t *body)
 {
     json_decref(job->body);
+    job->problem = 0; /* a read run again after a 503 may answer 200 */
     job->code = 0;
     job->status = status;
     job->body = body;
