@@ -66,7 +66,7 @@ static void free_line(struct cart_line *l)
 static void mark_bad(struct cart_state *s, const struct fn_event *ev)
 {
     if (!s->bad_type[0]) {
-        snprintf(s->bad_type, sizeof s->bad_type, "%s", ev->type);
+        snprintf(s->bad_type, sizeof s->bad_type, "%s", ev->type ? ev->type : "?");
         s->bad_version = ev->version;
     }
 }
@@ -135,6 +135,14 @@ static void fold_item_removed(struct cart_state *s, const struct fn_event *ev)
         mark_bad(s, ev);
 }
 
+/* A change of the cart's contents: it is not abandoned, and idle from then. */
+static void note_change(struct cart_state *s, const struct fn_event *ev)
+{
+    const char *at = json_string_value(json_object_get(ev->data, "occurred_at"));
+    s->abandoned = 0;
+    snprintf(s->last_change_at, sizeof s->last_change_at, "%s", at ? at : "");
+}
+
 /* Folds one cart event into state (struct cart_state). */
 static void cart_evolve(void *state, const struct fn_event *ev)
 {
@@ -147,20 +155,17 @@ static void cart_evolve(void *state, const struct fn_event *ev)
         s->opened = 1;
         s->customer_id = dup_or_null(json_object_get(ev->data, "customer_id"));
         s->country = dup_or_null(json_object_get(ev->data, "country"));
+        note_change(s, ev);
     } else if (!strcmp(ev->type, EV_ItemAdded)) {
         fold_item_added(s, ev);
+        note_change(s, ev);
     } else if (!strcmp(ev->type, EV_ItemRemoved)) {
         fold_item_removed(s, ev);
+        note_change(s, ev);
     } else if (!strcmp(ev->type, EV_CartCheckedOut)) {
         s->checked_out = 1;
     } else if (!strcmp(ev->type, EV_CartAbandoned)) {
         s->abandoned = 1;
-    }
-    if (!strcmp(ev->type, EV_CartOpened) || !strcmp(ev->type, EV_ItemAdded) ||
-        !strcmp(ev->type, EV_ItemRemoved)) {
-        const char *at = json_string_value(json_object_get(ev->data, "occurred_at"));
-        s->abandoned = 0;
-        snprintf(s->last_change_at, sizeof s->last_change_at, "%s", at ? at : "");
     }
 }
 

@@ -36,6 +36,22 @@ make -s -C "$tmp/tips" CC="${CC:-cc}"
 make -s -C "$tmp/tips" test CQRSD="$CQRSD_BIN" | tee "$tmp/cases.out"
 grep -q "7 cases: 7 passed, 0 failed, 0 skipped" "$tmp/cases.out" || fail "the cases did not all pass"
 
+echo "--- a malformed case and a command without cases are failures, counted"
+cp -r "$tmp/tips" "$tmp/bad"
+mv "$tmp/bad/cases/tips.record" "$tmp/bad/tips.record.away"
+mkdir -p "$tmp/bad/cases/tips.get/untyped"
+cp "$tmp/bad/cases/tips.get/unknown_item/"* "$tmp/bad/cases/tips.get/untyped/"
+echo '{"data": {"item_id": "x"}}' > "$tmp/bad/cases/tips.get/untyped/given.jsonl"
+rc=0
+(cd "$tmp/bad" && CQRSD_MODULES="$tmp/tips/build/tips.so" "$CQRSD_BIN" cases cases) \
+  >"$tmp/bad.out" 2>&1 || rc=$?
+cat "$tmp/bad.out"
+[ "$rc" = 1 ] || fail "cqrsd cases exited $rc on a malformed case, not 1"
+grep -q 'given.jsonl event 1: an event has a string "type"' "$tmp/bad.out" ||
+  fail "no message names the event without a type"
+grep -q "FAIL tips.record has no case folder" "$tmp/bad.out" || fail "no message for tips.record"
+grep -q "^4 cases: 3 passed, 2 failed, 0 skipped" "$tmp/bad.out" || fail "the counts are wrong"
+
 echo "--- a misspelt event type fails the build"
 cp -r "$tmp/tips" "$tmp/typo"
 sed -i 's/{EV_TipsRecorded, recorded}/{EV_TipsRecordd, recorded}/' "$tmp/typo/module.c"
