@@ -76,7 +76,7 @@ start_server() {
 
 for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run "unit/$(basename "$t")" "${VG[@]}" "$t"; done
 # the example module's cases, as its own `make test` runs them
-run "examples/loyalty_cases" env CQRSD_MODULES="$PWD/$BUILD/examples/loyalty/loyalty.so" \
+run "examples/loyalty_cases" env CQRSD_MODULES="$CQRSD_LOYALTY_MODULE" \
     "${VG[@]}" "$CQRSD_BIN" cases examples/loyalty/cases
 for t in "$BUILD"/tests/integration/*; do [ -x "$t" ] && run "integration/$(basename "$t")" "${VG[@]}" "$t"; done
 

@@ -44,10 +44,7 @@ static PGconn *pg;
 
 static void sql(PGconn *c, const char *q)
 {
-    PGresult *r = PQexec(c, q);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", q, PQerrorMessage(c));
-    PQclear(r);
+    PQclear(th_sql(c, "%s", q));
 }
 
 static PGconn *db(void)
@@ -90,27 +87,14 @@ static long get(const char *path)
     return r.status;
 }
 
-/* The /admin/functions entry of name (a new reference). */
 static json_t *function(const char *name)
 {
-    json_t *all = th_get_json(BASE, "/admin/functions"), *f;
-    size_t i;
-    json_array_foreach(json_object_get(all, "functions"), i, f)
-        if (!strcmp(json_string_value(json_object_get(f, "name")), name)) {
-            json_incref(f);
-            json_decref(all);
-            return f;
-        }
-    fail_msg("/admin/functions lists no %s", name);
-    return NULL;
+    return th_function(BASE, name);
 }
 
 static long long counter(const char *name, const char *field)
 {
-    json_t *f = function(name);
-    long long v = json_integer_value(json_object_get(f, field));
-    json_decref(f);
-    return v;
+    return th_counter(BASE, name, field);
 }
 
 static void wait_in_flight(const char *name, long long n)
@@ -219,13 +203,10 @@ static void concurrency_and_timeout(void **state)
     assert_int_equal(json_integer_value(json_object_get(reply, "version")), 2);
     json_decref(reply);
     th_reply_free(&r);
-    char *q = xasprintf("SELECT count(*) FROM events WHERE stream_id = '%s' AND type = "
-                        "'ItemAdded'",
-                        sid);
-    PGresult *res = PQexec(pg, q);
-    free(q);
-    assert_string_equal(PQgetvalue(res, 0, 0), "1");
-    PQclear(res);
+    assert_int_equal(
+        th_sql_int(pg, "SELECT count(*) FROM events WHERE stream_id = '%s' AND type = 'ItemAdded'",
+                   sid),
+        1);
     assert_true(counter("cart.add_item", "invocations") >= 2);
     /* the 504 is its one error; its late 200 is not counted again */
     assert_int_equal(counter("cart.add_item", "errors"), 1);

@@ -29,11 +29,7 @@ static pid_t server;
 
 static long call(const char *method, const char *path, const char *body, json_t **out)
 {
-    struct th_reply r = th_call(NULL, BASE, method, path, body, NULL, 20);
-    if (out)
-        *out = r.body ? json_loads(r.body, 0, NULL) : NULL;
-    th_reply_free(&r);
-    return r.status;
+    return th_call_json(BASE, method, path, body, out);
 }
 
 /* An order of the given lines' total for customer (NULL: a guest), paid. */

@@ -69,21 +69,6 @@ static const char *const *server_env(void)
     return env;
 }
 
-static PGresult *q(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        abort();
-    va_end(ap);
-    PGresult *r = PQexec(pg, s);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", s, PQerrorMessage(pg));
-    free(s);
-    return r;
-}
-
 
 static long post(const char *base, const char *path, const char *body)
 {
@@ -123,13 +108,9 @@ static long long events(const char *category, const char *id, const char *type)
 static void wait_events(const char *category, const char *id, const char *type, long long n,
                         int seconds)
 {
-    for (int i = 0; i < seconds * 10; i++) {
-        if (events(category, id, type) == n)
-            return;
-        usleep(100000);
-    }
-    fail_msg("%s-%s-%s has %lld %s, not %lld, after %d s", category, run, id,
-             events(category, id, type), type, n, seconds);
+    th_wait_sql_int(pg, n, seconds,
+                    "SELECT count(*) FROM events WHERE stream_id = '%s-%s-%s' AND type = '%s'",
+                    category, run, id, type);
 }
 
 static json_t *get(const char *base, const char *fmt, const char *id)
@@ -145,7 +126,7 @@ static void unpaid_order_is_cancelled(void **state)
     order(BASE_A, "unpaid", 0);
     order(BASE_A, "paid", 1);
     wait_events("order", "unpaid", "OrderCancelled", 1, 15);
-    PGresult *r = q("SELECT data->>'reason', data->>'refund_due' FROM events WHERE stream_id = "
+    PGresult *r = th_sql(pg, "SELECT data->>'reason', data->>'refund_due' FROM events WHERE stream_id = "
                     "'order-%s-unpaid' AND type = 'OrderCancelled'",
                     run);
     assert_string_equal(PQgetvalue(r, 0, 0), "not paid in time");
@@ -197,15 +178,10 @@ static void timers_survive_a_kill(void **state)
     (void)state;
     order(BASE_A, "killed", 0);
     /* the timer is stored (its scheduler ran), not yet due */
-    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM timers WHERE timer = "
-                                     "'order.payment_timeout' AND timer_key = '%s-killed'",
-                                     run) != 1;
-         i++)
-        usleep(50000);
-    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM timers WHERE timer = 'order.payment_timeout' "
-                           "AND timer_key = '%s-killed'",
-                           run),
-                     1);
+    th_wait_sql_int(pg, 1, 5,
+                    "SELECT count(*) FROM timers WHERE timer = 'order.payment_timeout' AND "
+                    "timer_key = '%s-killed'",
+                    run);
     kill(a_pid, SIGKILL);
     waitpid(a_pid, NULL, 0);
     sleep(3); /* due while no server runs */
@@ -216,14 +192,7 @@ static void timers_survive_a_kill(void **state)
 
 static long long expire_runs(const char *base)
 {
-    json_t *all = th_get_json(base, "/admin/functions"), *f;
-    size_t i;
-    long long n = -1;
-    json_array_foreach(json_object_get(all, "functions"), i, f)
-        if (!strcmp(json_string_value(json_object_get(f, "name")), "order.expire"))
-            n = json_integer_value(json_object_get(f, "invocations"));
-    json_decref(all);
-    return n;
+    return th_counter(base, "order.expire", "invocations");
 }
 
 static void fire_once_across_instances(void **state)
@@ -259,14 +228,16 @@ static void reactor_runs_again_safely(void **state)
     }
     wait_events("copy", "n4", "NoteCopied", 1, 15);
     long long copies = th_sql_int(pg, "SELECT count(*) FROM events WHERE type = 'NoteCopied'");
+    long long ran = th_counter(BASE_A, "notes.echo", "invocations");
     /* as if the instance crashed after the commands and before the move */
-    PQclear(q("UPDATE consumer_checkpoints SET position = '' WHERE consumer = "
-              "'reactor:notes.echo'"));
-    for (int i = 0; i < 100 && th_sql_int(pg, "SELECT count(*) FROM consumer_checkpoints WHERE consumer "
-                                     "= 'reactor:notes.echo' AND position <> ''") == 0;
-         i++)
-        usleep(100000);
+    PQclear(th_sql(pg, "UPDATE consumer_checkpoints SET position = '' WHERE consumer = "
+                       "'reactor:notes.echo'"));
+    th_wait_sql_int(pg, 1, 10,
+                    "SELECT count(*) FROM consumer_checkpoints WHERE consumer = "
+                    "'reactor:notes.echo' AND position <> ''");
     sleep(1);
+    /* it ran again on the five notes at least, and issued nothing new */
+    assert_true(th_counter(BASE_A, "notes.echo", "invocations") >= ran + 5);
     assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM events WHERE type = 'NoteCopied'"), copies);
     for (int i = 0; i < 5; i++) {
         char sid[64];

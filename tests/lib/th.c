@@ -188,19 +188,96 @@ void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl)
     free(cmd);
 }
 
+/* rows: the statement must return rows (a query) */
+static PGresult *vsql(PGconn *pg, int rows, const char *fmt, va_list ap)
+{
+    char *q = NULL;
+    if (vasprintf(&q, fmt, ap) < 0)
+        abort();
+    PGresult *r = PQexec(pg, q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK &&
+        (rows || PQresultStatus(r) != PGRES_COMMAND_OK))
+        fail_msg("%s: %s", q, PQerrorMessage(pg));
+    free(q);
+    return r;
+}
+
+PGresult *th_sql(PGconn *pg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vsql(pg, 0, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static long long vsql_int(PGconn *pg, const char *fmt, va_list ap)
+{
+    PGresult *r = vsql(pg, 1, fmt, ap);
+    long long v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
 long long th_sql_int(PGconn *pg, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    long long v = vsql_int(pg, fmt, ap);
+    va_end(ap);
+    return v;
+}
+
+void th_wait_sql_int(PGconn *pg, long long want, int seconds, const char *fmt, ...)
+{
+    long long v = 0;
+    for (int i = 0; i <= seconds * 20; i++) {
+        va_list ap;
+        va_start(ap, fmt);
+        v = vsql_int(pg, fmt, ap);
+        va_end(ap);
+        if (v == want)
+            return;
+        usleep(50000);
+    }
     va_list ap;
     va_start(ap, fmt);
     char *q = NULL;
     if (vasprintf(&q, fmt, ap) < 0)
         abort();
     va_end(ap);
-    PGresult *r = PQexec(pg, q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", q, PQerrorMessage(pg));
-    long long v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    free(q);
+    fail_msg("%s gave %lld, not %lld, for %d s", q, v, want, seconds);
+}
+
+long th_call_json(const char *base, const char *method, const char *path, const char *body,
+                  json_t **out)
+{
+    struct th_reply r = th_call(NULL, base, method, path, body, NULL, 20);
+    if (out)
+        *out = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    th_reply_free(&r);
+    return r.status;
+}
+
+json_t *th_function(const char *base, const char *name)
+{
+    json_t *all = th_get_json(base, "/admin/functions"), *f;
+    size_t i;
+    json_array_foreach(json_object_get(all, "functions"), i, f)
+        if (!strcmp(json_string_value(json_object_get(f, "name")), name)) {
+            json_incref(f);
+            json_decref(all);
+            return f;
+        }
+    json_decref(all);
+    fail_msg("/admin/functions lists no %s", name);
+    return NULL;
+}
+
+long long th_counter(const char *base, const char *name, const char *field)
+{
+    json_t *f = th_function(base, name);
+    long long v = json_integer_value(json_object_get(f, field));
+    json_decref(f);
     return v;
 }

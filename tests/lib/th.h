@@ -47,9 +47,30 @@ pid_t th_start_server(const char *addr, const char *const *env);
  * dburl and redisurl (at least 512 bytes each); fails the test otherwise. */
 void th_isolated(const char *db, int redis_db, char *dburl, char *redisurl);
 
+/* Runs the SQL statement fmt (printf-style) on pg; fails the test on an
+ * error. The caller PQclears the result. */
+PGresult *th_sql(PGconn *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Runs the SQL query fmt (printf-style) on pg and returns the integer in
  * its first row's first column (-1 when no row); fails the test on an error. */
 long long th_sql_int(PGconn *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Polls th_sql_int(pg, fmt, ...) every 50 ms until it is want; fails the
+ * test, naming the last value, after `seconds`. */
+void th_wait_sql_int(PGconn *pg, long long want, int seconds, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* th_call without a key, 20 s at most: the status, and *out (may be NULL)
+ * the body as JSON (NULL when it is none). Caller decrefs *out. */
+long th_call_json(const char *base, const char *method, const char *path, const char *body,
+                  json_t **out);
+
+/* The GET base/admin/functions entry of function name (a new reference);
+ * fails the test when it lists none. */
+json_t *th_function(const char *base, const char *name);
+
+/* A counter (invocations, errors, in_flight, ...) of th_function. */
+long long th_counter(const char *base, const char *name, const char *field);
 
 /* SIGTERM, then waits for the process (SIGKILL after 10 s). */
 void th_stop_server(pid_t pid);
