@@ -132,10 +132,13 @@ $(BUILD)/modules/ecommerce.a: $(ECOM_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# tools/cqrsd.pc.in with the include, module and binary folders $(1), $(2), $(3)
+pc_subst = sed -e 's|@INCLUDEDIR@|$(1)|' -e 's|@MODULEDIR@|$(2)|' -e 's|@BINDIR@|$(3)|' \
+	-e 's|@VERSION@|$(VERSION)|' tools/cqrsd.pc.in
+
 $(BUILD)/pkgconfig/cqrsd-uninstalled.pc: tools/cqrsd.pc.in Makefile
 	@mkdir -p $(dir $@)
-	sed -e 's|@INCLUDEDIR@|$(abspath $(BUILD)/include)|' -e 's|@MODULEDIR@|$(abspath $(BUILD)/modules)|' \
-	    -e 's|@BINDIR@|$(abspath $(BUILD))|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	$(call pc_subst,$(abspath $(BUILD)/include),$(abspath $(BUILD)/modules),$(abspath $(BUILD))) > $@
 
 $(BUILD)/tests/unit/test_load: tests/unit/test_load.c $(LOAD_LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -206,8 +209,7 @@ install: all
 	install -m 755 $(BUILD)/cqrsd $(BUILD)/cqrsd-load $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 $(BUILD)/modules/ecommerce.so $(DESTDIR)$(PREFIX)/lib/cqrsd/modules/
 	install -m 644 $(ABI_INC) $(DESTDIR)$(PREFIX)/include/cqrsd/
-	sed -e 's|@INCLUDEDIR@|$(PREFIX)/include|' -e 's|@MODULEDIR@|$(PREFIX)/lib/cqrsd/modules|' \
-	    -e 's|@BINDIR@|$(PREFIX)/bin|' -e 's|@VERSION@|$(VERSION)|' tools/cqrsd.pc.in \
+	$(call pc_subst,$(PREFIX)/include,$(PREFIX)/lib/cqrsd/modules,$(PREFIX)/bin) \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cqrsd.pc
 
 module: $(BUILD)/cqrsd

@@ -447,6 +447,8 @@ static int abandon_decide(const void *state, int64_t version, const json_t *cmd,
                        "cart \"%s\" changed since version %" PRId64 " (it is at version %" PRId64
                        ")",
                        cart_id, (int64_t)json_integer_value(since), version);
+    /* the timer never gets here (CartAbandoned moves the version past the
+     * one it names); a caller that names the abandoned version does */
     if (s->abandoned)
         return err_set(e, ERR_REJECTED, "cart \"%s\" is already abandoned", cart_id);
     json_t *data = json_object();

@@ -26,8 +26,8 @@
  * without a cart id, which no handler projects. */
 static char *cart_key(const struct fn_event *ev)
 {
-    const char *cart = proj_str(ev->data, "cart_id");
-    return cart && *cart ? proj_key("cart:", cart, "") : NULL;
+    const char *cart = proj_opt(ev->data, "cart_id");
+    return cart ? proj_key("cart:", cart, "") : NULL;
 }
 
 static int cart_opened(struct fn_batch *b, const struct fn_event *ev, struct err *e)
@@ -54,6 +54,28 @@ static int cart_opened(struct fn_batch *b, const struct fn_event *ev, struct err
     return 0;
 }
 
+/* The keys of a cart's lines, by sku: hashes qty, amount, desc and price, and
+ * the sorted set prices ("<sku>\x1f<price>" members). */
+struct line_keys {
+    char *qty, *amount, *desc, *price, *prices;
+};
+
+static struct line_keys line_keys(const char *cart_key)
+{
+    return (struct line_keys){fn_asprintf("%s:qty", cart_key), fn_asprintf("%s:amount", cart_key),
+                              fn_asprintf("%s:desc", cart_key), fn_asprintf("%s:price", cart_key),
+                              fn_asprintf("%s:prices", cart_key)};
+}
+
+static void line_keys_free(struct line_keys *k)
+{
+    free(k->qty);
+    free(k->amount);
+    free(k->desc);
+    free(k->price);
+    free(k->prices);
+}
+
 static int item_added(struct fn_batch *b, const struct fn_event *ev, struct err *e)
 {
     (void)e;
@@ -69,23 +91,18 @@ static int item_added(struct fn_batch *b, const struct fn_event *ev, struct err 
     int64_t amount = proj_money(d, "amount");
     char price[24];
     snprintf(price, sizeof price, "%" PRId64, proj_money(d, "unit_price"));
-    char *kq = fn_asprintf("%s:qty", key), *ka = fn_asprintf("%s:amount", key);
-    char *kd = fn_asprintf("%s:desc", key), *kp = fn_asprintf("%s:price", key);
-    char *kl = fn_asprintf("%s:prices", key), *m = fn_asprintf("%s\x1f%s", sku, price);
-    fn_zadd(b, kl, 0, m);
-    fn_hincrby(b, kq, sku, qty);
-    fn_hincrby(b, ka, sku, amount);
-    fn_hset(b, kd, sku, desc ? desc : "");
-    fn_hset(b, kp, sku, price);
+    struct line_keys k = line_keys(key);
+    char *m = fn_asprintf("%s\x1f%s", sku, price);
+    fn_zadd(b, k.prices, 0, m);
+    fn_hincrby(b, k.qty, sku, qty);
+    fn_hincrby(b, k.amount, sku, amount);
+    fn_hset(b, k.desc, sku, desc ? desc : "");
+    fn_hset(b, k.price, sku, price);
     fn_hincrby(b, key, "units", qty);
     fn_hincrby(b, key, "total", amount);
     fn_hdel(b, key, "abandoned_at"); /* a change: no longer abandoned */
-    free(kl);
+    line_keys_free(&k);
     free(m);
-    free(kq);
-    free(ka);
-    free(kd);
-    free(kp);
     free(key);
     return 0;
 }
@@ -100,25 +117,20 @@ static int item_removed(struct fn_batch *b, const struct fn_event *ev, struct er
         free(key);
         return 0;
     }
-    char *kq = fn_asprintf("%s:qty", key), *ka = fn_asprintf("%s:amount", key);
-    char *kd = fn_asprintf("%s:desc", key), *kp = fn_asprintf("%s:price", key);
-    char *kl = fn_asprintf("%s:prices", key), *lo = fn_asprintf("[%s\x1f", sku);
+    struct line_keys k = line_keys(key);
+    char *lo = fn_asprintf("[%s\x1f", sku);
     char *hi = fn_asprintf("(%s\x20", sku); /* every "<sku>\x1f..." sorts below */
-    fn_zremrangebylex(b, kl, lo, hi);
-    fn_hdel(b, kq, sku);
-    fn_hdel(b, ka, sku);
-    fn_hdel(b, kd, sku);
-    fn_hdel(b, kp, sku);
+    fn_zremrangebylex(b, k.prices, lo, hi);
+    fn_hdel(b, k.qty, sku);
+    fn_hdel(b, k.amount, sku);
+    fn_hdel(b, k.desc, sku);
+    fn_hdel(b, k.price, sku);
     fn_hincrby(b, key, "units", proj_neg(proj_int(d, "quantity")));
     fn_hincrby(b, key, "total", proj_neg(proj_money(d, "amount")));
     fn_hdel(b, key, "abandoned_at");
-    free(kl);
+    line_keys_free(&k);
     free(lo);
     free(hi);
-    free(kq);
-    free(ka);
-    free(kd);
-    free(kp);
     free(key);
     return 0;
 }

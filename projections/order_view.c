@@ -26,8 +26,8 @@ static void order_view_hset_money(struct fn_batch *b, const char *key, const cha
  * without an order id, which no handler projects. */
 static char *order_key(const struct fn_event *ev)
 {
-    const char *order = proj_str(ev->data, "order_id");
-    return order && *order ? proj_key("order:", order, "") : NULL;
+    const char *order = proj_opt(ev->data, "order_id");
+    return order ? proj_key("order:", order, "") : NULL;
 }
 
 static int order_placed(struct fn_batch *b, const struct fn_event *ev, struct err *e)

@@ -624,8 +624,9 @@ static void test_read_bad_columns(void **state)
 
 /* tests/data/online_retail_II_slice.csv.gz: the first lines of the Online
  * Retail file written in the Online Retail II layout (its header, its column
- * order, its date format with seconds, "Customer ID" without ".0") read to
- * exactly the dataset the same lines of the original give. */
+ * order, its date format with seconds, "Customer ID" with ".0" as the UCI
+ * export has it) read to exactly the dataset the same lines of the original
+ * give. */
 static void test_read_online_retail_II_slice(void **state)
 {
     (void)state;

@@ -71,12 +71,6 @@ static const struct {
     {"country", {"Country", "Country"}},
 };
 
-/* The names the messages use for the values (Online Retail's). */
-static const char *const load_columns[LOAD_NFIELDS] = {
-    "InvoiceNo", "StockCode", "Description", "Quantity",
-    "InvoiceDate", "UnitPrice", "CustomerID", "Country",
-};
-
 /* ---------------------------------------------------------------- helpers */
 
 static void set_err(char *err, size_t errsz, const char *fmt, ...)
@@ -892,7 +886,7 @@ static void reader_record(struct csv_reader *r)
     for (int i = 0; i < LOAD_NFIELDS; i++) {
         r->value[i] = r->field[r->col[i]];
         if (!load_utf8_valid(r->value[i], strlen(r->value[i]))) {
-            reader_fail(r, "%s is not valid UTF-8", load_columns[i]);
+            reader_fail(r, "%s is not valid UTF-8", load_roles[i].names[0]); /* Online Retail's name */
             return;
         }
     }
