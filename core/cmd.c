@@ -16,6 +16,7 @@
 
 #include "core/es.h"
 #include "core/fn_int.h"
+#include "core/gc.h"
 #include "core/proj.h"
 #include "core/sc.h"
 #include "core/util.h"
@@ -206,8 +207,11 @@ void cmd_run(struct disp_job *job, PGconn *pg)
                 sa[ns - 1].n++;
             }
         }
-        json_t *reply = NULL;
-        rc = es_append(pg, job->idempotency_key, job->request, status, d.reply, sa, ns, &reply, &e);
+        struct es_command_append ca = {job->idempotency_key, job->request, status, d.reply, sa, ns,
+                                       0, {0}, NULL};
+        rc = gc_append(pg, &ca);
+        json_t *reply = ca.reply;
+        e = ca.err;
         free(ne);
         free(sa);
         if (rc == 0) {

@@ -1,11 +1,13 @@
 /* core/es.c — the event store over libpq (see es.h, DESIGN.md §3).
  *
  * Appends go through the SQL function cqrsd_append (one round trip, one
- * transaction: stream compare-and-set, events, idempotency key, notify).
+ * transaction: stream compare-and-set, events, idempotency key), or
+ * cqrsd_append_group for several commands in one transaction (group commit).
  * Reads of the global stream compare the (txid, seq) pair as a row and stop
- * below pg_snapshot_xmin(pg_current_snapshot()): a transaction still in
- * progress may yet commit events with a smaller pair, so nothing at or above
- * the oldest open transaction is returned until it ends.
+ * below cqrsd_read_bound() (migrations/0004_appenders.sql): an appending
+ * transaction still in progress may yet commit events with a smaller pair, so
+ * nothing at or above the oldest open appender is returned until it ends;
+ * transactions that do not append hold nothing back.
  */
 #include "core/es.h"
 
@@ -17,6 +19,37 @@
 
 #include "core/util.h"
 
+/* The ERR_* code of a failed statement's SQLSTATE (and constraint, for a
+ * unique violation). */
+static int code_of(const char *state, const char *constraint)
+{
+    if (!state)
+        return ERR_INTERNAL;
+    if (!strcmp(state, "CQ409"))
+        return ERR_CONFLICT;
+    if (!strcmp(state, "23505"))
+        return constraint && !strcmp(constraint, "commands_pkey") ? ERR_IDEMPOTENCY : ERR_CONFLICT;
+    if (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strcmp(state, "53300"))
+        return ERR_UNAVAILABLE; /* connection exception, shutdown, too many connections */
+    if (!strncmp(state, "22", 2) || !strcmp(state, "23514"))
+        return ERR_INVALID; /* data exception, check violation */
+    return ERR_INTERNAL;
+}
+
+/* Sets e from a failure's code and message: conflicts and invalid input
+ * carry the store's message alone, the rest say what could not be done. */
+static int fail_with(int code, const char *msg, const char *what, struct err *e)
+{
+    char m[400];
+    snprintf(m, sizeof m, "%s", msg);
+    size_t l = strlen(m);
+    while (l && m[l - 1] == '\n')
+        m[--l] = '\0';
+    if (code == ERR_CONFLICT || code == ERR_INVALID)
+        return err_set(e, code, "%s", m);
+    return err_set(e, code, "could not %s: %s", what, m);
+}
+
 int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
 {
     if (PQstatus(pg) != CONNECTION_OK) {
@@ -26,28 +59,11 @@ int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
     }
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    char m[400];
-    snprintf(m, sizeof m, "%s", msg ? msg : PQerrorMessage(pg));
-    size_t l = strlen(m);
-    while (l && m[l - 1] == '\n')
-        m[--l] = '\0';
-    int code = ERR_INTERNAL;
-    if (state && !strcmp(state, "CQ409")) {
-        code = ERR_CONFLICT;
-    } else if (state && !strcmp(state, "23505")) {
-        const char *c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-        code = c && !strcmp(c, "commands_pkey") ? ERR_IDEMPOTENCY : ERR_CONFLICT;
-    } else if (state && (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) ||
-                         !strcmp(state, "53300"))) {
-        code = ERR_UNAVAILABLE; /* connection exception, shutdown, too many connections */
-    } else if (state && (!strncmp(state, "22", 2) || !strcmp(state, "23514"))) {
-        code = ERR_INVALID; /* data exception, check violation */
-    }
+    int code = code_of(state, r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL);
+    code = fail_with(code, msg ? msg : PQerrorMessage(pg), what, e);
     if (r)
         PQclear(r);
-    if (code == ERR_CONFLICT || code == ERR_INVALID)
-        return err_set(e, code, "%s", m);
-    return err_set(e, code, "could not %s: %s", what, m);
+    return code;
 }
 
 PGconn *es_connect(const char *url, struct err *e)
@@ -134,18 +150,19 @@ static char *category_of(const char *stream_id)
     return c;
 }
 
-int es_append(PGconn *pg, const char *command_id, const char *request, int status,
-              const json_t *reply_extra, const struct es_stream_append *streams, size_t nstreams,
-              json_t **reply, struct err *e)
+/* The p_batch argument of cqrsd_append (migrations/0001_event_store.sql) for
+ * streams. Returns a new reference, or NULL and sets e. */
+static json_t *batch_of(const struct es_stream_append *streams, size_t nstreams, struct err *e)
 {
     if (nstreams == 0)
-        return err_set(e, ERR_INVALID, "nothing to append");
+        return err_set(e, ERR_INVALID, "nothing to append"), NULL;
     json_t *batch = json_array();
     for (size_t i = 0; i < nstreams; i++) {
         const struct es_stream_append *s = &streams[i];
         if (s->n == 0) {
             json_decref(batch);
-            return err_set(e, ERR_INVALID, "no events to append to stream \"%s\"", s->stream_id);
+            err_set(e, ERR_INVALID, "no events to append to stream \"%s\"", s->stream_id);
+            return NULL;
         }
         json_t *evs = json_array();
         for (size_t j = 0; j < s->n; j++) {
@@ -163,6 +180,16 @@ int es_append(PGconn *pg, const char *command_id, const char *request, int statu
                                                (json_int_t)s->expected, "events", evs));
         free(cat);
     }
+    return batch;
+}
+
+int es_append(PGconn *pg, const char *command_id, const char *request, int status,
+              const json_t *reply_extra, const struct es_stream_append *streams, size_t nstreams,
+              json_t **reply, struct err *e)
+{
+    json_t *batch = batch_of(streams, nstreams, e);
+    if (!batch)
+        return e->code;
     char *batch_txt = json_dumps(batch, JSON_COMPACT);
     json_decref(batch);
     char *extra_txt = reply_extra ? json_dumps(reply_extra, JSON_COMPACT) : NULL;
@@ -180,6 +207,63 @@ int es_append(PGconn *pg, const char *command_id, const char *request, int statu
     PQclear(r);
     if (!*reply)
         return err_set(e, ERR_INTERNAL, "could not decode append reply: %s", je.text);
+    return 0;
+}
+
+int es_append_group(PGconn *pg, struct es_command_append *cmds, size_t n, struct err *e)
+{
+    json_t *all = json_array();
+    for (size_t i = 0; i < n; i++) {
+        struct es_command_append *c = &cmds[i];
+        c->rc = 0;
+        c->reply = NULL;
+        json_t *batch = batch_of(c->streams, c->nstreams, &c->err);
+        if (!batch) {
+            c->rc = c->err.code;
+            continue;
+        }
+        json_array_append_new(all, json_pack("{s:s?, s:s, s:i, s:O?, s:o}", "command_id",
+                                             c->command_id, "request",
+                                             c->request ? c->request : "", "status", c->status,
+                                             "reply", c->reply_extra, "batch", batch));
+    }
+    if (json_array_size(all) == 0) {
+        json_decref(all);
+        return 0;
+    }
+    char *txt = json_dumps(all, JSON_COMPACT);
+    json_decref(all);
+    const char *params[1] = {txt};
+    PGresult *r = PQexecParams(pg, "SELECT cqrsd_append_group($1::jsonb)::text", 1, NULL, params,
+                               NULL, NULL, 0);
+    free(txt);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return es_fail(pg, r, "append", e);
+    json_error_t je;
+    json_t *out = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!json_is_array(out)) {
+        json_decref(out);
+        return err_set(e, ERR_INTERNAL, "could not decode the group append reply: %s", je.text);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct es_command_append *c = &cmds[i];
+        if (c->rc)
+            continue;
+        json_t *o = json_array_get(out, k++);
+        json_t *reply = json_object_get(o, "reply");
+        if (json_is_object(reply)) {
+            c->reply = json_incref(reply);
+            continue;
+        }
+        const char *msg = json_string_value(json_object_get(o, "message"));
+        int code = o ? code_of(json_string_value(json_object_get(o, "sqlstate")),
+                               json_string_value(json_object_get(o, "constraint")))
+                     : ERR_INTERNAL;
+        c->rc = fail_with(code, msg ? msg : "the store gave no outcome", "append", &c->err);
+    }
+    json_decref(out);
     return 0;
 }
 
@@ -270,7 +354,7 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
     PGresult *r = PQexecParams(pg,
                                "SELECT " EVENT_COLUMNS " FROM events "
                                "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
-                               "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                               "AND txid < (SELECT cqrsd_read_bound()) "
                                "ORDER BY txid, seq LIMIT $3::bigint",
                                3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -281,7 +365,7 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
 int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e)
 {
     PGresult *r = PQexec(pg, "SELECT coalesce((SELECT cqrsd_position(txid, seq) FROM events "
-                             "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                             "WHERE txid < (SELECT cqrsd_read_bound()) "
                              "ORDER BY txid DESC, seq DESC LIMIT 1), '')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read the head position", e);

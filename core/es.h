@@ -64,6 +64,32 @@ int es_append(PGconn *pg, const char *command_id, const char *request, int statu
               const json_t *reply_extra, const struct es_stream_append *streams, size_t nstreams,
               json_t **reply, struct err *e);
 
+/* One command's append in a group (es_append_group). The inputs are
+ * borrowed, as es_append's arguments; rc, err and reply are its outcome. */
+struct es_command_append {
+    const char *command_id;
+    const char *request;
+    int status;
+    const json_t *reply_extra;
+    const struct es_stream_append *streams;
+    size_t nstreams;
+    int rc;        /* out: 0 or es_append's error for this command alone */
+    struct err err; /* out: set when rc != 0 */
+    json_t *reply; /* out: new reference when rc == 0; the caller decrefs it */
+};
+
+/*
+ * Group commit: appends the commands of cmds[0..n) in one transaction (one
+ * round trip, one commit), each in its own subtransaction, so each keeps its
+ * own expected-version checks, idempotency key and outcome: a conflict or
+ * refused key in one rolls back that one alone. n <= ES_GROUP_MAX.
+ * Returns 0 when the transaction committed (each command's outcome is in its
+ * rc/err/reply), or an error for the whole group (ERR_UNAVAILABLE: whether it
+ * committed is unknown, as for es_append), leaving the outcomes unset.
+ */
+#define ES_GROUP_MAX 64
+int es_append_group(PGconn *pg, struct es_command_append *cmds, size_t n, struct err *e);
+
 /* A stored event. Owned by the es_events list that holds it. */
 struct es_event {
     char *stream_id;
@@ -92,8 +118,10 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
 
 /* Reads up to max events of the global stream after position after ("" or
  * NULL: from the start), in (txid, seq) order, never past the oldest
- * transaction still in progress (so no event committed later can appear
- * before one already returned). Appends to out. */
+ * appending transaction still in progress (so no event committed later can
+ * appear before one already returned; transactions that do not append, in
+ * this database or another, hold nothing back: migrations/0004_appenders.sql).
+ * Appends to out. */
 int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e);
 
 /* The position of the newest readable event ("" when none) into buf. */

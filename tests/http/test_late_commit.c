@@ -112,6 +112,68 @@ static void rollback_leaves_no_stall(void **st)
     assert_int_equal(call("GET", p, NULL), 404);
 }
 
+static int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* A transaction held open 10 s in another database of the same server (with
+ * a transaction id, so it is in every snapshot) delays no projection: each
+ * command of those 10 s shows in the read model while it is still open
+ * (issue 7, point 3). The times from reply to read model are printed; the
+ * assertion is that none of them waited for the stranger to end. */
+static void stranger_in_another_database_stalls_nothing(void **st)
+{
+    (void)st;
+    const char *keys[] = {"dbname", "dbname", NULL};
+    const char *vals[] = {getenv("DATABASE_URL"), "postgres", NULL};
+    PGconn *other = PQconnectdbParams(keys, vals, 1);
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    char cart[40], p[120], body[200];
+    snprintf(cart, sizeof cart, "calm%s", run_id);
+    snprintf(body, sizeof body, "{\"cart_id\":\"%s\"}", cart);
+    assert_int_equal(call("POST", "/carts", body), 201);
+    PQclear(PQexec(other, "BEGIN"));
+    PGresult *r = PQexec(other, "SELECT pg_current_xact_id()");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    int64_t t0 = util_now_us();
+    long long seen[400];
+    int n = 0;
+    snprintf(p, sizeof p, "/carts/%s/items", cart);
+    char view[120];
+    snprintf(view, sizeof view, "/carts/%s", cart);
+    while (util_now_us() - t0 < 10 * 1000000LL && n < 400) {
+        assert_int_equal(call("POST", p, "{\"sku\":\"S\",\"quantity\":1,\"unit_price\":\"1.00\"}"), 200);
+        int64_t sent = util_now_us();
+        for (;;) {
+            json_t *c = th_get_json(url, view);
+            long long units = json_integer_value(json_object_get(c, "units"));
+            json_decref(c);
+            if (units == n + 1)
+                break;
+            if (util_now_us() - sent > 5 * 1000000LL)
+                fail_msg("add-item %d not in the read model after 5 s while a transaction is "
+                         "open in another database",
+                         n + 1);
+            usleep(500);
+        }
+        seen[n++] = util_now_us() - sent;
+    }
+    /* the stranger was open the whole time */
+    r = PQexec(other, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL");
+    assert_string_equal(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    PQclear(PQexec(other, "ROLLBACK"));
+    PQfinish(other);
+    assert_true(n >= 10);
+    qsort(seen, (size_t)n, sizeof *seen, cmp_ll);
+    printf("# visibility with a transaction open 10 s in another database: %d commands, "
+           "p50 %.1f ms, p99 %.1f ms\n",
+           n, seen[n / 2] / 1000.0, seen[(n * 99) / 100] / 1000.0);
+}
+
 int main(void)
 {
     url = getenv("CQRSD_URL");
@@ -126,6 +188,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(commit_late_is_not_skipped),
         cmocka_unit_test(rollback_leaves_no_stall),
+        cmocka_unit_test(stranger_in_another_database_stalls_nothing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -244,6 +244,133 @@ static void late_commit_is_not_skipped(void **st)
     PQfinish(reader);
 }
 
+/* Group commit: five commands in one transaction, each with its own outcome.
+ * A conflict, a key used twice in the group and a malformed append fail
+ * alone; the others are stored, each with its own reply and position. */
+static void group_outcomes_are_independent(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *a = sid("ga"), *b = sid("gb"), *c = sid("gc"), *k = sid("gk");
+    json_t *data = json_pack("{s:s}", "k", "v");
+    struct es_new_event ev = {"G", data, NULL, NULL};
+    struct es_stream_append sa = {a, NULL, ES_NO_STREAM, &ev, 1};
+    struct es_stream_append sb = {b, NULL, 7, &ev, 1}; /* b does not exist */
+    struct es_stream_append sc = {c, NULL, ES_NO_STREAM, &ev, 1};
+    struct es_stream_append sk = {k, NULL, ES_ANY, &ev, 1};
+    struct es_stream_append empty = {c, NULL, ES_ANY, &ev, 0};
+    char *key = xasprintf("group-key-%s", run_id);
+    struct es_command_append g[6] = {
+        {NULL, "r", 201, NULL, &sa, 1, 0, {0}, NULL},
+        {NULL, "r", 200, NULL, &sb, 1, 0, {0}, NULL},
+        {key, "r", 200, NULL, &sk, 1, 0, {0}, NULL},
+        {key, "r", 200, NULL, &sk, 1, 0, {0}, NULL},
+        {NULL, "r", 200, NULL, &empty, 1, 0, {0}, NULL},
+        {NULL, "r", 201, NULL, &sc, 1, 0, {0}, NULL},
+    };
+    assert_int_equal(es_append_group(pg, g, 6, &e), 0);
+    assert_int_equal(g[0].rc, 0);
+    assert_int_equal(g[1].rc, ERR_CONFLICT);
+    assert_non_null(strstr(g[1].err.msg, "version conflict"));
+    assert_int_equal(g[2].rc, 0);
+    assert_int_equal(g[3].rc, ERR_IDEMPOTENCY);
+    assert_int_equal(g[4].rc, ERR_INVALID);
+    assert_int_equal(g[5].rc, 0);
+    /* one transaction: the stored commands share a txid, in order */
+    const char *pa = json_string_value(json_object_get(g[0].reply, "position"));
+    const char *pk = json_string_value(json_object_get(g[2].reply, "position"));
+    const char *pc = json_string_value(json_object_get(g[5].reply, "position"));
+    assert_true(pa && pk && pc && !strncmp(pa, pc, 16) && !strncmp(pa, pk, 16));
+    assert_true(strcmp(pa, pk) < 0 && strcmp(pk, pc) < 0);
+    assert_int_equal(json_integer_value(json_object_get(g[5].reply, "version")), 1);
+    struct es_events l = {0};
+    assert_int_equal(es_read_stream(pg, a, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 1);
+    es_events_clear(&l);
+    assert_int_equal(es_read_stream(pg, b, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(es_read_stream(pg, k, 0, 10, &l, &e), 0);
+    assert_int_equal(l.n, 1); /* the second use of the key appended nothing */
+    es_events_clear(&l);
+    int status = 0, same = 0;
+    json_t *stored = NULL;
+    assert_int_equal(es_command_lookup(pg, key, "r", &status, &stored, &same, &e), 1);
+    assert_true(same);
+    assert_true(json_equal(json_object_get(stored, "position"), json_object_get(g[2].reply, "position")));
+    json_decref(stored);
+    for (int i = 0; i < 6; i++)
+        json_decref(g[i].reply);
+    json_decref(data);
+    free(key);
+    free(a), free(b), free(c), free(k);
+    PQfinish(pg);
+}
+
+/* A transaction that wrote something else first cannot then append: a reader
+ * may already have passed its id (migrations/0004_appenders.sql). */
+static void append_after_other_write_is_refused(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char *s = sid("late-register");
+    PQclear(PQexec(pg, "BEGIN"));
+    PQclear(PQexec(pg, "SELECT pg_current_xact_id()"));
+    assert_int_not_equal(append1(pg, s, ES_NO_STREAM, "A", NULL, NULL, &e), 0);
+    assert_non_null(strstr(e.msg, "must come before any other write"));
+    PQclear(PQexec(pg, "ROLLBACK"));
+    /* two appends in one transaction are one appender, registered once */
+    PQclear(PQexec(pg, "BEGIN"));
+    assert_int_equal(append1(pg, s, ES_NO_STREAM, "A", NULL, NULL, &e), 0);
+    assert_int_equal(append1(pg, s, 1, "B", NULL, NULL, &e), 0);
+    PQclear(PQexec(pg, "COMMIT"));
+    free(s);
+    PQfinish(pg);
+}
+
+/* Transactions that do not append hold nothing back: one in another database
+ * and one in this database that wrote elsewhere stay open while an append
+ * commits, and the reader sees the append (issue 7, point 3). */
+static void strangers_do_not_hold_back(void **st)
+{
+    (void)st;
+    const char *keys[] = {"dbname", "dbname", NULL};
+    const char *vals[] = {getenv("DATABASE_URL"), "postgres", NULL};
+    PGconn *other = PQconnectdbParams(keys, vals, 1);
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    PGconn *here = conn(), *w = conn(), *reader = conn();
+    struct err e = {0};
+    char head[33];
+    assert_int_equal(es_head(reader, head, &e), 0);
+    PQclear(PQexec(other, "BEGIN"));
+    PGresult *r = PQexec(other, "SELECT pg_current_xact_id()"); /* takes an id */
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    PQclear(PQexec(here, "BEGIN"));
+    PQclear(PQexec(here, "CREATE TEMP TABLE t (x int)"));
+    char *s = sid("stranger");
+    assert_int_equal(append1(w, s, ES_NO_STREAM, "Seen", NULL, NULL, &e), 0);
+    struct es_events l = {0};
+    read_all_after(reader, head, &l);
+    assert_true(has(&l, s));
+    es_events_clear(&l);
+    char now[33];
+    assert_int_equal(es_head(reader, now, &e), 0);
+    assert_true(strcmp(now, head) > 0);
+    /* both strangers were still open while the reader passed them */
+    r = PQexec(other, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL");
+    assert_string_equal(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    PQclear(PQexec(other, "ROLLBACK"));
+    PQclear(PQexec(here, "ROLLBACK"));
+    free(s);
+    PQfinish(other);
+    PQfinish(here);
+    PQfinish(w);
+    PQfinish(reader);
+}
+
 static void migrations(void **st)
 {
     (void)st;
@@ -288,7 +415,9 @@ int main(void)
         cmocka_unit_test(expected_versions),   cmocka_unit_test(multi_stream_is_atomic),
         cmocka_unit_test(idempotency),         cmocka_unit_test(event_id_idempotency),
         cmocka_unit_test(late_commit_is_not_skipped), cmocka_unit_test(migrations),
-        cmocka_unit_test(bad_position),
+        cmocka_unit_test(bad_position),        cmocka_unit_test(group_outcomes_are_independent),
+        cmocka_unit_test(append_after_other_write_is_refused),
+        cmocka_unit_test(strangers_do_not_hold_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
