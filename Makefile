@@ -7,6 +7,9 @@
 #   make install    PREFIX (/usr/local) and DESTDIR: binaries, the e-commerce module, the
 #                   ABI headers (<cqrsd/fn.h>) and cqrsd.pc for building modules
 #   make module NAME=x [DIR=path]   cqrsd new: a module folder to start from
+#   make bench      -O2 build, own services and server: each figure beside its raw limit
+#                   (pgbench, bare libmicrohttpd, redis-benchmark) -> bench/RESULTS.md;
+#                   BENCH_QUICK=1 for a 2-minute run
 #   make test-asan  every test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-valgrind  every test, and the server, under valgrind memcheck
 #   make test-faults    make test with 20 SIGKILL rounds in the crash test
@@ -63,7 +66,7 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c)
 FIXTURE_SO := $(patsubst tests/modules/%.c,$(BUILD)/tests/modules/%.so,$(wildcard tests/modules/*.c)) \
               $(BUILD)/tests/modules/notes_v2.so
 
-.PHONY: all run test demo clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
+.PHONY: all run test demo bench clean test-asan test-valgrind test-faults fuzz fuzzers tests deps \
         format install headers modules examples module
 all: $(BUILD)/cqrsd $(BUILD)/cqrsd-load modules $(BUILD)/pkgconfig/cqrsd-uninstalled.pc
 
@@ -179,6 +182,20 @@ demo:
 	@bash tools/deps.sh
 	@$(MAKE) --no-print-directory all
 	@bash tools/run.sh --demo
+
+# make bench: the -O2 build (OPT's default), the baseline programs, tools/bench/bench.sh
+BENCH_BIN := $(BUILD)/bench/bare $(BUILD)/bench/vis
+bench:
+	@bash tools/deps.sh --bench
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) OPT="-O2 -g"
+	@BUILD=$(BUILD) bash tools/bench/bench.sh
+
+$(BUILD)/bench/bare: tools/bench/bare.c
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(shell pkg-config --cflags libmicrohttpd) $< -o $@ $(shell pkg-config --libs libmicrohttpd)
+$(BUILD)/bench/vis: tools/bench/vis.c
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(shell pkg-config --cflags libcurl jansson) $< -o $@ $(shell pkg-config --libs libcurl jansson) -lpthread
 
 test-asan:
 	@bash tools/deps.sh --extra

@@ -66,6 +66,48 @@ int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e)
     return code;
 }
 
+/* Statements prepared on each connection, per thread: a connection is used by
+ * one thread at a time, and a reset one (another backend pid) has none. */
+#define PREPARED_MAX 128
+static _Thread_local struct prepared {
+    const PGconn *pg;
+    int pid;
+    uint64_t hash;
+} prepared[PREPARED_MAX];
+static _Thread_local size_t nprepared;
+
+/* FNV-1a, 64 bits (Fowler, Noll, Vo: http://www.isthe.com/chongo/tech/comp/fnv/). */
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+PGresult *es_exec(PGconn *pg, const char *sql, int n, const char *const *params)
+{
+    uint64_t h = fnv1a(sql);
+    int pid = PQbackendPID(pg);
+    char name[24];
+    snprintf(name, sizeof name, "cq%016" PRIx64, h);
+    size_t i;
+    for (i = 0; i < nprepared; i++)
+        if (prepared[i].pg == pg && prepared[i].pid == pid && prepared[i].hash == h)
+            break;
+    if (i == nprepared) {
+        PGresult *r = PQprepare(pg, name, sql, n, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return r; /* the caller's status check reports it */
+        PQclear(r);
+        /* forget another connection's entries when full (a reset, a new thread) */
+        if (nprepared == PREPARED_MAX)
+            nprepared = 0;
+        prepared[nprepared++] = (struct prepared){pg, pid, h};
+    }
+    return PQexecPrepared(pg, name, n, params, NULL, NULL, 0);
+}
+
 PGconn *es_connect(const char *url, struct err *e)
 {
     const char *keys[] = {"dbname", "options", "connect_timeout", "application_name", NULL};
@@ -97,7 +139,7 @@ int es_ensure(PGconn *pg, struct err *e)
 int es_command(PGconn *pg, const char *sql, int n, const char *const *params, const char *what,
                struct err *e)
 {
-    PGresult *r = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = es_exec(pg, sql, n, params);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return es_fail(pg, r, what, e);
     PQclear(r);
@@ -196,8 +238,8 @@ int es_append(PGconn *pg, const char *command_id, const char *request, int statu
     char status_txt[16];
     snprintf(status_txt, sizeof status_txt, "%d", status);
     const char *params[5] = {command_id, request ? request : "", status_txt, extra_txt, batch_txt};
-    PGresult *r = PQexecParams(pg, "SELECT cqrsd_append($1, $2, $3::int, $4::jsonb, $5::jsonb)::text",
-                               5, NULL, params, NULL, NULL, 0);
+    PGresult *r = es_exec(pg, "SELECT cqrsd_append($1, $2, $3::int, $4::jsonb, $5::jsonb)::text",
+                           5, params);
     free(batch_txt);
     free(extra_txt);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -234,8 +276,7 @@ int es_append_group(PGconn *pg, struct es_command_append *cmds, size_t n, struct
     char *txt = json_dumps(all, JSON_COMPACT);
     json_decref(all);
     const char *params[1] = {txt};
-    PGresult *r = PQexecParams(pg, "SELECT cqrsd_append_group($1::jsonb)::text", 1, NULL, params,
-                               NULL, NULL, 0);
+    PGresult *r = es_exec(pg, "SELECT cqrsd_append_group($1::jsonb)::text", 1, params);
     free(txt);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "append", e);
@@ -326,10 +367,10 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
     snprintf(after, sizeof after, "%" PRId64, after_version);
     snprintf(lim, sizeof lim, "%zu", max);
     const char *params[3] = {stream_id, after, lim};
-    PGresult *r = PQexecParams(pg,
+    PGresult *r = es_exec(pg,
                                "SELECT " EVENT_COLUMNS " FROM events WHERE stream_id = $1 "
                                "AND version > $2::bigint ORDER BY version LIMIT $3::bigint",
-                               3, NULL, params, NULL, NULL, 0);
+                               3, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read stream", e);
     return collect(r, out, e);
@@ -351,12 +392,12 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
     }
     snprintf(lim, sizeof lim, "%zu", max);
     const char *params[3] = {tx, seq, lim};
-    PGresult *r = PQexecParams(pg,
+    PGresult *r = es_exec(pg,
                                "SELECT " EVENT_COLUMNS " FROM events "
                                "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
                                "AND txid < (SELECT cqrsd_read_bound()) "
                                "ORDER BY txid, seq LIMIT $3::bigint",
-                               3, NULL, params, NULL, NULL, 0);
+                               3, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read the global stream", e);
     return collect(r, out, e);
@@ -364,9 +405,10 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
 
 int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e)
 {
-    PGresult *r = PQexec(pg, "SELECT coalesce((SELECT cqrsd_position(txid, seq) FROM events "
+    PGresult *r = es_exec(pg, "SELECT coalesce((SELECT cqrsd_position(txid, seq) FROM events "
                              "WHERE txid < (SELECT cqrsd_read_bound()) "
-                             "ORDER BY txid DESC, seq DESC LIMIT 1), '')");
+                             "ORDER BY txid DESC, seq DESC LIMIT 1), '')",
+                         0, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read the head position", e);
     snprintf(buf, ES_POSITION_LEN + 1, "%s", PQgetvalue(r, 0, 0));
@@ -378,11 +420,11 @@ int es_command_lookup(PGconn *pg, const char *command_id, const char *request, i
                       json_t **reply, int *same, struct err *e)
 {
     const char *params[2] = {command_id, request ? request : ""};
-    PGresult *r = PQexecParams(pg,
+    PGresult *r = es_exec(pg,
                                "SELECT status, reply::text, request_hash = "
                                "encode(sha256(convert_to($2, 'UTF8')), 'hex') "
                                "FROM commands WHERE command_id = $1",
-                               2, NULL, params, NULL, NULL, 0);
+                               2, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "look up idempotency key", e);
     if (PQntuples(r) == 0) {

@@ -151,6 +151,14 @@ int es_ensure(PGconn *pg, struct err *e);
  * error, ERR_INTERNAL otherwise; the message says what could not be done. */
 int es_fail(PGconn *pg, PGresult *r, const char *what, struct err *e);
 
+/* PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0) through a statement
+ * prepared once per connection (and again after a reset): no parse and, once
+ * PostgreSQL keeps a generic plan, no plan per call (PostgreSQL docs, PREPARE).
+ * sql must be the same text for the same statement, with no values spliced in
+ * (a new text is a new statement, kept for the connection's life: at most 128
+ * per thread). Returns the result to check and PQclear, as PQexecParams. */
+PGresult *es_exec(PGconn *pg, const char *sql, int n, const char *const *params);
+
 /* Runs a statement that returns no rows, with n text parameters. Returns 0
  * or es_fail's error ("could not <what>: ..."). */
 int es_command(PGconn *pg, const char *sql, int n, const char *const *params, const char *what,

@@ -233,6 +233,11 @@ struct fn_members {
 /* HGETALL. */
 int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
                struct fn_hash *out, struct err *e);
+/* HGETALL of keys[0..n) into out[0..n) (the caller's array), pipelined: one
+ * round trip to Redis for all n. Errors as fn_hgetall's, the first one met;
+ * on an error the contents of out are unspecified. */
+int fn_hgetall_many(struct fn_query_ctx *q, const char *projection, const char *const *keys,
+                    size_t n, struct fn_hash *out, struct err *e);
 /* The value of field in h, or NULL when absent. */
 const char *fn_hash_get(const struct fn_hash *h, const char *field);
 /* The integer in field of h: 0 and *out = 0 when absent; ERR_INTERNAL, naming

@@ -51,16 +51,11 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
 
 #define WANT(type) (1u << (type))
 
-/* Runs argv (argv[1] the full key) and checks the reply type against want. */
-static int exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct err *e, int argc,
-                const char **argv)
+/* Checks reply r of command argv (argv[1] the full key) against want; frees r
+ * and sets e when it does not fit. */
+static int check(struct fn_query_ctx *q, unsigned want, redisReply *r, struct err *e,
+                 const char **argv)
 {
-    *out = NULL;
-    if (!q->redis || q->redis->err) {
-        q->redis_failed = 1;
-        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
-    }
-    redisReply *r = redisCommandArgv(q->redis, argc, argv, NULL);
     if (!r || q->redis->err) {
         if (r)
             freeReplyObject(r);
@@ -82,8 +77,27 @@ static int exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct 
         freeReplyObject(r);
         return ERR_INTERNAL;
     }
-    *out = r;
     return 0;
+}
+
+static int unavailable(struct fn_query_ctx *q, struct err *e)
+{
+    q->redis_failed = 1;
+    return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+}
+
+/* Runs argv (argv[1] the full key) and checks the reply type against want. */
+static int exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct err *e, int argc,
+                const char **argv)
+{
+    *out = NULL;
+    if (!q->redis || q->redis->err)
+        return unavailable(q, e);
+    redisReply *r = redisCommandArgv(q->redis, argc, argv, NULL);
+    int rc = check(q, want, r, e, argv);
+    if (!rc)
+        *out = r;
+    return rc;
 }
 
 static int field_cmp(const void *a, const void *b)
@@ -101,18 +115,10 @@ static int is_str(const redisReply *r)
     return r && r->type == REDIS_REPLY_STRING && r->str;
 }
 
-int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
-               struct fn_hash *out, struct err *e)
+/* Decodes and frees HGETALL reply r of key k (in the arena) into out. */
+static int decode_hash(struct fn_query_ctx *q, redisReply *r, const char *k, struct fn_hash *out,
+                       struct err *e)
 {
-    memset(out, 0, sizeof *out);
-    char *k = full_key(q, projection, key, e);
-    if (!k)
-        return ERR_INVALID;
-    out->key = k;
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 2, (const char *[]){"HGETALL", k});
-    if (rc)
-        return rc;
     if (r->elements % 2) {
         freeReplyObject(r);
         return err_set(e, ERR_INTERNAL, "redis answered HGETALL on key \"%.200s\" with %zu elements",
@@ -136,6 +142,44 @@ int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
     out->f = f;
     out->n = n;
     return 0;
+}
+
+int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
+               struct fn_hash *out, struct err *e)
+{
+    return fn_hgetall_many(q, projection, &key, 1, out, e);
+}
+
+int fn_hgetall_many(struct fn_query_ctx *q, const char *projection, const char *const *keys,
+                    size_t n, struct fn_hash *out, struct err *e)
+{
+    memset(out, 0, n * sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        if (!(out[i].key = full_key(q, projection, keys[i], e)))
+            return ERR_INVALID;
+    if (!q->redis || q->redis->err)
+        return unavailable(q, e);
+    /* one round trip: every command sent, then every reply read (all of
+     * them, even after a bad one, so the connection stays in step) */
+    for (size_t i = 0; i < n; i++)
+        if (redisAppendCommandArgv(q->redis, 2, (const char *[]){"HGETALL", out[i].key}, NULL) !=
+            REDIS_OK)
+            return unavailable(q, e);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(q->redis, &v) != REDIS_OK)
+            return unavailable(q, e);
+        redisReply *r = v;
+        if (rc) {
+            freeReplyObject(r);
+            continue;
+        }
+        rc = check(q, WANT(REDIS_REPLY_ARRAY), r, e, (const char *[]){"HGETALL", out[i].key});
+        if (!rc)
+            rc = decode_hash(q, r, out[i].key, &out[i], e);
+    }
+    return rc;
 }
 
 const char *fn_hash_get(const struct fn_hash *h, const char *field)

@@ -51,6 +51,8 @@
 #define REACT_LEASE_KEY "7203119412"
 /* a fire's claim lasts its timeout plus this, in seconds */
 #define REACT_CLAIM_SLACK_S 30
+/* While none are found, due timers are looked for at most this often. */
+#define REACT_FIRE_EVERY_MS 100
 
 /* ---------- what a function asks for (the ABI) ---------- */
 
@@ -297,10 +299,10 @@ static int read_checkpoints(PGconn *pg, struct consumer *c, size_t n, struct err
     char *txt = json_dumps(ids, JSON_COMPACT);
     json_decref(ids);
     const char *params[1] = {txt};
-    PGresult *r = PQexecParams(pg,
-                               "SELECT consumer, position FROM consumer_checkpoints WHERE "
-                               "consumer IN (SELECT jsonb_array_elements_text($1::jsonb))",
-                               1, NULL, params, NULL, NULL, 0);
+    PGresult *r = es_exec(pg,
+                          "SELECT consumer, position FROM consumer_checkpoints WHERE "
+                          "consumer IN (SELECT jsonb_array_elements_text($1::jsonb))",
+                          1, params);
     free(txt);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read consumer checkpoints", e);
@@ -333,12 +335,12 @@ static int save(PGconn *pg, struct consumer *c, struct err *e)
         /* a compare-and-set: an insert for a consumer without a row, else an
          * update only from the position this step started at */
         const char *params[3] = {c->id, c->cp, c->now};
-        r = PQexecParams(pg,
+        r = es_exec(pg,
                          "INSERT INTO consumer_checkpoints AS k (consumer, position) "
                          "VALUES ($1, $3) ON CONFLICT (consumer) DO UPDATE SET "
                          "position = EXCLUDED.position, updated_at = now() WHERE k.position = $2 "
                          "RETURNING 1",
-                         3, NULL, params, NULL, NULL, 0);
+                         3, params);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = es_fail(pg, r, "move a consumer checkpoint", e);
         } else {
@@ -508,7 +510,7 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
     char secs[16];
     snprintf(secs, sizeof secs, "%d", claim_s);
     const char *params[2] = {txt, secs};
-    PGresult *res = PQexecParams(
+    PGresult *res = es_exec(
         pg,
         "UPDATE timers AS t SET claimed_until = now() + make_interval(secs => $2::int), "
         "attempts = t.attempts + 1 "
@@ -520,7 +522,7 @@ static int fire_step(PGconn *pg, struct reg *r, int *done, struct err *e)
         "RETURNING t.timer, t.timer_key, t.payload::text, "
         "to_char(t.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
         "t.schedule_id::text, t.attempts",
-        2, NULL, params, NULL, NULL, 0);
+        2, params);
     free(txt);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         return es_fail(pg, res, "claim due timers", e);
@@ -601,6 +603,7 @@ static void *runner(void *arg)
     struct park_book book = {0};
     struct err e = {0};
     int leader = 0, warned = 0, standby = 0;
+    int64_t last_fire = 0;
     while (!atomic_load(&X.stop)) {
         if (pg && PQstatus(pg) != CONNECTION_OK) {
             PQfinish(pg);
@@ -638,8 +641,15 @@ static void *runner(void *arg)
         int done = 0, rc = 0;
         if (r && leader)
             rc = consume_step(pg, r, &book, X.cfg.batch_size, &done, &e);
-        if (r && !rc)
+        /* due timers are looked for at most every REACT_FIRE_EVERY_MS while
+         * none are found (timers are due to the second; events wake this loop
+         * far more often) */
+        int64_t now = util_now_ms();
+        if (r && !rc && now - last_fire >= REACT_FIRE_EVERY_MS) {
+            int before = done;
             rc = fire_step(pg, r, &done, &e);
+            last_fire = done == before ? now : 0;
+        }
         reg_release(r);
         if (rc) {
             log_error("reactors: %s", e.msg);

@@ -38,12 +38,21 @@ END
 $$;
 
 -- The exclusive upper bound of txid for a reader of the global stream, in the
--- caller's statement snapshot (the function is STABLE: it runs in it). Call it
--- once per statement, as an uncorrelated sub-select.
+-- caller's statement snapshot (the function is STABLE: it runs in it, PostgreSQL
+-- docs §38.7, Function Volatility Categories). Call it once per statement, as
+-- an uncorrelated sub-select. PL/pgSQL keeps its plans for the session; the
+-- lock table is read only when some transaction is in progress.
 CREATE FUNCTION cqrsd_read_bound() RETURNS xid8
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(min(x), pg_snapshot_xmax(pg_current_snapshot()))
-      FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    snap  pg_snapshot := pg_current_snapshot();
+    bound xid8;
+BEGIN
+    IF pg_snapshot_xmin(snap) = pg_snapshot_xmax(snap) THEN
+        RETURN pg_snapshot_xmax(snap); -- nothing in progress
+    END IF;
+    SELECT min(x) INTO bound
+      FROM pg_snapshot_xip(snap) AS x
      WHERE NOT EXISTS (
            SELECT 1 FROM pg_locks t
             WHERE t.locktype = 'transactionid' AND t.transactionid = xid(x) AND t.granted
@@ -51,7 +60,9 @@ LANGUAGE sql STABLE AS $$
                   SELECT 1 FROM pg_locks a
                    WHERE a.locktype = 'advisory' AND a.classid = 1668379251 AND a.objid = 1
                      AND a.objsubid = 2 AND a.granted
-                     AND a.virtualtransaction = t.virtualtransaction))
+                     AND a.virtualtransaction = t.virtualtransaction));
+    RETURN coalesce(bound, pg_snapshot_xmax(snap));
+END
 $$;
 
 -- The body of 0003's cqrsd_append keeps its work; the public name registers first.

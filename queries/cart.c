@@ -27,15 +27,16 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
 
     if ((rc = query_param_id(q, "cart_id", &id, e)))
         return rc;
-    for (int i = 0; i < NHASH; i++) {
-        char *key = proj_key("cart:", id, suffix[i]);
-        rc = fn_hgetall(q, PROJ_CART, key, &h[i], e);
-        free(key);
-        if (rc)
-            return rc;
-        if (i == CART && h[CART].n == 0)
-            return err_set(e, ERR_NOT_FOUND, "no cart \"%.200s\"", id);
-    }
+    char *keys[NHASH];
+    for (int i = 0; i < NHASH; i++)
+        keys[i] = proj_key("cart:", id, suffix[i]);
+    rc = fn_hgetall_many(q, PROJ_CART, (const char *const *)keys, NHASH, h, e);
+    for (int i = 0; i < NHASH; i++)
+        free(keys[i]);
+    if (rc)
+        return rc;
+    if (h[CART].n == 0)
+        return err_set(e, ERR_NOT_FOUND, "no cart \"%.200s\"", id);
     /* the distinct prices of each sku: members "<sku>\x1f<price>" */
     char *pkey = proj_key("cart:", id, ":prices");
     rc = fn_zrange(q, PROJ_CART, pkey, 0, -1, 0, &prices, e);

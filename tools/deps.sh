@@ -12,6 +12,8 @@ PKGS=(gcc make pkg-config
       tzdata curl ca-certificates procps)
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)
+elif [ "${1:-}" = "--bench" ]; then
+  PKGS+=(wrk)  # pgbench is in postgresql-client-15, redis-benchmark in redis-tools
 fi
 
 missing=()
