@@ -6,36 +6,28 @@
 #include <string.h>
 #include <time.h>
 
-
 /* A batch in flight longer than this is taken to be waiting on a lock (a
  * commit takes a few milliseconds here): the next batch may start beside it. */
 #define GC_PATIENCE_US 10000
 /* At most this many batches in flight at once. */
 #define GC_MAX_BATCHES 16
 
+/* One append waiting, on its caller's stack. Each waiter sleeps on its own
+ * condition variable, so a batch's end wakes its members and the next leader
+ * only, not every thread waiting. */
 struct waiter {
     struct es_command_append *c;
+    pthread_cond_t cv;
     int taken; /* in a batch in flight */
     int done;  /* outcome set */
     struct waiter *next;
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv;
-static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
 static struct waiter *head, **tail = &head; /* not yet taken, oldest first */
 static int64_t started[GC_MAX_BATCHES];       /* start of each batch in flight, 0: free */
 static int inflight;
 static atomic_ulong n_groups, n_commands;
-
-static void cv_init(void)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&cv, &a);
-    pthread_condattr_destroy(&a);
-}
 
 static int64_t mono_us(void)
 {
@@ -97,8 +89,8 @@ static void commit(PGconn *pg, struct waiter **w, size_t n)
     atomic_fetch_add(&n_commands, n);
 }
 
-/* When the caller may lead a new batch; else how long to wait (µs, 0: until
- * woken). Under mu. */
+/* Whether the caller may lead a new batch now; else *wait_us > 0 is how long
+ * until it may (the patience of the newest batch), 0 until woken. Under mu. */
 static int may_lead(int64_t now, int64_t *wait_us)
 {
     *wait_us = 0;
@@ -119,24 +111,29 @@ static int may_lead(int64_t now, int64_t *wait_us)
 
 int gc_append(PGconn *pg, struct es_command_append *c)
 {
-    pthread_once(&cv_once, cv_init);
-    struct waiter me = {c, 0, 0, NULL};
+    struct waiter me = {.c = c};
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&me.cv, &a);
+    pthread_condattr_destroy(&a);
     pthread_mutex_lock(&mu);
     *tail = &me;
     tail = &me.next;
     while (!me.done) {
         int64_t now = mono_us(), wait_us = 0;
-        if (me.taken || !may_lead(now, &wait_us)) {
+        /* the oldest waiter not taken leads the next batch */
+        if (me.taken || head != &me || !may_lead(now, &wait_us)) {
             if (me.taken || wait_us == 0) {
-                pthread_cond_wait(&cv, &mu);
+                pthread_cond_wait(&me.cv, &mu);
             } else {
                 int64_t until = now + wait_us;
                 struct timespec ts = {(time_t)(until / 1000000), (long)(until % 1000000) * 1000};
-                pthread_cond_timedwait(&cv, &mu, &ts);
+                pthread_cond_timedwait(&me.cv, &mu, &ts);
             }
             continue;
         }
-        /* lead: take the oldest waiters, this one among them or before it */
+        /* lead: take the oldest waiters, this one first */
         struct waiter *batch[ES_GROUP_MAX];
         size_t n = 0;
         while (head && n < ES_GROUP_MAX) {
@@ -151,15 +148,22 @@ int gc_append(PGconn *pg, struct es_command_append *c)
             slot++;
         started[slot] = now ? now : 1;
         inflight++;
+        if (head) /* more than a batch waits: its head may lead once patience runs out */
+            pthread_cond_signal(&head->cv);
         pthread_mutex_unlock(&mu);
         commit(pg, batch, n);
         pthread_mutex_lock(&mu);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             batch[i]->done = 1;
+            if (batch[i] != &me)
+                pthread_cond_signal(&batch[i]->cv);
+        }
         started[slot] = 0;
         inflight--;
-        pthread_cond_broadcast(&cv);
+        if (head)
+            pthread_cond_signal(&head->cv);
     }
     pthread_mutex_unlock(&mu);
+    pthread_cond_destroy(&me.cv);
     return c->rc;
 }

@@ -175,16 +175,28 @@ static int lost(redisContext *rc, redisReply *r, const char *what, struct err *e
                    rc->err ? rc->errstr : "no reply from Redis");
 }
 
+/* The SHA1 of APPLY_LUA as Redis names it (SCRIPT LOAD), per thread: loaded
+ * once per connection's server, and again after a NOSCRIPT (a restarted or
+ * flushed Redis). */
+static _Thread_local char apply_sha[41];
+
 int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpoint *cps,
              size_t ncps, struct err *e)
 {
-    size_t argc = 4 + 3 * ncps + b->argc; /* EVAL, script, numkeys, n */
+    size_t argc = 4 + 3 * ncps + b->argc; /* EVALSHA, sha, numkeys, n */
     const char **argv = xmalloc(argc * sizeof *argv);
     char **owned = xmalloc((ncps + 1) * sizeof *owned);
     char n[24];
     size_t k = 0;
-    argv[k++] = "EVAL";
-    argv[k++] = APPLY_LUA;
+    if (!apply_sha[0]) {
+        redisReply *l = redisCommand(rc, "SCRIPT LOAD %s", APPLY_LUA);
+        if (l && l->type == REDIS_REPLY_STRING && l->len == 40)
+            memcpy(apply_sha, l->str, 41);
+        if (l)
+            freeReplyObject(l);
+    }
+    argv[k++] = apply_sha[0] ? "EVALSHA" : "EVAL";
+    argv[k++] = apply_sha[0] ? apply_sha : APPLY_LUA;
     argv[k++] = "0";
     snprintf(n, sizeof n, "%zu", ncps);
     argv[k++] = n;
@@ -198,10 +210,18 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
     for (size_t i = 0; i < b->argc; i++)
         argv[k++] = b->argv[i];
     redisReply *r = redisCommandArgv(rc, (int)k, argv, NULL);
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+        freeReplyObject(r); /* the server lost its scripts: send the text, load it again */
+        apply_sha[0] = '\0';
+        argv[0] = "EVAL";
+        argv[1] = APPLY_LUA;
+        r = redisCommandArgv(rc, (int)k, argv, NULL);
+    }
     for (size_t i = 0; i < ncps; i++)
         free(owned[i]);
     free(owned);
     free(argv);
+
     if (!r || rc->err)
         return lost(rc, r, "apply a projection batch", e);
     int rcode = 0;

@@ -65,10 +65,134 @@ BEGIN
 END
 $$;
 
--- The body of 0003's cqrsd_append keeps its work; the public name registers first.
-ALTER FUNCTION cqrsd_append(text, text, int, jsonb, jsonb) RENAME TO cqrsd_append_streams;
-COMMENT ON FUNCTION cqrsd_append_streams(text, text, int, jsonb, jsonb) IS
-    'the body of cqrsd_append, without registering the appender: call cqrsd_append';
+-- The body of an append, without registering the appender (call cqrsd_append,
+-- or cqrsd_append_group): 0003's cqrsd_append, the same checks and writes, with
+-- fewer statements per call. PL/pgSQL runs a "simple expression" without the
+-- executor, while each SQL statement starts one (PostgreSQL docs §43.11.2,
+-- Plan Caching): the entries are walked by index, and the event-id lookup runs
+-- only for an entry whose events carry event ids.
+DROP FUNCTION cqrsd_append(text, text, int, jsonb, jsonb);
+CREATE FUNCTION cqrsd_append_streams(p_command_id text, p_request text, p_status int,
+                                     p_reply jsonb, p_batch jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    s        jsonb;
+    evs      jsonb;
+    sid      text;
+    n        int;
+    expected bigint;
+    newv     bigint;
+    cur      bigint;
+    dup      int;
+    ids      uuid[];
+    appended boolean := false;
+    streams_out jsonb := '[]';
+    first_sid text := NULL;
+    first_v  bigint;
+    v_reply  jsonb;
+    tok      text;
+    -- whether any webhook is active: once per group (cqrsd_append_group sets
+    -- it for its transaction), else looked up
+    hooks    boolean := coalesce(nullif(current_setting('cqrsd.hooks', true), '')::boolean,
+                                 EXISTS (SELECT 1 FROM webhooks WHERE active));
+BEGIN
+    -- claim the command id first: a concurrent or repeated use of it waits
+    -- here for the first one and then fails, before anything is appended
+    IF p_command_id IS NOT NULL THEN
+        INSERT INTO commands (command_id, request_hash, status, reply)
+        VALUES (p_command_id, encode(sha256(convert_to(p_request, 'UTF8')), 'hex'), p_status, '{}');
+    END IF;
+    FOR i IN 0 .. coalesce(jsonb_array_length(p_batch), 0) - 1 LOOP
+        s := p_batch->i;
+        sid := s->>'stream';
+        evs := s->'events';
+        n := jsonb_array_length(evs);
+        expected := (s->>'expected')::bigint;
+        IF n < 1 THEN
+            RAISE EXCEPTION 'no events to append to stream "%"', sid USING ERRCODE = '22023';
+        END IF;
+
+        -- idempotent by event id: the whole entry is already stored
+        dup := 0;
+        IF jsonb_path_exists(evs, '$[*] ? (exists(@.event_id))') THEN
+            SELECT array_agg((t.x->>'event_id')::uuid) INTO ids
+              FROM jsonb_array_elements(evs) AS t(x)
+             WHERE t.x ? 'event_id';
+            SELECT count(*), max(version) INTO dup, cur
+              FROM events WHERE stream_id = sid AND event_id = ANY (ids);
+        END IF;
+        IF dup > 0 THEN
+            IF dup <> n THEN
+                RAISE EXCEPTION 'could not append to stream "%": % of % event ids are already stored', sid, dup, n
+                    USING ERRCODE = 'CQ409';
+            END IF;
+            SELECT cqrsd_position(txid, seq) INTO tok
+              FROM events WHERE stream_id = sid AND version = cur;
+            newv := cur;
+        ELSE
+            IF expected = 0 THEN
+                INSERT INTO streams (stream_id, category, version)
+                VALUES (sid, s->>'category', n)
+                ON CONFLICT (stream_id) DO NOTHING
+                RETURNING version INTO newv;
+                IF newv IS NULL THEN
+                    SELECT version INTO cur FROM streams WHERE stream_id = sid;
+                    RAISE EXCEPTION 'could not append to stream "%": version conflict (expected no stream, found version %)', sid, cur
+                        USING ERRCODE = 'CQ409';
+                END IF;
+            ELSIF expected > 0 THEN
+                UPDATE streams SET version = version + n
+                 WHERE stream_id = sid AND version = expected
+                RETURNING version INTO newv;
+                IF newv IS NULL THEN
+                    SELECT version INTO cur FROM streams WHERE stream_id = sid;
+                    RAISE EXCEPTION 'could not append to stream "%": version conflict (expected %, found %)', sid, expected,
+                        coalesce(cur::text, 'no stream') USING ERRCODE = 'CQ409';
+                END IF;
+            ELSE
+                INSERT INTO streams AS st (stream_id, category, version)
+                VALUES (sid, s->>'category', n)
+                ON CONFLICT (stream_id) DO UPDATE SET version = st.version + EXCLUDED.version
+                RETURNING version INTO newv;
+            END IF;
+
+            INSERT INTO events (stream_id, version, event_id, type, data, metadata)
+            SELECT sid, newv - n + t.ord,
+                   coalesce((t.x->>'event_id')::uuid,
+                            CASE WHEN p_command_id IS NULL THEN gen_random_uuid()
+                                 ELSE md5(p_command_id || '/' || sid || '/' || t.ord)::uuid END),
+                   t.x->>'type', t.x->'data', coalesce(t.x->'metadata', '{}')
+              FROM jsonb_array_elements(evs) WITH ORDINALITY AS t(x, ord);
+            appended := true;
+            -- the outbox: one delivery per active webhook wanting the type
+            IF hooks THEN
+                INSERT INTO webhook_deliveries (webhook_id, stream_id, version)
+                SELECT w.id, e.stream_id, e.version
+                  FROM events e JOIN webhooks w ON w.active AND e.type = ANY (w.event_types)
+                 WHERE e.stream_id = sid AND e.version > newv - n;
+            END IF;
+        END IF;
+        streams_out := streams_out || jsonb_build_array(jsonb_build_object('stream', sid, 'version', newv));
+        IF first_sid IS NULL THEN
+            first_sid := sid;
+            first_v := newv;
+        END IF;
+    END LOOP;
+
+    IF first_sid IS NULL THEN
+        RAISE EXCEPTION 'empty append batch' USING ERRCODE = '22023';
+    END IF;
+    IF appended THEN
+        tok := cqrsd_position(pg_current_xact_id(), currval('events_seq'));
+    END IF;
+    v_reply := coalesce(p_reply, '{}') || jsonb_build_object('stream', first_sid, 'version', first_v,
+                                                          'streams', streams_out, 'position', tok);
+    IF p_command_id IS NOT NULL THEN
+        UPDATE commands SET reply = v_reply WHERE command_id = p_command_id;
+    END IF;
+    RETURN v_reply;
+END
+$$;
 
 CREATE FUNCTION cqrsd_append(p_command_id text, p_request text, p_status int,
                              p_reply jsonb, p_batch jsonb) RETURNS jsonb
@@ -94,26 +218,29 @@ CREATE FUNCTION cqrsd_append_group(p_commands jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     c   jsonb;
-    out jsonb := '[]';
+    out jsonb[] := '{}';
     r   jsonb;
     st  text;
     msg text;
     con text;
 BEGIN
     PERFORM cqrsd_register_appender();
-    FOR c IN SELECT x FROM jsonb_array_elements(p_commands) AS t(x) LOOP
+    PERFORM set_config('cqrsd.hooks', (EXISTS (SELECT 1 FROM webhooks WHERE active))::text, true);
+    FOR i IN 0 .. coalesce(jsonb_array_length(p_commands), 0) - 1 LOOP
+        c := p_commands->i;
         BEGIN
             r := cqrsd_append_streams(c->>'command_id', c->>'request', (c->>'status')::int,
                                       CASE WHEN jsonb_typeof(c->'reply') = 'object' THEN c->'reply' END,
                                       c->'batch');
-            out := out || jsonb_build_array(jsonb_build_object('reply', r));
+            out := out || jsonb_build_object('reply', r);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                     con = CONSTRAINT_NAME;
-            out := out || jsonb_build_array(jsonb_build_object(
-                'sqlstate', st, 'message', msg, 'constraint', nullif(con, '')));
+            out := out || jsonb_build_object('sqlstate', st, 'message', msg,
+                                             'constraint', nullif(con, ''));
         END;
     END LOOP;
-    RETURN out;
+    PERFORM set_config('cqrsd.hooks', '', true);
+    RETURN to_jsonb(out);
 END
 $$;
