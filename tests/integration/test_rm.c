@@ -59,6 +59,8 @@ static void checkpoint_is(const char *want)
 
 #define POS1 "00000000000000010000000000000001"
 #define POS2 "00000000000000010000000000000002"
+#define POS10 "00000000000000010000000000000010"
+#define POS11 "00000000000000010000000000000011"
 
 static void applies_with_checkpoint(void **st)
 {
@@ -78,6 +80,31 @@ static void applies_with_checkpoint(void **st)
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), ERR_CONFLICT);
     assert_int_equal(hget_int("t:v1:h", "n"), 7);
     checkpoint_is(POS1);
+    fn_batch_clear(&b);
+}
+
+/* The batch script runs by its SHA1; a Redis that lost its scripts (SCRIPT
+ * FLUSH, a restart) gets the text again, and the batch is applied once. */
+static void applies_after_scripts_are_flushed(void **st)
+{
+    (void)st;
+    struct fn_batch b;
+    fn_batch_init(&b);
+    fn_batch_set_prefix(&b, "t", 1);
+    fn_hincrby(&b, "f", "n", 3);
+    char from[33];
+    struct err e = {0};
+    assert_int_equal(rm_checkpoint_get(rc, "t", 1, from, &e), 0);
+    struct rm_checkpoint cp = {"t", 1, from, POS10, NULL};
+    freeReplyObject(redisCommand(rc, "SCRIPT FLUSH"));
+    assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
+    assert_int_equal(hget_int("t:v1:f", "n"), 3);
+    checkpoint_is(POS10);
+    /* the text sent again loaded it: the next batch goes by SHA1 */
+    struct rm_checkpoint cp2 = {"t", 1, POS10, POS11, NULL};
+    assert_int_equal(rm_apply(rc, &b, &cp2, 1, &e), 0);
+    assert_int_equal(hget_int("t:v1:f", "n"), 6);
+    checkpoint_is(POS11);
     fn_batch_clear(&b);
 }
 
@@ -132,6 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(applies_with_checkpoint),
         cmocka_unit_test(refused_batches_write_nothing),
+        cmocka_unit_test(applies_after_scripts_are_flushed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
