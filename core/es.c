@@ -146,22 +146,33 @@ int es_command(PGconn *pg, const char *sql, int n, const char *const *params, co
     return 0;
 }
 
+/* Drains the notifications libpq holds; 1 when there was one. */
+static int drain_notifies(PGconn *pg)
+{
+    PGnotify *n;
+    int got = 0;
+    while ((n = PQnotifies(pg))) {
+        PQfreemem(n);
+        got = 1;
+    }
+    return got;
+}
+
 int es_wait_notify(PGconn *pg, int ms, const atomic_int *stop)
 {
     struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
     if (pfd.fd < 0)
         return 0;
+    /* libpq reads a notification that arrives during a query along with the
+     * query's result and keeps it: the socket then has nothing new, and a
+     * poll alone would sleep the whole ms with a wake-up already here */
+    if (drain_notifies(pg))
+        return 1;
     for (int waited = 0; waited < ms && !atomic_load(stop); waited += 100) {
         if (poll(&pfd, 1, 100) <= 0)
             continue;
         PQconsumeInput(pg);
-        PGnotify *n;
-        int got = 0;
-        while ((n = PQnotifies(pg))) {
-            PQfreemem(n);
-            got = 1;
-        }
-        if (got)
+        if (drain_notifies(pg))
             return 1;
     }
     return 0;

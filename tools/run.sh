@@ -46,7 +46,7 @@ for _ in $(seq 100); do
 done
 echo "cqrsd: serving on $URL  (PostgreSQL 127.0.0.1:$PGPORT, Redis 127.0.0.1:$REDISPORT; Ctrl-C stops all)"
 if [ $demo -eq 1 ]; then
-  "$BIN" load data/online-retail/online_retail_I.csv.gz --url "$URL" --concurrency "${CQRSD_LOAD_CONCURRENCY:-8}"
+  "$BIN" load data/online-retail/online_retail_I.csv.gz --url "$URL" --concurrency "${CQRSD_LOAD_CONCURRENCY:-32}"
   exit $?
 fi
 wait "$server"

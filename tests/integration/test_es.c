@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -371,6 +372,26 @@ static void strangers_do_not_hold_back(void **st)
     PQfinish(reader);
 }
 
+/* A notification libpq read along with a query's result is still a wake-up:
+ * es_wait_notify returns at once, not after its whole wait (it used to poll
+ * the socket only, and the projections then waited for their next poll). */
+static void notify_read_during_a_query_wakes(void **st)
+{
+    (void)st;
+    PGconn *a = conn(), *b = conn();
+    PQclear(PQexec(a, "LISTEN cqrsd_test_wake"));
+    PQclear(PQexec(b, "NOTIFY cqrsd_test_wake"));
+    usleep(200000);
+    PGresult *r = PQexec(a, "SELECT 1"); /* libpq takes the notification in here */
+    PQclear(r);
+    atomic_int stop = 0;
+    int64_t t0 = util_now_ms();
+    assert_int_equal(es_wait_notify(a, 10000, &stop), 1);
+    assert_true(util_now_ms() - t0 < 5000);
+    PQfinish(a);
+    PQfinish(b);
+}
+
 static void migrations(void **st)
 {
     (void)st;
@@ -418,6 +439,7 @@ int main(void)
         cmocka_unit_test(bad_position),        cmocka_unit_test(group_outcomes_are_independent),
         cmocka_unit_test(append_after_other_write_is_refused),
         cmocka_unit_test(strangers_do_not_hold_back),
+        cmocka_unit_test(notify_read_during_a_query_wakes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,14 +5,15 @@
 # passes or fails on a number.
 #
 #   commands    add-item to random carts out of 1000, at 1, 8 and 64 clients (wrk
-#               with tools/bench/add_item.lua); baseline: pgbench, one INSERT of
-#               the same event row per transaction (tools/bench/insert.sql)
+#               with tools/bench/add_item.lua); baseline: pgbench (prepared
+#               statements, as cqrsd's), one INSERT of the same event row per
+#               transaction (tools/bench/insert.sql)
 #   queries     GET /carts/{id} at 64 connections (wrk); baseline: a bare
 #               libmicrohttpd server with cqrsd's flags and threads answering a
 #               body of the same size (tools/bench/bare.c)
 #   visibility  command reply to read model at 8 clients (tools/bench/vis.c)
 #   memory      the server's peak RSS (VmHWM) after the query run
-#   load        `cqrsd load` of the Online Retail file, commands/s
+#   load        `cqrsd load --concurrency 32` of the Online Retail file, commands/s
 #   replay      `cqrsd replay --all` over what was loaded, events/s; baseline:
 #               redis-benchmark's pipelined SET rate
 #
@@ -81,7 +82,7 @@ wrk_run() { # CONNS THREADS SCRIPT URL
 pgbench_run() { # CLIENTS
   local j=$(( $1 < 2 ? 1 : 2 )) out rate
   rm -f "$TMP"/pgbench_log.*
-  out=$(cd "$TMP" && pgbench -n -h 127.0.0.1 -p "$PGPORT" -U cqrsd -f "$OLDPWD/tools/bench/insert.sql" \
+  out=$(cd "$TMP" && pgbench -n -M prepared -h 127.0.0.1 -p "$PGPORT" -U cqrsd -f "$OLDPWD/tools/bench/insert.sql" \
           -c "$1" -j "$j" -T "$D" -l cqrsd 2>&1)
   rate=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | head -1)
   cat "$TMP"/pgbench_log.* | awk '{print $3}' | sort -n | awk -v r="$rate" '
@@ -148,7 +149,7 @@ record visibility_p99_c8 "ms" "$vp99" "" "" "reply to read model at 8 clients: p
 results+=("$(printf '  "visibility_c8": {"unit": "ms", "p50": %s, "p99": %s, "max": %s}' "$vp50" "$vp99" "$vmax")")
 
 say "loading ${LIMIT[*]:-the whole file} $FILE"
-"$BUILD/cqrsd-load" "$FILE" --url "$URL" --quiet "${LIMIT[@]}" >"$TMP/load.txt" 2>&1 \
+"$BUILD/cqrsd-load" "$FILE" --url "$URL" --quiet --concurrency 32 "${LIMIT[@]}" >"$TMP/load.txt" 2>&1 \
   || { cat "$TMP/load.txt" >&2; exit 1; }
 read -r ncmd secs lrate < <(awk '$1 == "commands" {gsub(/s$/, "", $4); gsub(/[(]/, "", $5); print $2, $4, $5}' "$TMP/load.txt")
 record load "commands/s" "$lrate" "" "" "$ncmd commands in $secs s, read models caught up"
