@@ -31,12 +31,30 @@ enum { QUEUED, RUNNING, DONE, EXPIRED };
 
 #define WATCH_MS 20 /* how often the watchdog looks at deadlines */
 
+/* An idle worker, on its own stack, waiting on its own condition variable. */
+struct idle {
+    pthread_cond_t cv;
+    int woken;
+    struct idle *next;
+};
+
 static struct {
     struct disp_config cfg;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct disp_job **q;
-    size_t head, len, cap;
+    /* idle workers, the most recently idle on top: a job goes to the worker
+     * that idled last (its caches are warm, and under a light load a few
+     * workers do all the work instead of all of them in turn, with a context
+     * switch each) */
+    struct idle *idle;
+    /* two rings of queued jobs, each in arrival order: commands, and reads
+     * (queries and built-in routes); len counts both, against cap */
+    struct ring {
+        struct disp_job **q;
+        size_t head, len;
+    } ring[2];
+    size_t len, cap;
+    int reads_running; /* workers running a read, at most read_cap */
+    int read_cap;
     int stopping;
     pthread_t *threads;
     int nthreads;
@@ -46,7 +64,6 @@ static struct {
     pthread_t watchdog;
     int watch_stop;
 } D = {.mu = PTHREAD_MUTEX_INITIALIZER,
-       .cv = PTHREAD_COND_INITIALIZER,
        .wmu = PTHREAD_MUTEX_INITIALIZER};
 
 struct reg_fn *disp_job_fn(const struct disp_job *job)
@@ -246,21 +263,65 @@ static void worker_connect(struct worker *w)
         log_warn("%s", e.msg);
 }
 
+/* Wakes the idle worker on top (under D.mu). */
+static void wake_one(void)
+{
+    if (D.idle) {
+        struct idle *w = D.idle;
+        D.idle = w->next;
+        w->woken = 1;
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+/* A read ended. The worker that ran it looks at the queue next, so a read
+ * waiting for the slot needs no other thread woken; at stop every idle worker
+ * looks again, so the last ones see the queue empty and leave. */
+static void read_done(void)
+{
+    pthread_mutex_lock(&D.mu);
+    D.reads_running--;
+    if (D.stopping)
+        while (D.idle)
+            wake_one();
+    pthread_mutex_unlock(&D.mu);
+}
+
 static void *worker_main(void *arg)
 {
     (void)arg;
     struct worker w = {0};
+    struct idle me = {.woken = 0};
+    pthread_cond_init(&me.cv, NULL);
     for (;;) {
         pthread_mutex_lock(&D.mu);
-        while (D.len == 0 && !D.stopping)
-            pthread_cond_wait(&D.cv, &D.mu);
-        if (D.len == 0 && D.stopping) {
+        struct disp_job *job = NULL;
+        int read = 0;
+        for (;;) {
+            if (D.ring[1].len && D.reads_running < D.read_cap) {
+                read = 1;
+                break;
+            }
+            if (D.ring[0].len)
+                break;
+            if (D.len == 0 && D.stopping)
+                break;
+            me.woken = 0;
+            me.next = D.idle;
+            D.idle = &me;
+            while (!me.woken)
+                pthread_cond_wait(&me.cv, &D.mu); /* popped by disp_submit or disp_stop */
+        }
+        if (D.len == 0 && D.stopping && !D.ring[read].len) {
             pthread_mutex_unlock(&D.mu);
             break;
         }
-        struct disp_job *job = D.q[D.head];
-        D.head = (D.head + 1) % D.cap;
+        struct ring *rg = &D.ring[read];
+        job = rg->q[rg->head];
+        rg->head = (rg->head + 1) % D.cap;
+        rg->len--;
         D.len--;
+        D.reads_running += read;
         pthread_mutex_unlock(&D.mu);
         pthread_mutex_lock(&D.wmu);
         int expired = job->state == EXPIRED; /* answered while queued: never run */
@@ -269,6 +330,8 @@ static void *worker_main(void *arg)
         if (expired) {
             release_slot(job);
             disp_job_free(job);
+            if (read)
+                read_done();
             continue;
         }
         int64_t t0 = util_now_us();
@@ -296,6 +359,8 @@ static void *worker_main(void *arg)
         /* a late job's 504 was counted by the watchdog that sent it */
         if (fn)
             reg_fn_count(fn, t0, job->status >= 500 && !late);
+        if (read)
+            read_done();
         if (late) { /* the watchdog answered the client: nobody waits for this */
             log_warn("%s finished %lld ms after its deadline, with status %d", fn ? fn->name : "a "
                      "built-in route", (long long)(util_now_ms() - job->deadline_ms), job->status);
@@ -308,6 +373,7 @@ static void *worker_main(void *arg)
         PQfinish(w.pg);
     if (w.rc)
         redisFree(w.rc);
+    pthread_cond_destroy(&me.cv);
     return NULL;
 }
 
@@ -320,8 +386,12 @@ int disp_start(const struct disp_config *cfg, struct err *e)
     D.cfg = *cfg;
     sc_init(cfg->state_cache);
     D.cap = (size_t)cfg->queue_size;
-    D.q = xcalloc(D.cap, sizeof *D.q);
-    D.head = D.len = 0;
+    for (int i = 0; i < 2; i++)
+        D.ring[i] = (struct ring){xcalloc(D.cap, sizeof *D.ring[i].q), 0, 0};
+    D.len = 0;
+    D.reads_running = 0;
+    D.read_cap = cfg->read_workers > 0 && cfg->read_workers < cfg->workers ? cfg->read_workers
+                                                                            : cfg->workers;
     D.stopping = 0;
     D.nthreads = cfg->workers;
     D.threads = xcalloc((size_t)cfg->workers, sizeof *D.threads);
@@ -372,9 +442,13 @@ int disp_submit(struct disp_job *job, struct err *e)
         D.watched = job;
         pthread_mutex_unlock(&D.wmu);
     }
-    D.q[(D.head + D.len) % D.cap] = job;
+    int read = job->kind != DISP_COMMAND;
+    struct ring *rg = &D.ring[read];
+    rg->q[(rg->head + rg->len) % D.cap] = job;
+    rg->len++;
     D.len++;
-    pthread_cond_signal(&D.cv);
+    if (!read || D.reads_running < D.read_cap)
+        wake_one();
     pthread_mutex_unlock(&D.mu);
     return 0;
 }
@@ -383,7 +457,11 @@ void disp_stop(void)
 {
     pthread_mutex_lock(&D.mu);
     D.stopping = 1;
-    pthread_cond_broadcast(&D.cv);
+    for (struct idle *w = D.idle; w; w = w->next) {
+        w->woken = 1;
+        pthread_cond_signal(&w->cv);
+    }
+    D.idle = NULL;
     pthread_mutex_unlock(&D.mu);
     for (int i = 0; i < D.nthreads; i++)
         pthread_join(D.threads[i], NULL);
@@ -393,9 +471,10 @@ void disp_stop(void)
     if (D.nthreads)
         pthread_join(D.watchdog, NULL);
     free(D.threads);
-    free(D.q);
+    for (int i = 0; i < 2; i++)
+        free(D.ring[i].q);
     sc_clear();
     D.threads = NULL;
-    D.q = NULL;
+    memset(D.ring, 0, sizeof D.ring);
     D.nthreads = 0;
 }

@@ -73,6 +73,9 @@ struct disp_config {
     const char *database_url;
     const char *redis_url;
     int workers;        /* threads running commands and queries */
+    int read_workers;   /* at most this many of them run queries and built-in routes at
+                         * once (0 or more than workers: workers); the others take
+                         * commands, which wait on PostgreSQL and gather into groups */
     int queue_size;     /* bound of the invocation queue */
     size_t state_cache; /* streams whose folded state is kept (core/sc.h); 0 = none */
 };

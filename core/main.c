@@ -2,7 +2,7 @@
  *
  * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
  * REDIS_URL, CQRSD_MODULES (the e-commerce module beside the binary),
- * CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (16),
+ * CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4),
  * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
  * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
  * CQRSD_HTTP_TIMEOUT (30 s, idle), CQRSD_BODY_TIMEOUT (30 s for a whole request body).
@@ -69,10 +69,12 @@ static int usage(FILE *f, int code)
           "\n"
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
-          "  CQRSD_WORKERS (16), CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London),\n"
-          "  CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024), CQRSD_STATE_CACHE (10000),\n"
-          "  CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s), CQRSD_WEBHOOK_TIMEOUT_MS\n"
-          "  (10000), CQRSD_WEBHOOK_ATTEMPTS (12), CQRSD_WEBHOOK_BACKOFF_MS (2000),\n"
+          "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
+          "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
+          "  CQRSD_STATE_CACHE (10000),"
+          " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
+          "  CQRSD_WEBHOOK_TIMEOUT_MS (10000), CQRSD_WEBHOOK_ATTEMPTS (12),\n"
+          "  CQRSD_WEBHOOK_BACKOFF_MS (2000),\n"
           "  CQRSD_FN_<NAME>_CONCURRENCY|_TIMEOUT_MS|_RETRIES|_BACKOFF_MS|_DELAY_S\n",
           f);
     return code;
@@ -189,6 +191,7 @@ static int cmd_serve(void)
         .database_url = env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
         .redis_url = env_or("REDIS_URL", DEFAULT_REDIS_URL),
         .workers = env_int("CQRSD_WORKERS", 16, 1, 256),
+        .read_workers = env_int("CQRSD_READ_WORKERS", 4, 1, 256),
         .queue_size = env_int("CQRSD_QUEUE", 1024, 1, 1000000),
         .state_cache = (size_t)env_int("CQRSD_STATE_CACHE", 10000, 0, 10000000),
     };
