@@ -148,6 +148,17 @@ read -r _ _ _ _ vp50 _ vp99 _ vmax < <("$BUILD/bench/vis" "$URL" 8 "$D" "vis$$")
 record visibility_p99_c8 "ms" "$vp99" "" "" "reply to read model at 8 clients: p50 $vp50 ms, max $vmax ms"
 results+=("$(printf '  "visibility_c8": {"unit": "ms", "p50": %s, "p99": %s, "max": %s}' "$vp50" "$vp99" "$vmax")")
 
+# the same with a transaction holding an id open in another database of the
+# server the whole time (issue 7, point 3): the ratio to the figure above
+psql -X -q -tA -h 127.0.0.1 -p "$PGPORT" -U cqrsd -d postgres -c "BEGIN; SELECT pg_current_xact_id(); SELECT pg_sleep($((D + 10))); COMMIT" >/dev/null 2>&1 &
+stranger=$!
+sleep 0.5
+read -r _ _ _ _ sp50 _ sp99 _ smax < <("$BUILD/bench/vis" "$URL" 8 "$D" "vs$$")
+open=$("${PSQL[@]}" -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' AND backend_xid IS NOT NULL")
+kill "$stranger" 2>/dev/null; wait "$stranger" 2>/dev/null || true
+"${PSQL[@]}" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'postgres' AND pid <> pg_backend_pid()" >/dev/null
+record visibility_p99_c8_stranger "ms" "$sp99" "$vp99" "p99 without it" "the same, with a transaction open in database postgres throughout ($open open at the end): p50 $sp50 ms, max $smax ms"
+
 say "loading ${LIMIT[*]:-the whole file} $FILE"
 "$BUILD/cqrsd-load" "$FILE" --url "$URL" --quiet --concurrency 32 "${LIMIT[@]}" >"$TMP/load.txt" 2>&1 \
   || { cat "$TMP/load.txt" >&2; exit 1; }
