@@ -126,18 +126,11 @@ static int cmp_ll(const void *a, const void *b)
 static void stranger_in_another_database_stalls_nothing(void **st)
 {
     (void)st;
-    const char *keys[] = {"dbname", "dbname", NULL};
-    const char *vals[] = {getenv("DATABASE_URL"), "postgres", NULL};
-    PGconn *other = PQconnectdbParams(keys, vals, 1);
-    assert_int_equal(PQstatus(other), CONNECTION_OK);
     char cart[40], p[120], body[200];
     snprintf(cart, sizeof cart, "calm%s", run_id);
     snprintf(body, sizeof body, "{\"cart_id\":\"%s\"}", cart);
     assert_int_equal(call("POST", "/carts", body), 201);
-    PQclear(PQexec(other, "BEGIN"));
-    PGresult *r = PQexec(other, "SELECT pg_current_xact_id()");
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    PQclear(r);
+    PGconn *other = th_stranger();
     int64_t t0 = util_now_us();
     long long seen[400];
     int n = 0;
@@ -161,12 +154,7 @@ static void stranger_in_another_database_stalls_nothing(void **st)
         }
         seen[n++] = util_now_us() - sent;
     }
-    /* the stranger was open the whole time */
-    r = PQexec(other, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL");
-    assert_string_equal(PQgetvalue(r, 0, 0), "t");
-    PQclear(r);
-    PQclear(PQexec(other, "ROLLBACK"));
-    PQfinish(other);
+    th_stranger_end(other); /* it was open the whole time */
     assert_true(n >= 10);
     qsort(seen, (size_t)n, sizeof *seen, cmp_ll);
     printf("# visibility with a transaction open 10 s in another database: %d commands, "

@@ -281,3 +281,23 @@ long long th_counter(const char *base, const char *name, const char *field)
     json_decref(f);
     return v;
 }
+
+PGconn *th_stranger(void)
+{
+    const char *keys[] = {"dbname", "dbname", NULL};
+    const char *vals[] = {getenv("DATABASE_URL"), "postgres", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(pg) != CONNECTION_OK)
+        fail_msg("cannot connect to database postgres: %s", PQerrorMessage(pg));
+    PQclear(th_sql(pg, "BEGIN"));
+    PQclear(th_sql(pg, "SELECT pg_current_xact_id()")); /* takes an id */
+    return pg;
+}
+
+void th_stranger_end(PGconn *pg)
+{
+    if (th_sql_int(pg, "SELECT (pg_current_xact_id_if_assigned() IS NOT NULL)::int") != 1)
+        fail_msg("the stranger's transaction ended before the test did");
+    PQclear(th_sql(pg, "ROLLBACK"));
+    PQfinish(pg);
+}

@@ -55,6 +55,15 @@ PGresult *th_sql(PGconn *pg, const char *fmt, ...) __attribute__((format(printf,
  * its first row's first column (-1 when no row); fails the test on an error. */
 long long th_sql_int(PGconn *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A stranger to the event store: a transaction holding a transaction id open
+ * in database "postgres" of DATABASE_URL's server, so it is in every
+ * snapshot of the server. Fails the test when it cannot connect. The caller
+ * ends it with th_stranger_end. */
+PGconn *th_stranger(void);
+/* Fails the test unless the stranger's transaction is still open; then rolls
+ * it back and closes the connection. */
+void th_stranger_end(PGconn *pg);
+
 /* Polls th_sql_int(pg, fmt, ...) every 50 ms until it is want; fails the
  * test, naming the last value, after `seconds`. */
 void th_wait_sql_int(PGconn *pg, long long want, int seconds, const char *fmt, ...)

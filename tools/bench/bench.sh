@@ -5,7 +5,7 @@
 # passes or fails on a number.
 #
 #   commands    add-item to random carts out of 1000, at 1, 8 and 64 clients (wrk
-#               with tools/bench/add_item.lua); baseline: pgbench (prepared
+#               with tools/bench/carts.lua); baseline: pgbench (prepared
 #               statements, as cqrsd's), one INSERT of the same event row per
 #               transaction (tools/bench/insert.sql)
 #   queries     GET /carts/{id} at 64 connections (wrk); baseline: a bare
@@ -72,9 +72,9 @@ stop_server() { kill -TERM "$server"; wait "$server" 2>/dev/null || true; server
 
 # wrk's result line ("result requests N duration_us N p50_us N p99_us N non2xx N
 # errors N") as: rate p50_ms p99_ms failed
-wrk_run() { # CONNS THREADS SCRIPT URL
+wrk_run() { # CONNS THREADS MODE URL (MODE: add_item or get, see tools/bench/carts.lua)
   local line
-  line=$(wrk -t"$2" -c"$1" -d"${D}s" --timeout 10s -s "$3" "$4" | grep '^result ')
+  line=$(MODE=$3 wrk -t"$2" -c"$1" -d"${D}s" --timeout 10s -s tools/bench/carts.lua "$4" | grep '^result ')
   awk '{printf "%.0f %.2f %.2f %d\n", $3 / ($5 / 1e6), $7 / 1e3, $9 / 1e3, $11 + $13}' <<<"$line"
 }
 
@@ -118,7 +118,7 @@ opened=$("${PSQL[@]}" -c "SELECT count(*) FROM streams WHERE stream_id LIKE 'car
 "${PSQL[@]}" -c "CREATE TABLE bench_events (LIKE events INCLUDING ALL); CREATE SEQUENCE bench_version;"
 for c in 1 8 64; do
   t=$(( c < 2 ? 1 : 2 ))
-  read -r rate p50 p99 failed < <(wrk_run "$c" "$t" tools/bench/add_item.lua "$URL")
+  read -r rate p50 p99 failed < <(wrk_run "$c" "$t" add_item "$URL")
   read -r brate bp50 bp99 _ < <(pgbench_run "$c")
   record "commands_c$c" "commands/s" "$rate" "$brate" "pgbench INSERT/s" "p50 $p50 ms, p99 $p99 ms (pgbench p50 $bp50, p99 $bp99); failed $failed"
   results+=("$(printf '  "commands_c%s_latency": {"unit": "ms", "p50": %s, "p99": %s, "baseline_p50": %s, "baseline_p99": %s, "failed": %s}' \
@@ -132,12 +132,12 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 curl -fsS "$URL/carts/bench-1" -o "$TMP/body.json"
-read -r rate p50 p99 failed < <(wrk_run 64 2 tools/bench/get_cart.lua "$URL")
+read -r rate p50 p99 failed < <(wrk_run 64 2 get "$URL")
 rss=$(awk '/^VmHWM/ {print $2}' "/proc/$server/status")
 "$BUILD/bench/bare" "$BAREPORT" "$TMP/body.json" 2 &
 bare=$!
 sleep 0.3
-read -r brate bp50 bp99 _ < <(wrk_run 64 2 tools/bench/get_cart.lua "http://127.0.0.1:$BAREPORT")
+read -r brate bp50 bp99 _ < <(wrk_run 64 2 get "http://127.0.0.1:$BAREPORT")
 kill -TERM "$bare"; wait "$bare" 2>/dev/null || true; bare=
 record queries_c64 "requests/s" "$rate" "$brate" "bare libmicrohttpd requests/s" "p50 $p50 ms, p99 $p99 ms (bare p50 $bp50, p99 $bp99); body $(stat -c %s "$TMP/body.json") bytes; failed $failed"
 results+=("$(printf '  "queries_c64_latency": {"unit": "ms", "p50": %s, "p99": %s, "baseline_p50": %s, "baseline_p99": %s, "failed": %s}' \
