@@ -31,6 +31,8 @@ static int code_of(const char *state, const char *constraint)
         return constraint && !strcmp(constraint, "commands_pkey") ? ERR_IDEMPOTENCY : ERR_CONFLICT;
     if (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strcmp(state, "53300"))
         return ERR_UNAVAILABLE; /* connection exception, shutdown, too many connections */
+    if (!strcmp(state, "55P03") || !strcmp(state, "40P01") || !strcmp(state, "40001"))
+        return ERR_UNAVAILABLE; /* lock timeout, deadlock victim, serialization: try again */
     if (!strncmp(state, "22", 2) || !strcmp(state, "23514"))
         return ERR_INVALID; /* data exception, check violation */
     return ERR_INTERNAL;
@@ -97,15 +99,28 @@ PGresult *es_exec(PGconn *pg, const char *sql, int n, const char *const *params)
             break;
     if (i == nprepared) {
         PGresult *r = PQprepare(pg, name, sql, n, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            return r; /* the caller's status check reports it */
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !(st && !strcmp(st, "42P05")))
+            return r; /* the caller's status check reports it; 42P05: prepared already */
         PQclear(r);
-        /* forget another connection's entries when full (a reset, a new thread) */
-        if (nprepared == PREPARED_MAX)
-            nprepared = 0;
+        if (nprepared == PREPARED_MAX) { /* keep this connection's, drop the others' */
+            size_t k = 0;
+            for (size_t j = 0; j < nprepared; j++)
+                if (prepared[j].pg == pg && prepared[j].pid == pid)
+                    prepared[k++] = prepared[j];
+            nprepared = k < PREPARED_MAX ? k : 0;
+        }
         prepared[nprepared++] = (struct prepared){pg, pid, h};
     }
-    return PQexecPrepared(pg, name, n, params, NULL, NULL, 0);
+    PGresult *r = PQexecPrepared(pg, name, n, params, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && !strcmp(state, "26000")) {
+        /* the session lost it (DISCARD ALL, a pooler's new backend): again */
+        PQclear(r);
+        PQclear(PQprepare(pg, name, sql, n, NULL));
+        r = PQexecPrepared(pg, name, n, params, NULL, NULL, 0);
+    }
+    return r;
 }
 
 PGconn *es_connect(const char *url, struct err *e)

@@ -42,6 +42,11 @@ void gc_stats(unsigned long *groups, unsigned long *commands)
     *commands = atomic_load(&n_commands);
 }
 
+static const char *first_stream(const struct waiter *w)
+{
+    return w->c->nstreams ? w->c->streams[0].stream_id : "";
+}
+
 /* Orders a batch by its commands' first stream, stably (arrival order within
  * a stream): batches that run side by side then lock the rows of streams in
  * the same order, so they do not deadlock on each other. */
@@ -50,7 +55,7 @@ static void sort_batch(struct waiter **w, size_t n)
     for (size_t i = 1; i < n; i++) {
         struct waiter *x = w[i];
         size_t j = i;
-        while (j > 0 && strcmp(w[j - 1]->c->streams[0].stream_id, x->c->streams[0].stream_id) > 0) {
+        while (j > 0 && strcmp(first_stream(w[j - 1]), first_stream(x)) > 0) {
             w[j] = w[j - 1];
             j--;
         }

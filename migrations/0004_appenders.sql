@@ -9,17 +9,24 @@
 -- until it ends, and the reader's bound is the oldest in-progress transaction
 -- of its snapshot that is not known to be a stranger.
 --
--- Why no late commit is skipped. Let S be the reader's statement snapshot and
--- L its later look at pg_locks (the lock table is not MVCC: it is read when the
--- statement runs, after S was taken). An appender A:
---   - got its id after S: id >= xmax(S) >= the bound;
---   - was in progress at S and still is at L: it holds the lock (taken before
---     its id), so it is not a stranger, so the bound is <= its id;
---   - was in progress at S and ended before L: it is not running at L, so it is
---     not known to be a stranger, so the bound is <= its id.
--- A transaction is a stranger only when it is running at L without the lock;
--- it may still append later only if it registers first, and cqrsd_append
--- refuses an appender whose transaction already has an id without the lock.
+-- Why no late commit is skipped. Let S be the reader's statement snapshot. The
+-- reader first reads the lock table once (pg_locks is not MVCC; one call of it
+-- is one consistent picture of the main lock table, which holds both the
+-- advisory locks and each transaction's lock on its own id), then asks each
+-- in-progress xid of S for its status now (pg_xact_status, not MVCC either).
+-- A transaction is a stranger when it held no appender lock in that picture
+-- and is still in progress after it. An appender A in S's xip:
+--   - still in progress after the picture was in progress during it, and
+--     held its lock all along (taken before its id, released only after it
+--     leaves the in-progress list: CommitTransaction ends the transaction in
+--     the proc array before it releases locks), so it is in the picture:
+--     not a stranger, and the bound is <= its id;
+--   - committed or aborted by then: not in progress, so not a stranger, and
+--     the bound is <= its id too (its events are not in S: the reader waits
+--     for its next look);
+--   - with an id taken after S: the id is >= xmax(S) >= the bound.
+-- A transaction that is not an appender may append later only by registering,
+-- and cqrsd_append refuses one that already has an id without the lock.
 
 -- The lock: classid 1668379251 ('cqrs' as an int4), objid 1, in this database.
 CREATE FUNCTION cqrsd_register_appender() RETURNS void
@@ -45,22 +52,29 @@ $$;
 CREATE FUNCTION cqrsd_read_bound() RETURNS xid8
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    snap  pg_snapshot := pg_current_snapshot();
-    bound xid8;
+    snap      pg_snapshot := pg_current_snapshot();
+    appenders xid[];
+    bound     xid8;
 BEGIN
     IF pg_snapshot_xmin(snap) = pg_snapshot_xmax(snap) THEN
         RETURN pg_snapshot_xmax(snap); -- nothing in progress
     END IF;
+    -- one picture of the lock table: the ids of the transactions holding
+    -- the appender lock (their own-id lock and the advisory lock share a
+    -- virtual transaction id)
+    WITH l AS MATERIALIZED (
+        SELECT locktype, transactionid, virtualtransaction, classid, objid, objsubid, mode, granted
+          FROM pg_locks)
+    SELECT array_agg(t.transactionid) INTO appenders
+      FROM l t JOIN l a ON a.virtualtransaction = t.virtualtransaction
+     WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+       AND a.locktype = 'advisory' AND a.classid = 1668379251 AND a.objid = 1
+       AND a.objsubid = 2 AND a.granted;
+    -- then, after it, which of the others are still in progress: strangers
     SELECT min(x) INTO bound
       FROM pg_snapshot_xip(snap) AS x
-     WHERE NOT EXISTS (
-           SELECT 1 FROM pg_locks t
-            WHERE t.locktype = 'transactionid' AND t.transactionid = xid(x) AND t.granted
-              AND NOT EXISTS (
-                  SELECT 1 FROM pg_locks a
-                   WHERE a.locktype = 'advisory' AND a.classid = 1668379251 AND a.objid = 1
-                     AND a.objsubid = 2 AND a.granted
-                     AND a.virtualtransaction = t.virtualtransaction));
+     WHERE xid(x) = ANY (coalesce(appenders, '{}'))
+        OR pg_xact_status(x) IS DISTINCT FROM 'in progress';
     RETURN coalesce(bound, pg_snapshot_xmax(snap));
 END
 $$;
@@ -96,6 +110,10 @@ DECLARE
     hooks    boolean := coalesce(nullif(current_setting('cqrsd.hooks', true), '')::boolean,
                                  EXISTS (SELECT 1 FROM webhooks WHERE active));
 BEGIN
+    IF current_setting('cqrsd.appender', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'cqrsd_append_streams appends for an appender already registered: call cqrsd_append'
+            USING ERRCODE = '25000';
+    END IF;
     -- claim the command id first: a concurrent or repeated use of it waits
     -- here for the first one and then fails, before anything is appended
     IF p_command_id IS NOT NULL THEN
@@ -211,6 +229,7 @@ $$;
 --               "reply": object|null, "batch": <cqrsd_append's p_batch>}]
 -- Returns one outcome per command, in order: {"reply": ...} on success, or
 -- {"sqlstate": "CQ409", "message": "...", "constraint": "commands_pkey"|null}.
+-- A member waiting more than 5 s on a lock fails alone (lock_not_available).
 -- Each subtransaction that writes takes a subtransaction id; beyond 64 in one
 -- transaction every snapshot overflows (PostgreSQL docs §74.3,
 -- Subtransactions), so callers send at most 64 commands per call.
@@ -226,6 +245,10 @@ DECLARE
 BEGIN
     PERFORM cqrsd_register_appender();
     PERFORM set_config('cqrsd.hooks', (EXISTS (SELECT 1 FROM webhooks WHERE active))::text, true);
+    -- a command waiting on a lock (a stream row or a command id held outside
+    -- this group) fails alone after 5 s (SQLSTATE 55P03, caught below) rather
+    -- than holding up the group until the statement timeout cancels it all
+    PERFORM set_config('lock_timeout', '5s', true);
     FOR i IN 0 .. coalesce(jsonb_array_length(p_commands), 0) - 1 LOOP
         c := p_commands->i;
         BEGIN

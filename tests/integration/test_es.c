@@ -383,6 +383,60 @@ static void notify_read_during_a_query_wakes(void **st)
     PQfinish(b);
 }
 
+/* Statements are prepared once per connection; a session that lost them
+ * (DISCARD ALL, as a connection pooler does) prepares them again. */
+static void prepared_again_after_discard(void **st)
+{
+    (void)st;
+    PGconn *pg = conn();
+    struct err e = {0};
+    char head[33];
+    assert_int_equal(es_head(pg, head, &e), 0);
+    PQclear(PQexec(pg, "DISCARD ALL"));
+    assert_int_equal(es_head(pg, head, &e), 0);
+    PQfinish(pg);
+}
+
+/* A member of a group waiting on a lock held outside the group fails alone,
+ * after the group's lock timeout (5 s), as unavailable (503: try again); the
+ * others commit. A direct call of the body without registering is refused. */
+static void group_member_stuck_on_a_lock_fails_alone(void **st)
+{
+    (void)st;
+    PGconn *pg = conn(), *holder = conn();
+    struct err e = {0};
+    char *held = sid("held"), *free_ = sid("free");
+    assert_int_equal(append1(pg, held, ES_NO_STREAM, "A", NULL, NULL, &e), 0);
+    PQclear(PQexec(holder, "BEGIN"));
+    PQclear(th_sql(holder, "SELECT 1 FROM streams WHERE stream_id = '%s' FOR UPDATE", held));
+    json_t *data = json_pack("{s:s}", "k", "v");
+    struct es_new_event ev = {"G", data, NULL, NULL};
+    struct es_stream_append sf = {free_, NULL, ES_NO_STREAM, &ev, 1};
+    struct es_stream_append sh = {held, NULL, 1, &ev, 1};
+    struct es_command_append g[2] = {
+        {NULL, "r", 201, NULL, &sf, 1, 0, {0}, NULL},
+        {NULL, "r", 200, NULL, &sh, 1, 0, {0}, NULL},
+    };
+    assert_int_equal(es_append_group(pg, g, 2, &e), 0);
+    assert_int_equal(g[0].rc, 0);
+    assert_int_equal(g[1].rc, ERR_UNAVAILABLE);
+    assert_non_null(strstr(g[1].err.msg, "lock timeout"));
+    PQclear(PQexec(holder, "ROLLBACK"));
+    assert_int_equal(th_sql_int(pg, "SELECT count(*) FROM events WHERE stream_id = '%s'", free_), 1);
+    assert_int_equal(th_sql_int(pg, "SELECT version FROM streams WHERE stream_id = '%s'", held), 1);
+    PGresult *r = PQexec(pg, "SELECT cqrsd_append_streams(NULL, '', 200, NULL, "
+                             "'[{\"stream\": \"x-1\", \"expected\": -1, \"events\": [{\"type\": \"T\", \"data\": {}}]}]')");
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(r), "call cqrsd_append"));
+    PQclear(r);
+    json_decref(g[0].reply);
+    json_decref(data);
+    free(held);
+    free(free_);
+    PQfinish(holder);
+    PQfinish(pg);
+}
+
 static void migrations(void **st)
 {
     (void)st;
@@ -431,6 +485,8 @@ int main(void)
         cmocka_unit_test(append_after_other_write_is_refused),
         cmocka_unit_test(strangers_do_not_hold_back),
         cmocka_unit_test(notify_read_during_a_query_wakes),
+        cmocka_unit_test(prepared_again_after_discard),
+        cmocka_unit_test(group_member_stuck_on_a_lock_fails_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
