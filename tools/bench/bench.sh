@@ -63,7 +63,7 @@ start_server() {
   server=$!
   for _ in $(seq 100); do
     curl -fsS -m 1 "$URL/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "$server" 2>/dev/null || { say "the server exited, see $DIR/server.log"; exit 1; }
+    kill -0 "$server" 2>/dev/null || { say "the server exited ($DIR/server.log):"; tail -3 "$DIR/server.log" >&2; exit 1; }
     sleep 0.1
   done
   say "the server did not answer /healthz"; exit 1
@@ -137,6 +137,7 @@ rss=$(awk '/^VmHWM/ {print $2}' "/proc/$server/status")
 "$BUILD/bench/bare" "$BAREPORT" "$TMP/body.json" 2 &
 bare=$!
 sleep 0.3
+kill -0 "$bare" 2>/dev/null || { say "the bare server did not start (port $BAREPORT taken?)"; exit 1; }
 read -r brate bp50 bp99 _ < <(wrk_run 64 2 get "http://127.0.0.1:$BAREPORT")
 kill -TERM "$bare"; wait "$bare" 2>/dev/null || true; bare=
 record queries_c64 "requests/s" "$rate" "$brate" "bare libmicrohttpd requests/s" "p50 $p50 ms, p99 $p99 ms (bare p50 $bp50, p99 $bp99); body $(stat -c %s "$TMP/body.json") bytes; failed $failed"
