@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/es.h"
+#include "core/gc.h"
 #include "core/hook.h"
 #include "core/fn_int.h"
 #include "core/park.h"
@@ -206,8 +207,12 @@ static void builtin_functions(struct disp_job *job)
         json_object_set_new(json_object_get(o, "limits"), "delay_s", json_integer(t->delay_s));
         json_array_append_new(list, o);
     }
-    disp_reply(job, 200, json_pack("{s:I, s:o}", "generation", (json_int_t)r->generation,
-                                   "functions", list));
+    unsigned long groups, commands;
+    gc_stats(&groups, &commands);
+    disp_reply(job, 200, json_pack("{s:I, s:o, s:{s:I, s:I}}", "generation",
+                                   (json_int_t)r->generation, "functions", list, "group_commit",
+                                   "groups", (json_int_t)groups, "commands",
+                                   (json_int_t)commands));
 }
 
 /* ---------- parked events ---------- */

@@ -31,8 +31,8 @@
  * Thread-safe; blocks until the group holding c has committed or failed. */
 int gc_append(PGconn *pg, struct es_command_append *c);
 
-/* Counters since start: groups committed and commands in them (for the
- * benchmark and /admin: commands / groups is the mean group size). */
+/* Counters since start: groups committed (or failed whole) and the commands
+ * in them; commands / groups is the mean group size (GET /admin/functions). */
 void gc_stats(unsigned long *groups, unsigned long *commands);
 
 #endif

@@ -208,6 +208,20 @@ static void concurrency_and_timeout(void **state)
                    sid),
         1);
     assert_true(counter("cart.add_item", "invocations") >= 2);
+    /* group commit's counters: one more command alone is one more group of one */
+    json_t *before = th_get_json(BASE, "/admin/functions");
+    p = cart_path("held", "/items");
+    assert_int_equal(post(p, "{\"sku\":\"G\",\"quantity\":1,\"unit_price\":\"1.00\"}", NULL, NULL),
+                     200);
+    free(p);
+    json_t *after = th_get_json(BASE, "/admin/functions");
+    json_t *gb = json_object_get(before, "group_commit"), *ga = json_object_get(after, "group_commit");
+    assert_int_equal(json_integer_value(json_object_get(ga, "commands")),
+                     json_integer_value(json_object_get(gb, "commands")) + 1);
+    assert_int_equal(json_integer_value(json_object_get(ga, "groups")),
+                     json_integer_value(json_object_get(gb, "groups")) + 1);
+    json_decref(before);
+    json_decref(after);
     /* the 504 is its one error; its late 200 is not counted again */
     assert_int_equal(counter("cart.add_item", "errors"), 1);
 }
