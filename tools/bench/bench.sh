@@ -116,13 +116,22 @@ opened=$("${PSQL[@]}" -c "SELECT count(*) FROM streams WHERE stream_id LIKE 'car
 [ "$opened" -eq "$CARTS" ] || { say "only $opened of $CARTS carts opened"; exit 1; }
 
 "${PSQL[@]}" -c "CREATE TABLE bench_events (LIKE events INCLUDING ALL); CREATE SEQUENCE bench_version;"
+# group commit's counters (GET /admin/functions): "groups commands"
+groups_now() {
+  curl -fsS "$URL/admin/functions" | tr -d ' \n' \
+    | sed -n 's/.*"group_commit":{"groups":\([0-9]*\),"commands":\([0-9]*\)}.*/\1 \2/p'
+  echo # the reply has no final newline, and read wants one
+}
 for c in 1 8 64; do
   t=$(( c < 2 ? 1 : 2 ))
+  read -r g0 n0 < <(groups_now)
   read -r rate p50 p99 failed < <(wrk_run "$c" "$t" add_item "$URL")
+  read -r g1 n1 < <(groups_now)
+  gsize=$(awk -v g=$((g1 - g0)) -v n=$((n1 - n0)) 'BEGIN { printf "%.1f", (g > 0 ? n / g : 0) }')
   read -r brate bp50 bp99 _ < <(pgbench_run "$c")
-  record "commands_c$c" "commands/s" "$rate" "$brate" "pgbench INSERT/s" "p50 $p50 ms, p99 $p99 ms (pgbench p50 $bp50, p99 $bp99); failed $failed"
-  results+=("$(printf '  "commands_c%s_latency": {"unit": "ms", "p50": %s, "p99": %s, "baseline_p50": %s, "baseline_p99": %s, "failed": %s}' \
-    "$c" "$p50" "$p99" "$bp50" "$bp99" "$failed")")
+  record "commands_c$c" "commands/s" "$rate" "$brate" "pgbench INSERT/s" "p50 $p50 ms, p99 $p99 ms (pgbench p50 $bp50, p99 $bp99); $gsize commands per group; failed $failed"
+  results+=("$(printf '  "commands_c%s_latency": {"unit": "ms", "p50": %s, "p99": %s, "baseline_p50": %s, "baseline_p99": %s, "commands_per_group": %s, "failed": %s}' \
+    "$c" "$p50" "$p99" "$bp50" "$bp99" "$gsize" "$failed")")
 done
 "${PSQL[@]}" -c "DROP TABLE bench_events; DROP SEQUENCE bench_version;"
 
