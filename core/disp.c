@@ -312,7 +312,7 @@ static void *worker_main(void *arg)
             while (!me.woken)
                 pthread_cond_wait(&me.cv, &D.mu); /* popped by disp_submit or disp_stop */
         }
-        if (D.len == 0 && D.stopping && !D.ring[read].len) {
+        if (D.len == 0 && D.stopping) {
             pthread_mutex_unlock(&D.mu);
             break;
         }
@@ -457,11 +457,8 @@ void disp_stop(void)
 {
     pthread_mutex_lock(&D.mu);
     D.stopping = 1;
-    for (struct idle *w = D.idle; w; w = w->next) {
-        w->woken = 1;
-        pthread_cond_signal(&w->cv);
-    }
-    D.idle = NULL;
+    while (D.idle)
+        wake_one();
     pthread_mutex_unlock(&D.mu);
     for (int i = 0; i < D.nthreads; i++)
         pthread_join(D.threads[i], NULL);

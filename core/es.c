@@ -78,18 +78,9 @@ static _Thread_local struct prepared {
 } prepared[PREPARED_MAX];
 static _Thread_local size_t nprepared;
 
-/* FNV-1a, 64 bits (Fowler, Noll, Vo: http://www.isthe.com/chongo/tech/comp/fnv/). */
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 PGresult *es_exec(PGconn *pg, const char *sql, int n, const char *const *params)
 {
-    uint64_t h = fnv1a(sql);
+    uint64_t h = util_fnv1a(sql);
     int pid = PQbackendPID(pg);
     char name[24];
     snprintf(name, sizeof name, "cq%016" PRIx64, h);
@@ -394,9 +385,9 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
     snprintf(lim, sizeof lim, "%zu", max);
     const char *params[3] = {stream_id, after, lim};
     PGresult *r = es_exec(pg,
-                               "SELECT " EVENT_COLUMNS " FROM events WHERE stream_id = $1 "
-                               "AND version > $2::bigint ORDER BY version LIMIT $3::bigint",
-                               3, params);
+                          "SELECT " EVENT_COLUMNS " FROM events WHERE stream_id = $1 "
+                          "AND version > $2::bigint ORDER BY version LIMIT $3::bigint",
+                          3, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read stream", e);
     return collect(r, out, e);
@@ -419,11 +410,11 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
     snprintf(lim, sizeof lim, "%zu", max);
     const char *params[3] = {tx, seq, lim};
     PGresult *r = es_exec(pg,
-                               "SELECT " EVENT_COLUMNS " FROM events "
-                               "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
-                               "AND txid < (SELECT cqrsd_read_bound()) "
-                               "ORDER BY txid, seq LIMIT $3::bigint",
-                               3, params);
+                          "SELECT " EVENT_COLUMNS " FROM events "
+                          "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
+                          "AND txid < (SELECT cqrsd_read_bound()) "
+                          "ORDER BY txid, seq LIMIT $3::bigint",
+                          3, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read the global stream", e);
     return collect(r, out, e);
@@ -432,9 +423,9 @@ int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out
 int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e)
 {
     PGresult *r = es_exec(pg, "SELECT coalesce((SELECT cqrsd_position(txid, seq) FROM events "
-                             "WHERE txid < (SELECT cqrsd_read_bound()) "
-                             "ORDER BY txid DESC, seq DESC LIMIT 1), '')",
-                         0, NULL);
+                              "WHERE txid < (SELECT cqrsd_read_bound()) "
+                              "ORDER BY txid DESC, seq DESC LIMIT 1), '')",
+                          0, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "read the head position", e);
     snprintf(buf, ES_POSITION_LEN + 1, "%s", PQgetvalue(r, 0, 0));
@@ -447,10 +438,10 @@ int es_command_lookup(PGconn *pg, const char *command_id, const char *request, i
 {
     const char *params[2] = {command_id, request ? request : ""};
     PGresult *r = es_exec(pg,
-                               "SELECT status, reply::text, request_hash = "
-                               "encode(sha256(convert_to($2, 'UTF8')), 'hex') "
-                               "FROM commands WHERE command_id = $1",
-                               2, params);
+                          "SELECT status, reply::text, request_hash = "
+                          "encode(sha256(convert_to($2, 'UTF8')), 'hex') "
+                          "FROM commands WHERE command_id = $1",
+                          2, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return es_fail(pg, r, "look up idempotency key", e);
     if (PQntuples(r) == 0) {

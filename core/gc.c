@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/util.h"
+
 /* A batch in flight longer than this is taken to be waiting on a lock (a
  * commit takes a few milliseconds here): the next batch may start beside it. */
 #define GC_PATIENCE_US 10000
@@ -28,13 +30,6 @@ static struct waiter *head, **tail = &head; /* not yet taken, oldest first */
 static int64_t started[GC_MAX_BATCHES];       /* start of each batch in flight, 0: free */
 static int inflight;
 static atomic_ulong n_groups, n_commands;
-
-static int64_t mono_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
 
 void gc_stats(unsigned long *groups, unsigned long *commands)
 {
@@ -126,7 +121,7 @@ int gc_append(PGconn *pg, struct es_command_append *c)
     *tail = &me;
     tail = &me.next;
     while (!me.done) {
-        int64_t now = mono_us(), wait_us = 0;
+        int64_t now = util_now_us(), wait_us = 0; /* CLOCK_MONOTONIC, as the waits */
         /* the oldest waiter not taken leads the next batch */
         if (me.taken || head != &me || !may_lead(now, &wait_us)) {
             if (me.taken || wait_us == 0) {

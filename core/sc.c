@@ -19,12 +19,11 @@ static struct {
     size_t n, cap;
 } C = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-/* FNV-1a, 64-bit (Fowler, Noll, Vo; draft-eastlake-fnv) */
+/* The bucket of a stream id and state family: FNV-1a of the id, mixed with
+ * the family's address. */
 static size_t bucket(const char *s, const void *family)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    uint64_t h = util_fnv1a(s);
     h ^= (uint64_t)(uintptr_t)family;
     return (size_t)(h % NBUCKETS);
 }

@@ -150,6 +150,14 @@ int64_t util_backoff_ms(int64_t first_ms, int attempt, int64_t max_ms)
     return delay < max_ms ? delay : max_ms;
 }
 
+uint64_t util_fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 int64_t util_now_us(void)
 {
     struct timespec ts;

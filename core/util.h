@@ -54,6 +54,11 @@ int64_t util_now_ms(void);
 /* The same in microseconds. */
 int64_t util_now_us(void);
 
+/* FNV-1a, 64 bits, of the NUL-terminated s (Fowler, Noll, Vo: the FNV hash,
+ * draft-eastlake-fnv; offset basis 14695981039346656037, prime 1099511628211).
+ * Not for anything an attacker chooses the keys of and needs to be slow on. */
+uint64_t util_fnv1a(const char *s);
+
 /* Log levels; CQRSD_LOG_LEVEL=debug|info|warn|error (default info). */
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level_from_env(void);
