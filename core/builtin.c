@@ -117,7 +117,7 @@ static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
         if (pong)
             freeReplyObject(pong);
         char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
-        if (redis_up && rm_checkpoints_get(rc, r, cp, &e))
+        if (redis_up && rm_checkpoints_get(rc, r, cp, NULL, &e))
             redis_up = 0;
         for (size_t i = 0; redis_up && i < r->nprojs; i++) {
             const struct fn_projection *p = r->projs[i].p;
@@ -282,7 +282,10 @@ static int retry_projection(struct disp_job *job, redisContext *rc, const struct
         reg_projection_handler(rp->p, ev->type);
     struct fn_batch b;
     fn_batch_init(&b);
-    fn_batch_set_prefix(&b, rp->p->name, rp->p->version);
+    /* into the build that serves now; a rebuild running beside it meets the
+     * event on its own */
+    fn_batch_set_keyspace(&b, rp->p->name, rp->p->version,
+                          rm_live_build(rc, rp->p->name, rp->p->version, rp->live));
     struct err fe = {0};
     int code = apply ? apply(&b, ev, &fe) : 0;
     if (code) {
@@ -291,7 +294,7 @@ static int retry_projection(struct disp_job *job, redisContext *rc, const struct
                        it->position, fe.msg);
     }
     char *marker = xasprintf("cqrsd:parked:%s:v%d:%s", rp->p->name, rp->p->version, it->token);
-    struct rm_checkpoint mv = {rp->p->name, rp->p->version, "", "applied", marker};
+    struct rm_checkpoint mv = {rp->p->name, rp->p->version, "", "applied", marker, 0};
     code = rm_apply(rc, &b, &mv, 1, e);
     free(marker);
     fn_batch_clear(&b);

@@ -101,11 +101,32 @@ void fn_batch_init(struct fn_batch *b)
 
 void fn_batch_clear(struct fn_batch *b)
 {
-    for (size_t i = 0; i < b->argc; i++)
-        free(b->argv[i]);
+    arena_free(&b->arena);
     free(b->argv);
     free(b->prefix);
     fn_batch_init(b);
+}
+
+void fn_batch_reset(struct fn_batch *b)
+{
+    arena_reset(&b->arena);
+    b->argc = b->ncmds = 0;
+}
+
+static char *bstr(struct fn_batch *b, const char *s)
+{
+    return arena_strndup(&b->arena, s, strlen(s));
+}
+
+/* The argument count of a command, as the batch script reads it. */
+static char *count_str(struct fn_batch *b, int argc)
+{
+    static const char *const N[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    if (argc >= 0 && argc < 10)
+        return (char *)N[argc]; /* never written: argv's strings are read-only */
+    char n[16];
+    snprintf(n, sizeof n, "%d", argc);
+    return bstr(b, n);
 }
 
 void fn_batch_set_prefix_ns(struct fn_batch *b, const char *ns, const char *projection,
@@ -120,6 +141,16 @@ void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version
     fn_batch_set_prefix_ns(b, NULL, projection, version);
 }
 
+void fn_batch_set_keyspace(struct fn_batch *b, const char *projection, int version, long build)
+{
+    if (!build) {
+        fn_batch_set_prefix(b, projection, version);
+        return;
+    }
+    free(b->prefix);
+    b->prefix = xasprintf("%s:v%d@%ld:", projection, version, build);
+}
+
 static void push(struct fn_batch *b, char *s)
 {
     if (b->argc == b->cap) {
@@ -131,26 +162,30 @@ static void push(struct fn_batch *b, char *s)
 
 void fn_batch_truncate(struct fn_batch *b, size_t argc, size_t ncmds)
 {
-    for (size_t i = argc; i < b->argc; i++)
-        free(b->argv[i]);
-    b->argc = argc;
+    b->argc = argc; /* the strings stay in the arena until the batch is cleared */
     b->ncmds = ncmds;
 }
 
 void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv)
 {
-    push(b, xasprintf("%d", argc));
+    push(b, count_str(b, argc));
     for (int i = 0; i < argc; i++)
-        push(b, xstrdup(argv[i]));
+        push(b, bstr(b, argv[i]));
     b->ncmds++;
 }
 
 /* A command on a relative key: argv[1] gets the projection's prefix. */
 static void cmd(struct fn_batch *b, int argc, const char *const *argv)
 {
-    push(b, xasprintf("%d", argc));
-    for (int i = 0; i < argc; i++)
-        push(b, i == 1 ? xasprintf("%s%s", b->prefix ? b->prefix : "", argv[1]) : xstrdup(argv[i]));
+    push(b, count_str(b, argc));
+    push(b, (char *)argv[0]); /* a literal of the fn_* below */
+    size_t pl = b->prefix ? strlen(b->prefix) : 0, kl = strlen(argv[1]);
+    char *key = arena_alloc(&b->arena, pl + kl + 1);
+    memcpy(key, b->prefix ? b->prefix : "", pl);
+    memcpy(key + pl, argv[1], kl + 1);
+    push(b, key);
+    for (int i = 2; i < argc; i++)
+        push(b, bstr(b, argv[i]));
     b->ncmds++;
 }
 

@@ -46,9 +46,10 @@ void fn_decision_free(struct fn_decision *d);
 /* Redis commands, flattened as Lua ARGV: for each command its argc, then args. */
 struct fn_batch {
     char *prefix;       /* "<name>:v<version>:" of the projection applying; owned */
-    char **argv;        /* owned strings */
+    char **argv;        /* strings in arena (or static) */
     size_t argc, cap;
     size_t ncmds;
+    struct arena arena; /* the strings of argv */
 };
 
 void fn_batch_init(struct fn_batch *b);
@@ -58,11 +59,16 @@ void fn_batch_init(struct fn_batch *b);
 void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version);
 void fn_batch_set_prefix_ns(struct fn_batch *b, const char *ns, const char *projection,
                             int version);
+/* The same for one build of the projection version's keyspace (core/rm.h:
+ * "<projection>:v<version>@<build>:", build 0 as above). */
+void fn_batch_set_keyspace(struct fn_batch *b, const char *projection, int version, long build);
 /* Appends a raw command whose key (argument 1) is already absolute. */
 void fn_batch_raw(struct fn_batch *b, int argc, const char *const *argv);
 /* Drops the commands from the n-th on (n <= b->ncmds): a failed handler's. */
 void fn_batch_truncate(struct fn_batch *b, size_t argc, size_t ncmds);
 void fn_batch_clear(struct fn_batch *b);
+/* Empties b for the next event, keeping its prefix and its memory. */
+void fn_batch_reset(struct fn_batch *b);
 
 struct fn_query_ctx {
     redisContext *redis; /* borrowed; may be NULL */

@@ -23,6 +23,7 @@
 #include "core/migrate.h"
 #include "core/new.h"
 #include "core/proj.h"
+#include "core/rebuild.h"
 #include "core/react.h"
 #include "core/reg.h"
 #include "core/rm.h"
@@ -241,6 +242,51 @@ static int cmd_serve(void)
     return 0;
 }
 
+/* The progress of `cqrsd replay` on stderr: a bar redrawn in place on a
+ * terminal, else a plain line every 5 s (a log file gets lines, not
+ * carriage returns). */
+struct replay_progress {
+    int tty;
+    int64_t last_line_ms;
+    enum rebuild_phase phase;
+    double phase_s; /* when the phase began, in the rebuild's seconds */
+};
+
+static void replay_progress(void *arg, enum rebuild_phase ph, long long done, long long total,
+                            double secs)
+{
+    struct replay_progress *rp = arg;
+    int changed = ph != rp->phase;
+    int64_t now = util_now_ms();
+    if (!rp->tty && !changed && now - rp->last_line_ms < 5000 && done != total)
+        return;
+    if (rp->tty && changed)
+        fputc('\n', stderr);
+    if (changed)
+        rp->phase_s = secs;
+    rp->phase = ph;
+    rp->last_line_ms = now;
+    double rate = secs > rp->phase_s ? (double)done / (secs - rp->phase_s) : 0;
+    char line[160];
+    if (ph == REBUILD_FOLD || ph == REBUILD_WRITE) {
+        int width = 30, fill = total > 0 ? (int)(width * (double)done / (double)total) : 0;
+        char bar[32];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = '\0';
+        double eta = rate > 0 && total > done ? (double)(total - done) / rate : 0;
+        snprintf(line, sizeof line, "%-8s [%s] %lld/%lld %s, %.0f/s, ETA %.0f s",
+                 ph == REBUILD_FOLD ? "events" : "keys", bar, done, total,
+                 ph == REBUILD_FOLD ? "events" : "keys", rate, eta);
+    } else {
+        snprintf(line, sizeof line, "%s (%.1f s)", rebuild_phase_name(ph), secs);
+    }
+    fprintf(stderr, rp->tty ? "\r%-100s" : "%s\n", line);
+    if (rp->tty && ph == REBUILD_DONE)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
 static int cmd_replay(int argc, char **argv)
 {
     if (argc < 2)
@@ -254,32 +300,33 @@ static int cmd_replay(int argc, char **argv)
             reg_release(r);
             return 2;
         }
-    redisContext *rc = connect_redis_or_die();
-    struct err e = {0};
+    unsigned char *chosen = xcalloc(r->nprojs + 1, 1);
     for (size_t i = 0; i < r->nprojs; i++) {
-        const struct fn_projection *p = r->projs[i].p;
-        int chosen = all;
-        for (int k = 1; k < argc && !chosen; k++)
-            chosen = !strcmp(argv[k], p->name);
-        if (!chosen)
-            continue;
-        long long n = 0;
-        if (rm_reset(rc, p->name, p->version, &n, &e)) {
-            fprintf(stderr, "cqrsd: %s\n", e.msg);
-            redisFree(rc);
-            reg_release(r);
-            return 1;
-        }
-        printf("reset %s v%d: %lld keys deleted, replaying from the first event\n", p->name,
-               p->version, n);
+        chosen[i] = (unsigned char)all;
+        for (int k = 1; k < argc && !chosen[i]; k++)
+            chosen[i] = !strcmp(argv[k], r->projs[i].p->name);
     }
+    redisContext *rc = connect_redis_or_die();
     PGconn *pg = connect_pg_or_die();
-    int64_t t0 = util_now_ms();
-    int code = proj_catch_up(pg, rc, r, &e);
-    if (code)
+    struct replay_progress pr = {isatty(STDERR_FILENO), 0, REBUILD_FOLD, 0};
+    struct rebuild_opts o = {chosen, replay_progress, &pr, NULL};
+    struct rebuild_stats st = {0};
+    struct err e = {0};
+    int code = rebuild_run(pg, rc, r, &o, &st, &e);
+    if (code) {
         fprintf(stderr, "cqrsd: %s\n", e.msg);
-    else
-        printf("caught up in %.1f s\n", (double)(util_now_ms() - t0) / 1000.0);
+    } else {
+        for (size_t i = 0; i < r->nprojs; i++)
+            if (chosen[i])
+                printf("rebuilt %s v%d\n", r->projs[i].p->name, r->projs[i].p->version);
+        printf("%lld events rebuilt in %.1f s (%.0f events/s): folded in %.1f s, %lld keys "
+               "(%lld fields and members) written in %.1f s, caught up and switched in %.1f s; "
+               "%lld events parked; %lld keys of the old builds deleted by %.1f s\n",
+               st.events, st.switch_s, st.switch_s > 0 ? (double)st.events / st.switch_s : 0,
+               st.fold_s, st.keys, st.entries, st.write_s, st.catch_s, st.parked, st.dropped,
+               st.total_s);
+    }
+    free(chosen);
     PQfinish(pg);
     redisFree(rc);
     reg_release(r);
@@ -297,12 +344,14 @@ static int cmd_projections(void)
     for (size_t i = 0; i < r->nprojs && !code; i++) {
         const struct fn_projection *p = r->projs[i].p;
         char cp[33];
-        if (rm_checkpoint_get(rc, p->name, p->version, cp, &e)) {
+        long build = 0;
+        if (rm_checkpoint_get(rc, p->name, p->version, cp, &build, &e)) {
             fprintf(stderr, "cqrsd: %s\n", e.msg);
             code = 1;
             break;
         }
-        printf("%-12s v%-3d checkpoint %s\n", p->name, p->version, *cp ? cp : "(none)");
+        printf("%-12s v%-3d build %-3ld checkpoint %s\n", p->name, p->version, build,
+               *cp ? cp : "(none)");
     }
     redisFree(rc);
     reg_release(r);

@@ -49,6 +49,7 @@ struct part {
     const struct reg_projection *rp;
     char cp[ES_POSITION_LEN + 1];  /* stored */
     char now[ES_POSITION_LEN + 1]; /* handled up to, in this batch */
+    long build;                    /* the build of its keyspace written (core/rm.h) */
     int in_step, stopped;
 };
 
@@ -82,7 +83,7 @@ static void part_describe(PGconn *pg, struct park_book *book, struct part *pt,
                           const struct es_events *evs, struct fn_batch *b)
 {
     const struct fn_projection *p = pt->rp->p;
-    fn_batch_set_prefix(b, p->name, p->version);
+    fn_batch_set_keyspace(b, p->name, p->version, pt->build);
     for (size_t k = 0; k < evs->n && !pt->stopped; k++) {
         const struct es_event *ev = &evs->ev[k];
         if (strcmp(ev->position, pt->now) <= 0)
@@ -135,7 +136,7 @@ static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book
                 fn_batch_clear(&b);
                 break;
             }
-            struct rm_checkpoint mv = {p->name, p->version, from, pt->now, NULL};
+            struct rm_checkpoint mv = {p->name, p->version, from, pt->now, NULL, pt->build};
             struct err ae = {0};
             int a = rm_apply(rc, &b, &mv, 1, &ae);
             fn_batch_clear(&b);
@@ -145,7 +146,8 @@ static int apply_one_by_one(PGconn *pg, redisContext *rc, struct park_book *book
                     /* parked: move past it with nothing written */
                     struct fn_batch none;
                     fn_batch_init(&none);
-                    mv = (struct rm_checkpoint){p->name, p->version, from, ev->position, NULL};
+                    mv = (struct rm_checkpoint){p->name, p->version, from, ev->position, NULL,
+                                                pt->build};
                     a = rm_apply(rc, &none, &mv, 1, &ae);
                     fn_batch_clear(&none);
                     if (!a)
@@ -189,7 +191,7 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
         part_describe(pg, book, pt, &evs, &b);
         if (strcmp(pt->now, pt->cp))
             moves[nm++] = (struct rm_checkpoint){pt->rp->p->name, pt->rp->p->version, pt->cp,
-                                                 pt->now, NULL};
+                                                 pt->now, NULL, pt->build};
     }
     rcode = nm ? rm_apply(rc, &b, moves, nm, e) : 0;
     fn_batch_clear(&b);
@@ -208,23 +210,36 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
     return rcode;
 }
 
-int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
-              int batch_size, int *applied, struct err *e)
+int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                     struct park_book *book, int batch_size, int *applied, struct err *e)
 {
     size_t n = r->nprojs;
     *applied = 0;
     if (n == 0)
         return 0;
     char(*cp)[33] = xcalloc(n, sizeof *cp);
-    int rcode = rm_checkpoints_get(rc, r, cp, e);
+    long *builds = xcalloc(n, sizeof *builds);
+    int rcode = 0;
+    if (!only)
+        rcode = rm_checkpoints_get(rc, r, cp, builds, e);
+    for (size_t i = 0; only && i < n && !rcode; i++)
+        if ((builds[i] = only[i]) >= 0) {
+            const struct fn_projection *p = r->projs[i].p;
+            rcode = rm_build_checkpoint_get(rc, p->name, p->version, only[i], cp[i], e);
+            if (!rcode && *cp[i] && strlen(cp[i]) != ES_POSITION_LEN)
+                rcode = err_set(e, ERR_CONFLICT, "build %ld of %s v%d is %s", only[i], p->name,
+                                p->version, cp[i]);
+        }
     struct part *parts = xcalloc(n, sizeof *parts);
     int64_t now = util_now_ms();
     const char *max = NULL;
     for (size_t i = 0; i < n && !rcode; i++) {
         parts[i].rp = &r->projs[i];
+        parts[i].build = builds[i];
         memcpy(parts[i].cp, cp[i], sizeof parts[i].cp);
         memcpy(parts[i].now, cp[i], sizeof parts[i].now);
-        if (!park_book_waiting(book, r->projs[i].p->name, r->projs[i].p->version, now) &&
+        if (builds[i] >= 0 &&
+            !park_book_waiting(book, r->projs[i].p->name, r->projs[i].p->version, now) &&
             (!max || strcmp(cp[i], max) > 0))
             max = cp[i];
     }
@@ -233,23 +248,32 @@ int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_boo
     for (int lead = 1; lead >= 0 && !rcode && max; lead--) {
         for (size_t i = 0; i < n; i++) {
             const struct fn_projection *p = r->projs[i].p;
-            parts[i].in_step = !park_book_waiting(book, p->name, p->version, now) &&
+            parts[i].in_step = builds[i] >= 0 &&
+                               !park_book_waiting(book, p->name, p->version, now) &&
                                (strcmp(parts[i].cp, max) == 0) == lead;
         }
         rcode = step_group(pg, rc, book, parts, n, batch_size, applied, e);
     }
     free(parts);
+    free(builds);
     free(cp);
     return rcode;
 }
 
-int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e)
+int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
+              int batch_size, int *applied, struct err *e)
+{
+    return proj_step_builds(pg, rc, r, NULL, book, batch_size, applied, e);
+}
+
+int proj_catch_up_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                         struct err *e)
 {
     struct park_book book = {0};
     int rcode = 0;
     for (int conflicts = 0;;) {
         int n = 0;
-        rcode = proj_step(pg, rc, r, &book, 1000, &n, e);
+        rcode = proj_step_builds(pg, rc, r, only, &book, 1000, &n, e);
         if (rcode == ERR_CONFLICT && ++conflicts < 100)
             continue;
         if (rcode)
@@ -269,6 +293,11 @@ int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err 
     }
     park_book_free(&book);
     return rcode;
+}
+
+int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e)
+{
+    return proj_catch_up_builds(pg, rc, r, NULL, e);
 }
 
 /* ---------- the runner thread ---------- */
@@ -339,7 +368,7 @@ static int rebuilt(PGconn *pg, redisContext *rc, const struct reg *r)
     char head[ES_POSITION_LEN + 1];
     struct err e = {0};
     char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
-    int done = es_head(pg, head, &e) == 0 && rm_checkpoints_get(rc, r, cp, &e) == 0;
+    int done = es_head(pg, head, &e) == 0 && rm_checkpoints_get(rc, r, cp, NULL, &e) == 0;
     for (size_t i = 0; i < r->nprojs && done; i++)
         done = !r->rebuilds || !r->rebuilds[i] || strcmp(cp[i], head) >= 0;
     free(cp);

@@ -40,6 +40,14 @@ void proj_stop(void);
 int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
               int batch_size, int *applied, struct err *e);
 
+/* proj_step on given builds: only[i] is the build of projection i to bring
+ * forward (its checkpoint read from that build's key), or -1 to leave
+ * projection i out; NULL: every projection's live build (proj_step). A
+ * build whose checkpoint is "retired" gives ERR_CONFLICT. For the catch-up
+ * of a rebuild (core/rebuild.h). */
+int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                     struct park_book *book, int batch_size, int *applied, struct err *e);
+
 /* Tells the notifier that events were appended (cheap; callable from any
  * thread). It sends NOTIFY cqrsd_events soon after, waking all runners. */
 void proj_poke(void);
@@ -51,5 +59,9 @@ int proj_retrying(char *buf, size_t len);
 /* Runs proj_step until caught up, waiting out back-offs, parking what keeps
  * failing (for `cqrsd replay` and tests). */
 int proj_catch_up(PGconn *pg, redisContext *rc, const struct reg *r, struct err *e);
+
+/* proj_catch_up through proj_step_builds(only). */
+int proj_catch_up_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                         struct err *e);
 
 #endif

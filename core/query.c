@@ -24,6 +24,7 @@
 
 #include "core/fn_int.h"
 #include "core/reg.h"
+#include "core/rm.h"
 
 const char *fn_param(const struct fn_query_ctx *q, const char *name)
 {
@@ -43,7 +44,10 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
         err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection);
         return NULL;
     }
-    char *k = xasprintf("%s%s:v%d:%s", q->ns ? q->ns : "", p->p->name, p->p->version, key);
+    /* the scratch namespace of the case runner has no builds */
+    long build = q->ns && *q->ns ? 0 : rm_live_build(q->redis, p->p->name, p->p->version, p->live);
+    char *k = build ? xasprintf("%s:v%d@%ld:%s", p->p->name, p->p->version, build, key)
+                    : xasprintf("%s%s:v%d:%s", q->ns ? q->ns : "", p->p->name, p->p->version, key);
     char *out = arena_strndup(&q->arena, k, strlen(k));
     free(k);
     return out;

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/rm.h"
 #include "core/sc.h"
 
 extern char **environ;
@@ -110,6 +111,8 @@ static void unload(struct reg *r)
     free(r->mods);
     free(r->cmds);
     free(r->queries);
+    for (size_t i = 0; i < r->nprojs; i++)
+        free(r->projs[i].live);
     free(r->projs);
     free(r->reactors);
     free(r->timers);
@@ -753,8 +756,8 @@ static int collect_module(struct build *b, const struct reg_module *m)
         if (rc)
             return rc;
         r->projs = xrealloc(r->projs, (r->nprojs + 1) * sizeof *r->projs);
-        r->projs[r->nprojs++] = (struct reg_projection){p, m, fn_record(p->name, REG_PROJECTION),
-                                                        p->limits};
+        r->projs[r->nprojs++] = (struct reg_projection){
+            p, m, fn_record(p->name, REG_PROJECTION), p->limits, xcalloc(1, sizeof(struct rm_live))};
     }
     for (size_t i = 0; d->reactors && d->reactors[i]; i++) {
         const struct fn_reactor *x = d->reactors[i];

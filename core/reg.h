@@ -85,11 +85,14 @@ struct reg_query {
     struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
 };
 
+struct rm_live;
+
 struct reg_projection {
     const struct fn_projection *p;
     const struct reg_module *mod;
     struct reg_fn *fn;
     struct fn_limits limits; /* resolved: descriptor, then defaults, then environment */
+    struct rm_live *live;    /* the live build queries read (core/rm.h); owned */
 };
 
 struct reg_reactor {

@@ -18,10 +18,21 @@
  * in magnitude, judged in Lua's doubles with room to spare, so no int64
  * overflow can slip through). Then it writes, then it moves the checkpoints.
  * A refused batch writes nothing. */
-/* The key of a projection version's checkpoint (caller frees). */
-static char *checkpoint_key(const char *projection, int version)
+char *rm_keyspace(const char *projection, int version, long build)
 {
-    return xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
+    return build ? xasprintf("%s:v%d@%ld:", projection, version, build)
+                 : xasprintf("%s:v%d:", projection, version);
+}
+
+char *rm_checkpoint_key(const char *projection, int version, long build)
+{
+    return build ? xasprintf("cqrsd:checkpoint:%s:v%d@%ld", projection, version, build)
+                 : xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
+}
+
+static char *live_key(const char *projection, int version)
+{
+    return xasprintf("cqrsd:live:%s:v%d", projection, version);
 }
 
 static const char APPLY_LUA[] =
@@ -38,7 +49,8 @@ static const char APPLY_LUA[] =
     "local want = {SET='string', HSET='hash', HSETNX='hash', HDEL='hash', HINCRBY='hash',\n"
     "  SADD='set', ZADD='zset', ZINCRBY='zset', ZREMRANGEBYLEX='zset'}\n"
     "local types, ints, deleted, limit = {}, {}, {}, 4611686018427387904\n"
-    "local function int_of(s) return s:match('^%-?%d+$') and tonumber(s) or 'x' end\n"
+    /* what Redis's string2ll accepts: no sign on 0, no leading zeros */
+    "local function int_of(s) return (s == '0' or s:match('^%-?[1-9]%d*$')) and tonumber(s) or 'x' end\n"
     "local function current(key, field, f)\n"
     "  if ints[f] ~= nil then return ints[f] end\n"
     "  if deleted[key] then return 'absent' end\n"
@@ -60,6 +72,14 @@ static const char APPLY_LUA[] =
     "      return redis.error_reply('REFUSED ' .. cmd .. ' on ' .. key .. ', a ' .. types[key])\n"
     "    end\n"
     "    types[key] = t\n"
+    "    if cmd == 'ZREMRANGEBYLEX' then\n"
+    "      for a = j + 3, j + 4 do\n"
+    "        local s = ARGV[a] or ''\n"
+    "        if s ~= '-' and s ~= '+' and s:sub(1, 1) ~= '[' and s:sub(1, 1) ~= '(' then\n"
+    "          return redis.error_reply('REFUSED ZREMRANGEBYLEX on ' .. key .. ', a bound is not - + [x or (x')\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
     "    if t == 'hash' then\n"
     "      local field = ARGV[j + 3]\n"
     "      local f = key .. '\\0' .. field\n"
@@ -97,12 +117,41 @@ static const char APPLY_LUA[] =
     "end\n"
     "return 'OK'\n";
 
+/* ARGV: the keyspace pattern of build 0, of builds >= 1, the checkpoint of
+ * build 0, the pattern of the others, the live pointer, the markers. */
 static const char RESET_LUA[] =
-    "local keys = redis.call('KEYS', ARGV[1])\n"
-    "for _, k in ipairs(keys) do redis.call('UNLINK', k) end\n"
-    "for _, k in ipairs(redis.call('KEYS', ARGV[3])) do redis.call('UNLINK', k) end\n"
-    "redis.call('DEL', ARGV[2])\n"
-    "return #keys\n";
+    "local n = 0\n"
+    "for a = 1, 2 do\n"
+    "  for _, k in ipairs(redis.call('KEYS', ARGV[a])) do redis.call('UNLINK', k); n = n + 1 end\n"
+    "end\n"
+    "for _, k in ipairs(redis.call('KEYS', ARGV[4])) do redis.call('UNLINK', k) end\n"
+    "for _, k in ipairs(redis.call('KEYS', ARGV[6])) do redis.call('UNLINK', k) end\n"
+    "redis.call('DEL', ARGV[3], ARGV[5])\n"
+    "return n\n";
+
+/* ARGV: "<projection>:v<version>" of each projection; returns for each its
+ * live build and that build's checkpoint ("" when none). */
+static const char READ_LUA[] =
+    "local out = {}\n"
+    "for i = 1, #ARGV do\n"
+    "  local b = redis.call('GET', 'cqrsd:live:' .. ARGV[i]) or '0'\n"
+    "  local k = 'cqrsd:checkpoint:' .. ARGV[i]\n"
+    "  if b ~= '0' then k = k .. '@' .. b end\n"
+    "  out[#out + 1] = b\n"
+    "  out[#out + 1] = redis.call('GET', k) or ''\n"
+    "end\n"
+    "return out\n";
+
+/* ARGV: live pointer, from, to, checkpoint of from, checkpoint of to. */
+static const char SWITCH_LUA[] =
+    "local live = redis.call('GET', ARGV[1]) or '0'\n"
+    "if live ~= ARGV[2] then return redis.error_reply('MOVED the live build is ' .. live) end\n"
+    "local old = redis.call('GET', ARGV[4]) or ''\n"
+    "local new = redis.call('GET', ARGV[5]) or ''\n"
+    "if old == 'retired' or new < old then return 'BEHIND' end\n"
+    "redis.call('SET', ARGV[1], ARGV[3])\n"
+    "redis.call('SET', ARGV[4], 'retired', 'PX', 86400000)\n"
+    "return 'OK'\n";
 
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
 {
@@ -175,48 +224,68 @@ static int lost(redisContext *rc, redisReply *r, const char *what, struct err *e
                    rc->err ? rc->errstr : "no reply from Redis");
 }
 
-/* The SHA1 of APPLY_LUA as Redis names it (SCRIPT LOAD), per thread: loaded
+/* A script known to Redis by its SHA1 (SCRIPT LOAD), per thread: loaded
  * once per connection's server, and again after a NOSCRIPT (a restarted or
  * flushed Redis). */
-static _Thread_local char apply_sha[41];
+struct script {
+    const char *text;
+    char sha[41];
+};
+static _Thread_local struct script apply_script = {APPLY_LUA, ""};
+static _Thread_local struct script read_script = {READ_LUA, ""};
+static _Thread_local struct script switch_script = {SWITCH_LUA, ""};
+
+/* Runs s with the n arguments args (no keys: the scripts name their keys in
+ * ARGV, as projection keys are only known at run time), by EVALSHA, or by
+ * EVAL when Redis lacks it. Returns the reply (NULL when lost). */
+static redisReply *script_run(redisContext *rc, struct script *s, size_t n,
+                              const char *const *args)
+{
+    const char **argv = xmalloc((n + 3) * sizeof *argv);
+    if (!s->sha[0]) {
+        redisReply *l = redisCommand(rc, "SCRIPT LOAD %s", s->text);
+        if (l && l->type == REDIS_REPLY_STRING && l->len == 40)
+            memcpy(s->sha, l->str, 41);
+        if (l)
+            freeReplyObject(l);
+    }
+    argv[0] = s->sha[0] ? "EVALSHA" : "EVAL";
+    argv[1] = s->sha[0] ? s->sha : s->text;
+    argv[2] = "0";
+    memcpy(argv + 3, args, n * sizeof *argv);
+    redisReply *r = redisCommandArgv(rc, (int)n + 3, argv, NULL);
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+        freeReplyObject(r); /* the server lost its scripts: send the text, load it again */
+        s->sha[0] = '\0';
+        argv[0] = "EVAL";
+        argv[1] = s->text;
+        r = redisCommandArgv(rc, (int)n + 3, argv, NULL);
+    }
+    free(argv);
+    return r;
+}
 
 int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpoint *cps,
              size_t ncps, struct err *e)
 {
-    size_t argc = 4 + 3 * ncps + b->argc; /* EVALSHA, sha, numkeys, n */
+    size_t argc = 1 + 3 * ncps + b->argc;
     const char **argv = xmalloc(argc * sizeof *argv);
     char **owned = xmalloc((ncps + 1) * sizeof *owned);
     char n[24];
     size_t k = 0;
-    if (!apply_sha[0]) {
-        redisReply *l = redisCommand(rc, "SCRIPT LOAD %s", APPLY_LUA);
-        if (l && l->type == REDIS_REPLY_STRING && l->len == 40)
-            memcpy(apply_sha, l->str, 41);
-        if (l)
-            freeReplyObject(l);
-    }
-    argv[k++] = apply_sha[0] ? "EVALSHA" : "EVAL";
-    argv[k++] = apply_sha[0] ? apply_sha : APPLY_LUA;
-    argv[k++] = "0";
     snprintf(n, sizeof n, "%zu", ncps);
     argv[k++] = n;
     for (size_t i = 0; i < ncps; i++) {
         owned[i] = cps[i].key ? xstrdup(cps[i].key)
-                              : checkpoint_key(cps[i].projection, cps[i].version);
+                              : rm_checkpoint_key(cps[i].projection, cps[i].version,
+                                                  cps[i].build);
         argv[k++] = owned[i];
         argv[k++] = cps[i].from;
         argv[k++] = cps[i].to;
     }
     for (size_t i = 0; i < b->argc; i++)
         argv[k++] = b->argv[i];
-    redisReply *r = redisCommandArgv(rc, (int)k, argv, NULL);
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
-        freeReplyObject(r); /* the server lost its scripts: send the text, load it again */
-        apply_sha[0] = '\0';
-        argv[0] = "EVAL";
-        argv[1] = APPLY_LUA;
-        r = redisCommandArgv(rc, (int)k, argv, NULL);
-    }
+    redisReply *r = script_run(rc, &apply_script, k, argv);
     for (size_t i = 0; i < ncps; i++)
         free(owned[i]);
     free(owned);
@@ -237,61 +306,95 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
     return rcode;
 }
 
-int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
-                      struct err *e)
+/* Reads the live build and its checkpoint of the n projection versions
+ * names[i] ("<projection>:v<version>") into builds[i] and cps[i]. */
+static int read_live(redisContext *rc, size_t n, const char *const *names, long *builds,
+                     char (*cps)[33], struct err *e)
 {
-    char *key = checkpoint_key(projection, version);
+    redisReply *rep = script_run(rc, &read_script, n, names);
+    if (!rep || rc->err)
+        return lost(rc, rep, "read the checkpoints", e);
+    int code = 0;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 * n) {
+        code = err_set(e, rep->type == REDIS_REPLY_ERROR ? ERR_UNAVAILABLE : ERR_INTERNAL,
+                       "could not read the checkpoints: %s",
+                       rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    } else {
+        for (size_t i = 0; i < n && !code; i++) {
+            const redisReply *b = rep->element[2 * i], *v = rep->element[2 * i + 1];
+            char *end = NULL;
+            long build = b->type == REDIS_REPLY_STRING ? strtol(b->str, &end, 10) : -1;
+            cps[i][0] = '\0';
+            if (build < 0 || !end || *end)
+                code = err_set(e, ERR_INTERNAL, "the live build of %s is not a number", names[i]);
+            else if (v->type == REDIS_REPLY_STRING && v->len == 32)
+                memcpy(cps[i], v->str, 33);
+            else if (v->type != REDIS_REPLY_STRING || v->len != 0)
+                code = err_set(e, ERR_INTERNAL, "checkpoint of %s is not a position token",
+                               names[i]);
+            if (builds)
+                builds[i] = build;
+        }
+    }
+    freeReplyObject(rep);
+    return code;
+}
+
+int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
+                      long *build, struct err *e)
+{
+    char *name = xasprintf("%s:v%d", projection, version);
+    const char *names[] = {name};
+    long b = 0;
+    int code = read_live(rc, 1, names, &b, (char(*)[33])buf, e);
+    free(name);
+    if (build)
+        *build = b;
+    return code;
+}
+
+int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], long *builds,
+                       struct err *e)
+{
+    if (r->nprojs == 0)
+        return 0;
+    char **names = xmalloc(r->nprojs * sizeof *names);
+    long *b = xcalloc(r->nprojs, sizeof *b);
+    for (size_t i = 0; i < r->nprojs; i++)
+        names[i] = xasprintf("%s:v%d", r->projs[i].p->name, r->projs[i].p->version);
+    int code = read_live(rc, r->nprojs, (const char *const *)names, b, cps, e);
+    int64_t now = util_now_ms();
+    for (size_t i = 0; i < r->nprojs; i++) {
+        free(names[i]);
+        struct rm_live *live = r->projs[i].live;
+        if (!code && live) {
+            atomic_store(&live->build, b[i]);
+            atomic_store(&live->checked_ms, now);
+        }
+        if (builds)
+            builds[i] = b[i];
+    }
+    free(names);
+    free(b);
+    return code;
+}
+
+int rm_build_checkpoint_get(redisContext *rc, const char *projection, int version, long build,
+                            char buf[33], struct err *e)
+{
+    char *key = rm_checkpoint_key(projection, version, build);
     redisReply *r = redisCommand(rc, "GET %s", key);
     free(key);
     if (!r || rc->err)
         return lost(rc, r, "read a checkpoint", e);
     buf[0] = '\0';
     int code = 0;
-    if (r->type == REDIS_REPLY_STRING && r->len == 32)
-        memcpy(buf, r->str, 33);
-    else if (r->type == REDIS_REPLY_ERROR)
-        code = err_set(e, ERR_UNAVAILABLE, "could not read checkpoint of %s: %s", projection, r->str);
+    if (r->type == REDIS_REPLY_STRING && r->len <= 32)
+        memcpy(buf, r->str, r->len + 1);
     else if (r->type != REDIS_REPLY_NIL)
-        code = err_set(e, ERR_INTERNAL, "checkpoint of %s is not a position token", projection);
+        code = err_set(e, ERR_UNAVAILABLE, "could not read checkpoint of %s: %s", projection,
+                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     freeReplyObject(r);
-    return code;
-}
-
-int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], struct err *e)
-{
-    if (r->nprojs == 0)
-        return 0;
-    const char **argv = xmalloc((r->nprojs + 1) * sizeof *argv);
-    char **keys = xmalloc(r->nprojs * sizeof *keys);
-    argv[0] = "MGET";
-    for (size_t i = 0; i < r->nprojs; i++) {
-        keys[i] = checkpoint_key(r->projs[i].p->name, r->projs[i].p->version);
-        argv[i + 1] = keys[i];
-    }
-    redisReply *rep = redisCommandArgv(rc, (int)r->nprojs + 1, argv, NULL);
-    for (size_t i = 0; i < r->nprojs; i++)
-        free(keys[i]);
-    free(keys);
-    free(argv);
-    if (!rep || rc->err)
-        return lost(rc, rep, "read the checkpoints", e);
-    int code = 0;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != r->nprojs) {
-        code = err_set(e, rep->type == REDIS_REPLY_ERROR ? ERR_UNAVAILABLE : ERR_INTERNAL,
-                       "could not read the checkpoints: %s",
-                       rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-    } else {
-        for (size_t i = 0; i < r->nprojs && !code; i++) {
-            const redisReply *v = rep->element[i];
-            cps[i][0] = '\0';
-            if (v->type == REDIS_REPLY_STRING && v->len == 32)
-                memcpy(cps[i], v->str, 33);
-            else if (v->type != REDIS_REPLY_NIL)
-                code = err_set(e, ERR_INTERNAL, "checkpoint of %s is not a position token",
-                               r->projs[i].p->name);
-        }
-    }
-    freeReplyObject(rep);
     return code;
 }
 
@@ -299,12 +402,18 @@ int rm_reset(redisContext *rc, const char *projection, int version, long long *d
              struct err *e)
 {
     char *pattern = xasprintf("%s:v%d:*", projection, version);
-    char *cp = checkpoint_key(projection, version);
+    char *builds = xasprintf("%s:v%d@*", projection, version);
+    char *cp = rm_checkpoint_key(projection, version, 0);
+    char *cps = xasprintf("%s@*", cp);
+    char *live = live_key(projection, version);
     char *markers = xasprintf("cqrsd:parked:%s:v%d:*", projection, version);
-    const char *argv[] = {"EVAL", RESET_LUA, "0", pattern, cp, markers};
-    redisReply *r = redisCommandArgv(rc, 6, argv, NULL);
+    const char *argv[] = {pattern, builds, cp, cps, live, markers};
+    redisReply *r = script_run(rc, &(struct script){RESET_LUA, ""}, 6, argv);
     free(pattern);
+    free(builds);
     free(cp);
+    free(cps);
+    free(live);
     free(markers);
     if (!r || rc->err)
         return lost(rc, r, "reset a projection", e);
@@ -318,4 +427,143 @@ int rm_reset(redisContext *rc, const char *projection, int version, long long *d
     }
     freeReplyObject(r);
     return code;
+}
+
+/* 1 when key names a build of "<projection>:v<version>" (base: the
+ * keyspace prefix "<projection>:v<version>" or the checkpoint key) other
+ * than keep: base then ":" (build 0) or "@<n>" then ":" or the end. */
+static int other_build(const char *key, const char *base, size_t bl, long keep, int keyspace)
+{
+    if (strncmp(key, base, bl))
+        return 0;
+    const char *p = key + bl;
+    long b = 0;
+    if (*p == '@') {
+        char *end;
+        b = strtol(p + 1, &end, 10);
+        if (end == p + 1 || b < 1)
+            return 0;
+        p = end;
+    }
+    if (keyspace ? *p != ':' : *p != '\0')
+        return 0;
+    return b != keep;
+}
+
+/* UNLINKs the keys of base's builds but keep (keyspace: read model keys,
+ * else checkpoint keys, of which a "retired" one is left to expire), by
+ * SCAN MATCH base* in slices of 5,000, each slice's deletions pipelined.
+ * Adds the read model keys deleted to *n. */
+static int drop_builds(redisContext *rc, const char *base, long keep, int keyspace,
+                       long long *n, struct err *e)
+{
+    char cursor[32] = "0";
+    size_t bl = strlen(base);
+    char *pattern = xasprintf("%s*", base);
+    int code = 0;
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 5000", cursor, pattern);
+        if (!r || rc->err || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            code = lost(rc, r, "list the keys of a build", e);
+            break;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        const redisReply *ks = r->element[1];
+        size_t sent = 0;
+        for (size_t i = 0; i < ks->elements; i++) {
+            const char *k = ks->element[i]->str;
+            if (!other_build(k, base, bl, keep, keyspace))
+                continue;
+            if (keyspace)
+                redisAppendCommand(rc, "UNLINK %s", k);
+            else /* a checkpoint: keep a retired one until it expires */
+                redisAppendCommand(rc, "EVAL %s 1 %s",
+                                   "if redis.call('GET', KEYS[1]) ~= 'retired' then "
+                                   "return redis.call('UNLINK', KEYS[1]) end return 0",
+                                   k);
+            sent++;
+        }
+        freeReplyObject(r);
+        for (size_t i = 0; i < sent && !code; i++) {
+            redisReply *u = NULL;
+            if (redisGetReply(rc, (void **)&u) != REDIS_OK || !u)
+                code = lost(rc, u, "delete the keys of a build", e);
+            else if (u->type == REDIS_REPLY_INTEGER && keyspace)
+                *n += u->integer;
+            if (u)
+                freeReplyObject(u);
+        }
+    } while (!code && strcmp(cursor, "0"));
+    free(pattern);
+    return code;
+}
+
+int rm_builds_drop(redisContext *rc, const char *projection, int version, long keep,
+                   long long *deleted, struct err *e)
+{
+    long long n = 0;
+    char *base = xasprintf("%s:v%d", projection, version);
+    char *cp = rm_checkpoint_key(projection, version, 0);
+    int code = drop_builds(rc, base, keep, 1, &n, e);
+    if (!code)
+        code = drop_builds(rc, cp, keep, 0, &n, e);
+    if (deleted)
+        *deleted = n;
+    free(base);
+    free(cp);
+    return code;
+}
+
+int rm_switch(redisContext *rc, const char *projection, int version, long from, long to,
+              struct err *e)
+{
+    char *live = live_key(projection, version);
+    char f[24], t[24];
+    snprintf(f, sizeof f, "%ld", from);
+    snprintf(t, sizeof t, "%ld", to);
+    char *cpf = rm_checkpoint_key(projection, version, from);
+    char *cpt = rm_checkpoint_key(projection, version, to);
+    const char *argv[] = {live, f, t, cpf, cpt};
+    redisReply *r = script_run(rc, &switch_script, 5, argv);
+    free(live);
+    free(cpf);
+    free(cpt);
+    if (!r || rc->err)
+        return lost(rc, r, "switch the live build", e);
+    int code = 0;
+    if (r->type == REDIS_REPLY_ERROR)
+        code = err_set(e, strncmp(r->str, "MOVED", 5) ? ERR_UNAVAILABLE : ERR_INVALID,
+                       "could not switch %s v%d to build %ld: %s", projection, version, to,
+                       r->str);
+    else if (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "BEHIND"))
+        code = err_set(e, ERR_CONFLICT, "build %ld of %s v%d is behind the live build", to,
+                       projection, version);
+    freeReplyObject(r);
+    return code;
+}
+
+long rm_live_build(redisContext *rc, const char *projection, int version, struct rm_live *live)
+{
+    if (!live)
+        return 0;
+    int64_t now = util_now_ms();
+    int idle = 0;
+    if (rc && now - atomic_load(&live->checked_ms) > RM_LIVE_REFRESH_MS &&
+        atomic_compare_exchange_strong(&live->refreshing, &idle, 1)) {
+        char *key = live_key(projection, version);
+        redisReply *r = redisCommand(rc, "GET %s", key);
+        free(key);
+        if (r && !rc->err && (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)) {
+            char *end = NULL;
+            long b = r->type == REDIS_REPLY_NIL ? 0 : strtol(r->str, &end, 10);
+            if (b >= 0 && (!end || !*end)) {
+                atomic_store(&live->build, b);
+                atomic_store(&live->checked_ms, now);
+            }
+        }
+        if (r)
+            freeReplyObject(r);
+        atomic_store(&live->refreshing, 0);
+    }
+    return atomic_load(&live->build);
 }

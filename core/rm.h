@@ -7,11 +7,23 @@
  * a batch retried after a lost reply fails the check instead of applying twice.
  * Checkpoint keys: "cqrsd:checkpoint:<projection>:v<version>", holding a
  * position token (core/es.h); absent = from the start.
+ *
+ * Builds (blue/green rebuilds, core/rebuild.h). A projection version's read
+ * model lives in one build of its keyspace at a time: build 0 under
+ * "<projection>:v<version>:", build b >= 1 under
+ * "<projection>:v<version>@<b>:", each with its own checkpoint key (the one
+ * above, with "@<b>" after it for b >= 1). The key
+ * "cqrsd:live:<projection>:v<version>" names the build that serves (absent:
+ * 0). A rebuild fills the next build beside the live one and switches the
+ * pointer in one script once the new build has caught up; the old build's
+ * checkpoint becomes "retired", so a batch still aimed at it fails its
+ * checkpoint check instead of writing there.
  */
 #ifndef CQRSD_RM_H
 #define CQRSD_RM_H
 
 #include <hiredis/hiredis.h>
+#include <stdatomic.h>
 
 #include "core/err.h"
 #include "core/fn_int.h"
@@ -21,14 +33,23 @@
  * ERR_UNAVAILABLE otherwise). Caller frees with redisFree. */
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e);
 
+/* The key prefix of a build of a projection version (above), e.g.
+ * "cart_view:v1:" or "cart_view:v1@2:". Caller frees. */
+char *rm_keyspace(const char *projection, int version, long build);
+
+/* The checkpoint key of a build: "cqrsd:checkpoint:<projection>:v<version>"
+ * and "@<build>" after it for build >= 1. Caller frees. */
+char *rm_checkpoint_key(const char *projection, int version, long build);
+
 /* One projection's checkpoint move within a batch. Strings borrowed. */
 struct rm_checkpoint {
     const char *projection;
     int version;
     const char *from; /* "" = no checkpoint yet */
     const char *to;
-    const char *key;  /* NULL: "cqrsd:checkpoint:<projection>:v<version>"; else this key
-                       * (the marker of a parked event applied once) */
+    const char *key;  /* NULL: rm_checkpoint_key(projection, version, build); else this
+                       * key (the marker of a parked event applied once) */
+    long build;       /* the build whose checkpoint moves (0 unless rebuilding) */
 };
 
 /*
@@ -45,23 +66,72 @@ struct rm_checkpoint {
 int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpoint *cps,
              size_t ncps, struct err *e);
 
-/* Reads a projection's checkpoint into buf ("" when none). Returns 0 or
- * ERR_UNAVAILABLE. */
+/* Reads the live build of a projection version and that build's checkpoint
+ * into buf ("" when none), in one script. build may be NULL. Returns 0,
+ * ERR_UNAVAILABLE, or ERR_INTERNAL for a checkpoint that is no position
+ * token. */
 int rm_checkpoint_get(redisContext *rc, const char *projection, int version, char buf[33],
-                      struct err *e);
+                      long *build, struct err *e);
 
-/* Reads the checkpoints of the n projections of r (core/reg.h) with one MGET
- * into cps[i] ("" when none). Returns 0, ERR_UNAVAILABLE, or ERR_INTERNAL
- * for a checkpoint that is no position token. */
+/* Reads, in one script (one round trip, one atomic view), the live build of
+ * each projection of r (core/reg.h) into builds[i] (may be NULL) and that
+ * build's checkpoint into cps[i] ("" when none); refreshes each projection's
+ * rm_live cache. Returns 0, ERR_UNAVAILABLE, or ERR_INTERNAL for a
+ * checkpoint that is no position token. */
 struct reg;
-int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], struct err *e);
+int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], long *builds,
+                       struct err *e);
 
-/* Deletes every key of "<projection>:v<version>:", its checkpoint and the
- * markers of its re-applied parked events ("cqrsd:parked:<projection>:
- * v<version>:*") in one script, so its runner starts again from the first
- * event. *deleted gets the
- * number of keys deleted. Returns 0 or ERR_UNAVAILABLE. */
+/* Reads the checkpoint of one given build (rebuilds) into buf ("" when none,
+ * "retired" for a build switched out). Returns 0 or ERR_UNAVAILABLE. */
+int rm_build_checkpoint_get(redisContext *rc, const char *projection, int version, long build,
+                            char buf[33], struct err *e);
+
+/* Deletes every build of the projection version (all its keys), every
+ * checkpoint, the live pointer and the markers of its re-applied parked
+ * events ("cqrsd:parked:<projection>:v<version>:*") in one script, so it
+ * starts again in build 0 from the first event: the hard reset (tests, and
+ * the runner after a Redis without its data). It blocks Redis for as long
+ * as the deletion takes; `cqrsd replay` rebuilds beside the live build
+ * instead (core/rebuild.h). *deleted (may be NULL) gets the number of read
+ * model keys deleted. Returns 0 or ERR_UNAVAILABLE. */
 int rm_reset(redisContext *rc, const char *projection, int version, long long *deleted,
              struct err *e);
+
+/* Deletes, by SCAN and UNLINK in slices (Redis keeps serving meanwhile),
+ * the keys and checkpoints of every build of the projection version but
+ * `keep`; a checkpoint marked "retired" is left to expire. *deleted (may be
+ * NULL) gets the number of read model keys deleted. Returns 0 or
+ * ERR_UNAVAILABLE. */
+int rm_builds_drop(redisContext *rc, const char *projection, int version, long keep,
+                   long long *deleted, struct err *e);
+
+/* Switches the live build of the projection version from `from` to `to` when
+ * build to's checkpoint has reached build from's (one script): returns 0
+ * when switched, ERR_CONFLICT when build to is still behind (catch it up and
+ * call again), ERR_INVALID when the live build is no longer `from` (another
+ * rebuild switched it), ERR_UNAVAILABLE. Marks build from's checkpoint
+ * "retired" for a day (see above). */
+int rm_switch(redisContext *rc, const char *projection, int version, long from, long to,
+              struct err *e);
+
+/* How long a query may use the live build it last read: at most this long
+ * after a switch, queries of another instance still read the old build, so
+ * a rebuild waits twice this long (RM_SWITCH_GRACE_MS) before deleting it. */
+#define RM_LIVE_REFRESH_MS 500
+#define RM_SWITCH_GRACE_MS 2000
+
+/* A generation's cache of one projection's live build, for queries. */
+struct rm_live {
+    atomic_long build;
+    atomic_llong checked_ms; /* util_now_ms() of the last read; 0: never */
+    atomic_int refreshing;
+};
+
+/* The build queries of the projection version read: live's, read again
+ * through rc (may be NULL: the cached one) when older than
+ * RM_LIVE_REFRESH_MS. A failed read keeps the cached build. live may be NULL
+ * (build 0). */
+long rm_live_build(redisContext *rc, const char *projection, int version, struct rm_live *live);
 
 #endif

@@ -95,6 +95,21 @@ char *arena_strndup(struct arena *a, const char *s, size_t n)
     return p;
 }
 
+void arena_reset(struct arena *a)
+{
+    struct arena_chunk *keep = a->head;
+    if (!keep)
+        return;
+    struct arena_chunk *c = keep->next;
+    while (c) {
+        struct arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    keep->next = NULL;
+    keep->used = 0;
+}
+
 void arena_free(struct arena *a)
 {
     struct arena_chunk *c = a->head;

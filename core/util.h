@@ -28,6 +28,8 @@ void *arena_alloc(struct arena *a, size_t n);
 /* A NUL-terminated copy of the n bytes at s (which may hold NULs). */
 char *arena_strndup(struct arena *a, const char *s, size_t n);
 void arena_free(struct arena *a);
+/* Frees all but one chunk and empties it: the next allocations reuse it. */
+void arena_reset(struct arena *a);
 
 struct err;
 /* Sets e->code = code and puts the formatted text before e's message, as

@@ -296,7 +296,15 @@ static char *dump(redisContext *rc)
     size_t nk = 0;
     for (size_t p = 0; p < R->nprojs; p++) {
         char cursor[32] = "0";
-        char *pattern = xasprintf("%s:v%d:*", R->projs[p].p->name, R->projs[p].p->version);
+        /* the build that serves (core/rm.h: a rebuild moves it) */
+        char cp[33];
+        long build = 0;
+        struct err e = {0};
+        assert_int_equal(rm_checkpoint_get(rc, R->projs[p].p->name, R->projs[p].p->version, cp,
+                                           &build, &e), 0);
+        char *space = rm_keyspace(R->projs[p].p->name, R->projs[p].p->version, build);
+        char *pattern = xasprintf("%s*", space);
+        free(space);
         do {
             redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
             assert_non_null(r);

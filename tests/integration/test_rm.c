@@ -53,7 +53,7 @@ static void checkpoint_is(const char *want)
 {
     char cp[33];
     struct err e = {0};
-    assert_int_equal(rm_checkpoint_get(rc, "t", 1, cp, &e), 0);
+    assert_int_equal(rm_checkpoint_get(rc, "t", 1, cp, NULL, &e), 0);
     assert_string_equal(cp, want);
 }
 
@@ -71,7 +71,7 @@ static void applies_with_checkpoint(void **st)
     fn_hincrby(&b, "h", "n", 5);
     fn_hincrby(&b, "h", "n", 2);
     fn_hset(&b, "h", "s", "text");
-    struct rm_checkpoint cp = {"t", 1, "", POS1, NULL};
+    struct rm_checkpoint cp = {"t", 1, "", POS1, NULL, 0};
     struct err e = {0};
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:h", "n"), 7);
@@ -94,14 +94,14 @@ static void applies_after_scripts_are_flushed(void **st)
     fn_hincrby(&b, "f", "n", 3);
     char from[33];
     struct err e = {0};
-    assert_int_equal(rm_checkpoint_get(rc, "t", 1, from, &e), 0);
-    struct rm_checkpoint cp = {"t", 1, from, POS10, NULL};
+    assert_int_equal(rm_checkpoint_get(rc, "t", 1, from, NULL, &e), 0);
+    struct rm_checkpoint cp = {"t", 1, from, POS10, NULL, 0};
     freeReplyObject(redisCommand(rc, "SCRIPT FLUSH"));
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:f", "n"), 3);
     checkpoint_is(POS10);
     /* the text sent again loaded it: the next batch goes by SHA1 */
-    struct rm_checkpoint cp2 = {"t", 1, POS10, POS11, NULL};
+    struct rm_checkpoint cp2 = {"t", 1, POS10, POS11, NULL, 0};
     assert_int_equal(rm_apply(rc, &b, &cp2, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:f", "n"), 6);
     checkpoint_is(POS11);
@@ -128,7 +128,7 @@ static void refused_batches_write_nothing(void **st)
         case 3: fn_sadd(&b, "h", "m"); break;                         /* a hash made a set */
         case 4: fn_hset(&b, "h3", "v", "x"); fn_hincrby(&b, "h3", "v", 1); break; /* made in-batch */
         }
-        struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL};
+        struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL, 0};
         int rcode = rm_apply(rc, &b, &cp, 1, &e);
         if (rcode != ERR_INTERNAL)
             fail_msg("bad batch %d: rm_apply returned %d (%s)", k, rcode, e.msg);
@@ -143,7 +143,7 @@ static void refused_batches_write_nothing(void **st)
     fn_batch_set_prefix(&b, "t", 1);
     fn_del(&b, "str");
     fn_hincrby(&b, "str", "f", 1);
-    struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL};
+    struct rm_checkpoint cp = {"t", 1, POS1, POS2, NULL, 0};
     assert_int_equal(rm_apply(rc, &b, &cp, 1, &e), 0);
     assert_int_equal(hget_int("t:v1:str", "f"), 1);
     checkpoint_is(POS2);

@@ -1,0 +1,96 @@
+/* core/rebuild.h — blue/green rebuilds of projections (`cqrsd replay`,
+ * POST /admin/projections/{name}/rebuild).
+ *
+ * A rebuild fills the next build of each chosen projection's keyspace
+ * (core/rm.h: "<projection>:v<version>@<build>:") while the live build keeps
+ * serving and its runner keeps it current:
+ *
+ *   1. fold: reads the global stream from the first event in commit-safe
+ *      order (es_read_all, batches of 5,000) and runs the projection's
+ *      handlers into a model of the keyspace in this process's memory, with
+ *      the checks the batch script makes (core/rm.c: key types, HINCRBY on
+ *      integers below 2^62), event by event: an event whose writes would be
+ *      refused, or whose handler fails, is parked (core/park.h) at its first
+ *      failure, as handlers are functions of the event alone;
+ *   2. write: one command per key (HSET, SADD, ZADD or SET with all its
+ *      fields, 512 at most per command), pipelined, then the build's
+ *      checkpoint: each key is written once, however many events touched it;
+ *   3. catch up: the events appended meanwhile, through the live path
+ *      (proj_catch_up_builds: batch scripts on the new build);
+ *   4. switch: rm_switch, once the new build's checkpoint has reached the
+ *      live one's; queries of every instance read the new build within
+ *      RM_LIVE_REFRESH_MS;
+ *   5. drop: after RM_SWITCH_GRACE_MS, every other build's keys, by SCAN and
+ *      UNLINK in slices.
+ *
+ * Interrupting it (a signal, a crash, a lost connection) before the switch
+ * leaves the live build untouched; the next rebuild drops what the
+ * interrupted one wrote. One rebuild per projection version at a time: each
+ * holds a session advisory lock (pg_try_advisory_lock(REBUILD_LOCK_CLASS,
+ * hash of "<projection>:v<version>")) for its whole run.
+ *
+ * Memory: the model holds the whole read model of the chosen projections
+ * while folding, about 100 bytes per hash field, set member or sorted-set
+ * member (the Online Retail file: 3.1 million of them).
+ */
+#ifndef CQRSD_REBUILD_H
+#define CQRSD_REBUILD_H
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <stdatomic.h>
+
+#include "core/err.h"
+
+struct reg;
+
+/* classid of the rebuild locks (pg_locks.classid): "cqrb" */
+#define REBUILD_LOCK_CLASS 1668379234
+
+enum rebuild_phase {
+    REBUILD_FOLD,   /* done/total: events read of about total */
+    REBUILD_WRITE,  /* done/total: keys written */
+    REBUILD_CATCH,  /* catching up the events appended meanwhile */
+    REBUILD_SWITCH, /* switched; waiting out the grace, then dropping the old build */
+    REBUILD_DONE
+};
+
+/* What a rebuild did. */
+struct rebuild_stats {
+    long long events;  /* events folded (step 1) */
+    long long keys;    /* keys written (step 2) */
+    long long entries; /* fields and members written */
+    long long parked;  /* events parked */
+    long long dropped; /* keys of the old builds deleted */
+    double fold_s, write_s, catch_s;
+    double switch_s; /* from the start to the last switch: the new builds serve */
+    double total_s;  /* to the end, the old builds deleted */
+};
+
+struct rebuild_opts {
+    /* chosen[i] != 0: rebuild projection i of the registry */
+    const unsigned char *chosen;
+    /* called at most every 200 ms and at each phase's end; may be NULL */
+    void (*progress)(void *arg, enum rebuild_phase phase, long long done, long long total,
+                     double seconds);
+    void *arg;
+    /* set to stop before the switch (the live build stays); may be NULL */
+    atomic_int *stop;
+};
+
+/* The phase's name: "folding", "writing", "catching up", "switched", "done". */
+const char *rebuild_phase_name(enum rebuild_phase p);
+
+/*
+ * Rebuilds the chosen projections of r, steps 1 to 5 above, on the caller's
+ * connections (pg must not be inside a transaction; rc is used for the
+ * writes). st (may be NULL) gets the figures. Returns 0; ERR_CONFLICT when
+ * a rebuild of one of them already runs (nothing done); ERR_UNAVAILABLE
+ * when o->stop was set before the switch (the live builds untouched) or a
+ * connection failed; ERR_INTERNAL with e set. Each chosen projection is switched or left
+ * live as it was: never half of one.
+ */
+int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct rebuild_opts *o,
+                struct rebuild_stats *st, struct err *e);
+
+#endif
