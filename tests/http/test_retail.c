@@ -9,7 +9,8 @@
  *      typed tables retail_check.parsed (lines) and retail_check.invoices;
  *   2. computes with SQL (numeric, exact) the figures the read models should
  *      hold: per customer, per product, per UK day, and the loader's counts;
- *   3. runs `$CQRSD_BIN load FILE --url $CQRSD_URL --limit N --quiet` and
+ *   3. runs `$CQRSD_BIN load FILE --url $CQRSD_URL --limit N` (its stderr, a
+ *      file, must get plain progress lines, no carriage return) and
  *      keeps its exit status and summary;
  *   4. polls GET /healthz until every projection's checkpoint has reached the
  *      head position and says caught_up (60 s at most).
@@ -621,7 +622,9 @@ static int run_loader(void)
 {
     char limit[32];
     char *argv[] = {(char *)R.bin, "load",   (char *)R.file, "--url", (char *)R.url,
-                    "--limit",     limit,    "--quiet",      NULL};
+                    "--limit",     limit,    NULL};
+    char errpath[] = "/tmp/test_retail_load_XXXXXX";
+    int errfd = mkstemp(errpath);
     struct buf out = {NULL, 0};
     char chunk[4096];
     int fd[2];
@@ -629,6 +632,11 @@ static int run_loader(void)
     ssize_t k;
 
     snprintf(limit, sizeof limit, "%ld", R.n);
+    if (errfd < 0) {
+        fprintf(stderr, "test_retail: mkstemp: %s\n", strerror(errno));
+        return -1;
+    }
+    unlink(errpath);
     if (pipe2(fd, O_CLOEXEC) != 0) {
         fprintf(stderr, "test_retail: pipe: %s\n", strerror(errno));
         return -1;
@@ -644,6 +652,7 @@ static int run_loader(void)
     }
     if (pid == 0) {
         dup2(fd[1], STDOUT_FILENO);
+        dup2(errfd, STDERR_FILENO);
         close(fd[0]);
         close(fd[1]);
         execv(R.bin, argv);
@@ -671,6 +680,16 @@ static int run_loader(void)
     R.load_out = out.p ? out.p : strdup("");
     if (!R.load_out)
         abort();
+    /* progress into a file: plain lines, never a line rewritten with \r */
+    char err[65536];
+    ssize_t n = pread(errfd, err, sizeof err - 1, 0);
+    close(errfd);
+    err[n > 0 ? n : 0] = '\0';
+    if (memchr(err, '\r', n > 0 ? (size_t)n : 0) || !strstr(err, " lines  ")) {
+        fprintf(stderr, "test_retail: the loader's stderr into a file is not plain progress "
+                        "lines:\n%s\n", err);
+        return -1;
+    }
     return 0;
 }
 

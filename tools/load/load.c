@@ -42,7 +42,8 @@
 
 #define LOAD_NFIELDS 8
 #define LOAD_MAX_RETRIES 10          /* retries after the first attempt */
-#define LOAD_PROGRESS_MS 500
+#define LOAD_PROGRESS_MS 500       /* the progress line's redraw on a terminal */
+#define LOAD_PROGRESS_LINE_MS 5000 /* a progress line into a file or a pipe */
 #define LOAD_HEALTH_POLL_MS 200
 #define LOAD_HEALTH_TIMEOUT_S 120
 #define LOAD_REQUEST_TIMEOUT_MS 60000L
@@ -182,7 +183,8 @@ void load_usage(FILE *f)
         "                     invoice=Order,sku=Item,description=Text,quantity=Qty,\n"
         "                     date=When,price=Price,customer=Client,country=Country\n"
         "                     (default: the header of Online Retail or Online Retail II)\n"
-        "  --quiet            no live progress line on stderr\n"
+        "  --quiet            no progress on stderr (a line redrawn on a terminal,\n"
+        "                     else a line every 5 s)\n"
         "  --help             show this text\n"
         "\n"
         "FILE may be \"-\" for standard input. Exit status: 0 when every\n"
@@ -1477,7 +1479,9 @@ struct load_run {
     const struct load_options *opts;
     const struct load_dataset *ds;
     char *base_url;          /* opts->url without trailing '/' */
-    int progress;            /* live progress line is on */
+    int progress;            /* progress lines are on */
+    int tty;                 /* stderr is a terminal: one line redrawn in place */
+    double t0;               /* now_s() at the start, for the ETA */
     pthread_mutex_t out_mu;  /* serialises stderr output */
     atomic_size_t next;      /* next invoice to hand out */
     atomic_int stop;         /* server unreachable: stop handing out */
@@ -1519,7 +1523,7 @@ static void run_message(struct load_run *run, const char *fmt, ...)
     va_list ap;
 
     pthread_mutex_lock(&run->out_mu);
-    if (run->progress)
+    if (run->progress && run->tty)
         fprintf(stderr, "\r%-79s\r", "");
     fputs("cqrsd load: ", stderr);
     va_start(ap, fmt);
@@ -1785,13 +1789,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* On a terminal, one line redrawn in place; otherwise (a log file, a pipe)
+ * a plain line each time. */
 static void print_progress(struct load_run *run, double rate)
 {
+    unsigned long done = atomic_load(&run->lines_done);
+    double spent = now_s() - run->t0;
+    double eta = done > 0 && done < run->ds->nlines
+                     ? spent * (double)(run->ds->nlines - done) / (double)done
+                     : 0.0;
+
     pthread_mutex_lock(&run->out_mu);
-    fprintf(stderr, "\r%lu/%zu lines  %.0f commands/s  rejected %lu  "
-            "errors %lu   ",
-            atomic_load(&run->lines_done), run->ds->nlines, rate,
-            atomic_load(&run->rejected), atomic_load(&run->errors));
+    fprintf(stderr, "%s%lu/%zu lines  %.0f commands/s  rejected %lu  "
+            "errors %lu  ETA %.0f s%s",
+            run->tty ? "\r" : "", done, run->ds->nlines, rate,
+            atomic_load(&run->rejected), atomic_load(&run->errors), eta,
+            run->tty ? "   " : "\n");
     fflush(stderr);
     pthread_mutex_unlock(&run->out_mu);
 }
@@ -1924,6 +1937,7 @@ static int run_replay(const struct load_options *opts,
     run.opts = opts;
     run.ds = ds;
     run.progress = !opts->quiet;
+    run.tty = isatty(STDERR_FILENO);
     pthread_mutex_init(&run.out_mu, NULL);
     atomic_init(&run.next, 0);
     atomic_init(&run.stop, 0);
@@ -1947,7 +1961,7 @@ static int run_replay(const struct load_options *opts,
         goto out;
     }
 
-    t0 = last_t = now_s();
+    t0 = last_t = run.t0 = now_s();
     for (; started < nworkers; started++) {
         struct load_worker *w = &workers[started];
 
@@ -1969,7 +1983,8 @@ static int run_replay(const struct load_options *opts,
 
     while ((size_t)atomic_load(&run.finished) < started) {
         sleep_ms(50);
-        if (run.progress && now_s() - last_t >= LOAD_PROGRESS_MS / 1000.0) {
+        if (run.progress && now_s() - last_t >= (run.tty ? LOAD_PROGRESS_MS
+                                                          : LOAD_PROGRESS_LINE_MS) / 1000.0) {
             double t = now_s();
             unsigned long cmds = atomic_load(&run.commands);
 
@@ -1987,7 +2002,8 @@ static int run_replay(const struct load_options *opts,
     if (run.progress) {
         print_progress(&run, elapsed > 0
                        ? (double)atomic_load(&run.commands) / elapsed : 0.0);
-        fputc('\n', stderr);
+        if (run.tty)
+            fputc('\n', stderr);
     }
 
     print_summary(stdout, &run, elapsed);
