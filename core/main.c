@@ -275,9 +275,9 @@ static void replay_progress(void *arg, enum rebuild_phase ph, long long done, lo
             bar[i] = i < fill ? '#' : '.';
         bar[width] = '\0';
         double eta = rate > 0 && total > done ? (double)(total - done) / rate : 0;
-        snprintf(line, sizeof line, "%-8s [%s] %lld/%lld %s, %.0f/s, ETA %.0f s",
+        snprintf(line, sizeof line, "%-8s [%s] %lld/%lld %s, %.0f/s, ETA %.0f s (%.1f s)",
                  ph == REBUILD_FOLD ? "events" : "keys", bar, done, total,
-                 ph == REBUILD_FOLD ? "events" : "keys", rate, eta);
+                 ph == REBUILD_FOLD ? "events" : "keys", rate, eta, secs);
     } else {
         snprintf(line, sizeof line, "%s (%.1f s)", rebuild_phase_name(ph), secs);
     }
@@ -309,7 +309,8 @@ static int cmd_replay(int argc, char **argv)
     redisContext *rc = connect_redis_or_die();
     PGconn *pg = connect_pg_or_die();
     struct replay_progress pr = {isatty(STDERR_FILENO), 0, REBUILD_FOLD, 0};
-    struct rebuild_opts o = {chosen, replay_progress, &pr, NULL};
+    struct rebuild_opts o = {chosen, replay_progress, &pr, NULL,
+                             env_or("DATABASE_URL", DEFAULT_DATABASE_URL)};
     struct rebuild_stats st = {0};
     struct err e = {0};
     int code = rebuild_run(pg, rc, r, &o, &st, &e);

@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -679,6 +680,112 @@ static int park_now(PGconn *pg, const struct job *j, const struct es_event *ev, 
     return rc;
 }
 
+/* The reader of the fold: batches of events in order, read ahead on a
+ * connection of its own while the fold runs over the one before. */
+#define FOLD_BATCH 5000
+
+struct reader {
+    PGconn *pg;
+    const struct rebuild_opts *o;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct es_events slot; /* the next batch, when full */
+    int full, end, quit, code;
+    struct err e;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *rd = arg;
+    char after[ES_POSITION_LEN + 1] = "";
+    for (;;) {
+        struct es_events evs = {0};
+        struct err e = {0};
+        int code = es_read_all(rd->pg, after, FOLD_BATCH, &evs, &e);
+        if (!code && evs.n)
+            memcpy(after, evs.ev[evs.n - 1].position, sizeof after);
+        pthread_mutex_lock(&rd->mu);
+        while (rd->full && !rd->quit)
+            pthread_cond_wait(&rd->cv, &rd->mu);
+        int quit = rd->quit;
+        if (!quit) {
+            rd->slot = evs;
+            rd->full = 1;
+            rd->code = code;
+            rd->e = e;
+            rd->end = code || evs.n == 0;
+            pthread_cond_broadcast(&rd->cv);
+        }
+        int end = quit || rd->end;
+        pthread_mutex_unlock(&rd->mu);
+        if (quit)
+            es_events_clear(&evs);
+        if (end)
+            return NULL;
+    }
+}
+
+/* The next batch into *evs: from the reader thread when there is one, else
+ * read on pg after last. */
+static int next_batch(struct reader *rd, PGconn *pg, const char *last, struct es_events *evs,
+                      struct err *e)
+{
+    if (!rd)
+        return es_read_all(pg, last, FOLD_BATCH, evs, e);
+    pthread_mutex_lock(&rd->mu);
+    while (!rd->full)
+        pthread_cond_wait(&rd->cv, &rd->mu);
+    *evs = rd->slot;
+    rd->slot = (struct es_events){0};
+    rd->full = 0;
+    int code = rd->code;
+    if (code)
+        *e = rd->e;
+    pthread_cond_broadcast(&rd->cv);
+    pthread_mutex_unlock(&rd->mu);
+    return code;
+}
+
+static struct reader *reader_start(const struct rebuild_opts *o)
+{
+    if (!o->database_url)
+        return NULL;
+    struct err e = {0};
+    PGconn *pg = es_connect(o->database_url, &e);
+    if (!pg) {
+        log_warn("rebuild: no read-ahead connection (%s): reading on one", e.msg);
+        return NULL;
+    }
+    struct reader *rd = xcalloc(1, sizeof *rd);
+    rd->pg = pg;
+    rd->o = o;
+    pthread_mutex_init(&rd->mu, NULL);
+    pthread_cond_init(&rd->cv, NULL);
+    if (pthread_create(&rd->thread, NULL, reader_main, rd)) {
+        PQfinish(pg);
+        free(rd);
+        return NULL;
+    }
+    return rd;
+}
+
+static void reader_stop(struct reader *rd)
+{
+    if (!rd)
+        return;
+    pthread_mutex_lock(&rd->mu);
+    rd->quit = 1;
+    pthread_cond_broadcast(&rd->cv);
+    pthread_mutex_unlock(&rd->mu);
+    pthread_join(rd->thread, NULL);
+    es_events_clear(&rd->slot);
+    PQfinish(rd->pg);
+    pthread_mutex_destroy(&rd->mu);
+    pthread_cond_destroy(&rd->cv);
+    free(rd);
+}
+
 /* Step 1 for every job: the events from the first, into m. *last gets the
  * position of the last event read ("" when none). */
 static int fold(PGconn *pg, struct job *jobs, size_t nj, struct model *m, struct clock *ck,
@@ -697,11 +804,12 @@ static int fold(PGconn *pg, struct job *jobs, size_t nj, struct model *m, struct
     size_t maxc = 64;
     struct bcmd *cmds = xmalloc(maxc * sizeof *cmds);
     int code = 0;
+    struct reader *rd = reader_start(ck->o);
     for (;;) {
         if ((code = stopped(ck->o, e)))
             break;
         struct es_events evs = {0};
-        if ((code = es_read_all(pg, last, 5000, &evs, e)))
+        if ((code = next_batch(rd, pg, last, &evs, e)))
             break;
         for (size_t k = 0; k < evs.n && !code; k++) {
             const struct es_event *ev = &evs.ev[k];
@@ -746,6 +854,7 @@ static int fold(PGconn *pg, struct job *jobs, size_t nj, struct model *m, struct
         if (got == 0)
             break;
     }
+    reader_stop(rd);
     report(ck, REBUILD_FOLD, st->events, st->events, 1);
     free(cmds);
     for (size_t i = 0; i < nj; i++)
@@ -809,6 +918,12 @@ int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct 
             break;
         jobs[i].build = jobs[i].live + 1;
         code = rm_builds_drop(rc, p->name, p->version, jobs[i].live, NULL, e);
+        /* both registered: the old one is found and dropped after the switch
+         * even by a later rebuild, should this one stop in between */
+        if (!code)
+            code = rm_build_register(rc, p->name, p->version, jobs[i].live, e);
+        if (!code)
+            code = rm_build_register(rc, p->name, p->version, jobs[i].build, e);
     }
     struct model m = {0};
     char last[ES_POSITION_LEN + 1] = "";
@@ -821,7 +936,6 @@ int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct 
     if (!code && !(code = stopped(o, e)))
         code = write_model(rc, &m, jobs, nj, last, &ck, &st, e);
     st.write_s = (double)(util_now_ms() - t) / 1000.0;
-    model_free(&m);
     /* 3-4. catch up and switch, until each has switched */
     t = util_now_ms();
     for (size_t i = 0; i < r->nprojs; i++)
@@ -854,11 +968,14 @@ int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct 
     int any = 0;
     for (size_t i = 0; i < nj; i++)
         any |= jobs[i].switched;
+    int64_t grace_end = util_now_ms() + RM_SWITCH_GRACE_MS;
     if (any) {
         PQclear(PQexec(pg, "NOTIFY cqrsd_events")); /* the runners: read the new builds now */
         report(&ck, REBUILD_SWITCH, 0, 0, 1);
-        poll(NULL, 0, RM_SWITCH_GRACE_MS);
     }
+    model_free(&m); /* (a second or so for millions of entries: while the grace runs) */
+    if (any && util_now_ms() < grace_end)
+        poll(NULL, 0, (int)(grace_end - util_now_ms()));
     for (size_t i = 0; i < nj; i++) {
         struct err de = {0};
         long long n = 0;

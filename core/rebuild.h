@@ -76,6 +76,9 @@ struct rebuild_opts {
     void *arg;
     /* set to stop before the switch (the live build stays); may be NULL */
     atomic_int *stop;
+    /* when not NULL, a second connection to it reads the next batch of
+     * events while the fold runs over the current one */
+    const char *database_url;
 };
 
 /* The phase's name: "folding", "writing", "catching up", "switched", "done". */

@@ -30,6 +30,11 @@ char *rm_checkpoint_key(const char *projection, int version, long build)
                  : xasprintf("cqrsd:checkpoint:%s:v%d", projection, version);
 }
 
+static char *builds_key(const char *projection, int version)
+{
+    return xasprintf("cqrsd:builds:%s:v%d", projection, version);
+}
+
 static char *live_key(const char *projection, int version)
 {
     return xasprintf("cqrsd:live:%s:v%d", projection, version);
@@ -118,7 +123,8 @@ static const char APPLY_LUA[] =
     "return 'OK'\n";
 
 /* ARGV: the keyspace pattern of build 0, of builds >= 1, the checkpoint of
- * build 0, the pattern of the others, the live pointer, the markers. */
+ * build 0, the pattern of the others, the live pointer, the markers, the
+ * set of builds. */
 static const char RESET_LUA[] =
     "local n = 0\n"
     "for a = 1, 2 do\n"
@@ -126,7 +132,7 @@ static const char RESET_LUA[] =
     "end\n"
     "for _, k in ipairs(redis.call('KEYS', ARGV[4])) do redis.call('UNLINK', k) end\n"
     "for _, k in ipairs(redis.call('KEYS', ARGV[6])) do redis.call('UNLINK', k) end\n"
-    "redis.call('DEL', ARGV[3], ARGV[5])\n"
+    "redis.call('DEL', ARGV[3], ARGV[5], ARGV[7])\n"
     "return n\n";
 
 /* ARGV: "<projection>:v<version>" of each projection; returns for each its
@@ -407,8 +413,10 @@ int rm_reset(redisContext *rc, const char *projection, int version, long long *d
     char *cps = xasprintf("%s@*", cp);
     char *live = live_key(projection, version);
     char *markers = xasprintf("cqrsd:parked:%s:v%d:*", projection, version);
-    const char *argv[] = {pattern, builds, cp, cps, live, markers};
-    redisReply *r = script_run(rc, &(struct script){RESET_LUA, ""}, 6, argv);
+    char *set = builds_key(projection, version);
+    const char *argv[] = {pattern, builds, cp, cps, live, markers, set};
+    redisReply *r = script_run(rc, &(struct script){RESET_LUA, ""}, 7, argv);
+    free(set);
     free(pattern);
     free(builds);
     free(cp);
@@ -429,72 +437,51 @@ int rm_reset(redisContext *rc, const char *projection, int version, long long *d
     return code;
 }
 
-/* 1 when key names a build of "<projection>:v<version>" (base: the
- * keyspace prefix "<projection>:v<version>" or the checkpoint key) other
- * than keep: base then ":" (build 0) or "@<n>" then ":" or the end. */
-static int other_build(const char *key, const char *base, size_t bl, long keep, int keyspace)
+int rm_build_register(redisContext *rc, const char *projection, int version, long build,
+                      struct err *e)
 {
-    if (strncmp(key, base, bl))
-        return 0;
-    const char *p = key + bl;
-    long b = 0;
-    if (*p == '@') {
-        char *end;
-        b = strtol(p + 1, &end, 10);
-        if (end == p + 1 || b < 1)
-            return 0;
-        p = end;
-    }
-    if (keyspace ? *p != ':' : *p != '\0')
-        return 0;
-    return b != keep;
+    char *key = builds_key(projection, version);
+    redisReply *r = redisCommand(rc, "SADD %s %ld", key, build);
+    free(key);
+    if (!r || rc->err || r->type == REDIS_REPLY_ERROR)
+        return lost(rc, r, "register a build", e);
+    freeReplyObject(r);
+    return 0;
 }
 
-/* UNLINKs the keys of base's builds but keep (keyspace: read model keys,
- * else checkpoint keys, of which a "retired" one is left to expire), by
- * SCAN MATCH base* in slices of 5,000, each slice's deletions pipelined.
- * Adds the read model keys deleted to *n. */
-static int drop_builds(redisContext *rc, const char *base, long keep, int keyspace,
-                       long long *n, struct err *e)
+/* UNLINKs every key matching pattern: SCAN MATCH in slices of 5,000, one
+ * UNLINK per slice. Adds the keys deleted to *n. */
+static int unlink_matching(redisContext *rc, const char *pattern, long long *n, struct err *e)
 {
     char cursor[32] = "0";
-    size_t bl = strlen(base);
-    char *pattern = xasprintf("%s*", base);
     int code = 0;
     do {
         redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 5000", cursor, pattern);
-        if (!r || rc->err || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            code = lost(rc, r, "list the keys of a build", e);
-            break;
-        }
+        if (!r || rc->err || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            return lost(rc, r, "list the keys of a build", e);
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
         const redisReply *ks = r->element[1];
-        size_t sent = 0;
-        for (size_t i = 0; i < ks->elements; i++) {
-            const char *k = ks->element[i]->str;
-            if (!other_build(k, base, bl, keep, keyspace))
-                continue;
-            if (keyspace)
-                redisAppendCommand(rc, "UNLINK %s", k);
-            else /* a checkpoint: keep a retired one until it expires */
-                redisAppendCommand(rc, "EVAL %s 1 %s",
-                                   "if redis.call('GET', KEYS[1]) ~= 'retired' then "
-                                   "return redis.call('UNLINK', KEYS[1]) end return 0",
-                                   k);
-            sent++;
-        }
-        freeReplyObject(r);
-        for (size_t i = 0; i < sent && !code; i++) {
-            redisReply *u = NULL;
-            if (redisGetReply(rc, (void **)&u) != REDIS_OK || !u)
+        if (ks->elements) {
+            const char **argv = xmalloc((ks->elements + 1) * sizeof *argv);
+            size_t *lens = xmalloc((ks->elements + 1) * sizeof *lens);
+            argv[0] = "UNLINK";
+            lens[0] = 6;
+            for (size_t i = 0; i < ks->elements; i++) {
+                argv[i + 1] = ks->element[i]->str;
+                lens[i + 1] = ks->element[i]->len;
+            }
+            redisReply *u = redisCommandArgv(rc, (int)ks->elements + 1, argv, lens);
+            free(argv);
+            free(lens);
+            if (!u || rc->err || u->type != REDIS_REPLY_INTEGER)
                 code = lost(rc, u, "delete the keys of a build", e);
-            else if (u->type == REDIS_REPLY_INTEGER && keyspace)
+            else
                 *n += u->integer;
-            if (u)
+            if (u && !code)
                 freeReplyObject(u);
         }
+        freeReplyObject(r);
     } while (!code && strcmp(cursor, "0"));
-    free(pattern);
     return code;
 }
 
@@ -502,15 +489,51 @@ int rm_builds_drop(redisContext *rc, const char *projection, int version, long k
                    long long *deleted, struct err *e)
 {
     long long n = 0;
-    char *base = xasprintf("%s:v%d", projection, version);
-    char *cp = rm_checkpoint_key(projection, version, 0);
-    int code = drop_builds(rc, base, keep, 1, &n, e);
-    if (!code)
-        code = drop_builds(rc, cp, keep, 0, &n, e);
+    char *set = builds_key(projection, version);
+    redisReply *m = redisCommand(rc, "SMEMBERS %s", set);
+    if (!m || rc->err || m->type != REDIS_REPLY_ARRAY) {
+        free(set);
+        return lost(rc, m, "read the builds of a projection", e);
+    }
+    size_t nb = m->elements + 1;
+    long *builds = xmalloc(nb * sizeof *builds);
+    builds[0] = 0; /* build 0 is never registered: it is where every projection starts */
+    for (size_t i = 0; i < m->elements; i++)
+        builds[i + 1] = strtol(m->element[i]->str, NULL, 10);
+    freeReplyObject(m);
+    int code = 0;
+    for (size_t i = 0; i < nb && !code; i++) {
+        long b = builds[i];
+        if (b == keep || (i > 0 && b == 0))
+            continue;
+        char *space = rm_keyspace(projection, version, b);
+        char *pattern = xasprintf("%s*", space);
+        char *cp = rm_checkpoint_key(projection, version, b);
+        code = unlink_matching(rc, pattern, &n, e);
+        /* a retired checkpoint stays until it expires (core/rm.h) */
+        redisReply *r = code ? NULL
+                             : redisCommand(rc, "EVAL %s 1 %s", "if redis.call('GET', KEYS[1]) "
+                                            "~= 'retired' then redis.call('UNLINK', KEYS[1]) end "
+                                            "return 0", cp);
+        if (!code && (!r || rc->err))
+            code = lost(rc, r, "delete the checkpoint of a build", e);
+        if (r && !code)
+            freeReplyObject(r);
+        if (!code && b != 0) {
+            r = redisCommand(rc, "SREM %s %ld", set, b);
+            if (!r || rc->err)
+                code = lost(rc, r, "forget a build", e);
+            else
+                freeReplyObject(r);
+        }
+        free(space);
+        free(pattern);
+        free(cp);
+    }
+    free(builds);
+    free(set);
     if (deleted)
         *deleted = n;
-    free(base);
-    free(cp);
     return code;
 }
 

@@ -98,10 +98,18 @@ int rm_build_checkpoint_get(redisContext *rc, const char *projection, int versio
 int rm_reset(redisContext *rc, const char *projection, int version, long long *deleted,
              struct err *e);
 
-/* Deletes, by SCAN and UNLINK in slices (Redis keeps serving meanwhile),
- * the keys and checkpoints of every build of the projection version but
- * `keep`; a checkpoint marked "retired" is left to expire. *deleted (may be
- * NULL) gets the number of read model keys deleted. Returns 0 or
+/* Records that build `build` of the projection version is being written
+ * (the set "cqrsd:builds:<projection>:v<version>"), so that rm_builds_drop
+ * finds it if the rebuild writing it is interrupted. Returns 0 or
+ * ERR_UNAVAILABLE. */
+int rm_build_register(redisContext *rc, const char *projection, int version, long build,
+                      struct err *e);
+
+/* Deletes the keys and checkpoints of every build of the projection version
+ * but `keep`: build 0 and the registered ones, each by SCAN MATCH of its
+ * own keyspace and one UNLINK per slice (Redis keeps serving meanwhile); a
+ * checkpoint marked "retired" is left to expire. *deleted (may be NULL)
+ * gets the number of read model keys deleted. Returns 0 or
  * ERR_UNAVAILABLE. */
 int rm_builds_drop(redisContext *rc, const char *projection, int version, long keep,
                    long long *deleted, struct err *e);
