@@ -17,6 +17,7 @@
 #include "core/park.h"
 #include "core/react.h"
 #include "core/proj.h"
+#include "core/rebuild.h"
 #include "core/rm.h"
 #include "core/util.h"
 
@@ -478,6 +479,137 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
     disp_reply(job, status, out);
 }
 
+/* The events after position cp (visible ones, at most 1,000,000 counted)
+ * and the age in seconds of the oldest of them (0 when none). */
+static int lag_of(PGconn *pg, const char *cp, long long *events, double *secs, struct err *e)
+{
+    char txid[24] = "0", seq[24] = "0";
+    if (*cp) { /* 16 hex digits of txid, 16 of seq (core/es.h) */
+        char h[17];
+        memcpy(h, cp, 16);
+        h[16] = '\0';
+        snprintf(txid, sizeof txid, "%llu", strtoull(h, NULL, 16));
+        snprintf(seq, sizeof seq, "%llu", strtoull(cp + 16, NULL, 16));
+    }
+    const char *params[] = {txid, seq};
+    PGresult *r = es_exec(pg,
+                          "SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0) "
+                          "FROM (SELECT recorded_at FROM events WHERE (txid, seq) > ($1::xid8, "
+                          "$2::bigint) AND txid < (SELECT cqrsd_read_bound()) ORDER BY txid, seq "
+                          "LIMIT 1000000) s",
+                          2, params);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) {
+        *events = atoll(PQgetvalue(r, 0, 0));
+        *secs = atof(PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return ok ? 0 : err_set(e, ERR_UNAVAILABLE, "could not measure a lag: %s", PQerrorMessage(pg));
+}
+
+/* GET /admin/projections: each projection of the generation with its build,
+ * checkpoint, lag and state. */
+static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    struct err e = {0};
+    const struct reg *r = job->reg;
+    char head[ES_POSITION_LEN + 1] = "";
+    if (!pg || es_head(pg, head, &e)) {
+        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return disp_fail(job, &e);
+    }
+    if (!rc) {
+        err_set(&e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+        return disp_fail(job, &e);
+    }
+    char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
+    long *builds = xcalloc(r->nprojs + 1, sizeof *builds);
+    if (rm_checkpoints_get(rc, r, cp, builds, &e)) {
+        free(cp);
+        free(builds);
+        return disp_fail(job, &e);
+    }
+    /* the rebuild locks held, by any instance (core/rebuild.h) */
+    char cls[16];
+    snprintf(cls, sizeof cls, "%d", REBUILD_LOCK_CLASS);
+    const char *lp[] = {cls};
+    PGresult *locks = es_exec(pg, "SELECT objid::text FROM pg_locks WHERE locktype = 'advisory' "
+                                  "AND classid = $1::bigint::oid AND granted",
+                              1, lp);
+    char retrying[1024];
+    proj_retrying(retrying, sizeof retrying);
+    json_t *arr = json_array();
+    int code = PQresultStatus(locks) == PGRES_TUPLES_OK ? 0 : ERR_UNAVAILABLE;
+    for (size_t i = 0; i < r->nprojs && !code; i++) {
+        const struct fn_projection *p = r->projs[i].p;
+        long long lag = 0;
+        double secs = 0;
+        if ((code = lag_of(pg, cp[i], &lag, &secs, &e)))
+            break;
+        char *name = xasprintf("%s:v%d", p->name, p->version);
+        char objid[16];
+        snprintf(objid, sizeof objid, "%u", (unsigned)(util_fnv1a(name) & 0x7fffffff));
+        int rebuilding = 0;
+        for (int k = 0; k < PQntuples(locks); k++)
+            rebuilding |= !strcmp(PQgetvalue(locks, k, 0), objid);
+        char *mine = xasprintf("%s v%d: ", p->name, p->version);
+        const char *fail = strstr(retrying, mine);
+        json_t *o = json_pack("{s:s, s:i, s:I, s:s, s:I, s:f}", "name", p->name, "version",
+                              p->version, "build", (json_int_t)builds[i], "checkpoint", cp[i],
+                              "lag_events", (json_int_t)lag, "lag_seconds", secs);
+        json_object_set_new(o, "state", json_string(rebuilding ? "rebuilding"
+                                                    : fail     ? "halted"
+                                                    : lag      ? "catching up"
+                                                               : "running"));
+        if (fail) {
+            const char *end = strstr(fail, "; ");
+            json_object_set_new(o, "last_error",
+                                json_stringn(fail, end ? (size_t)(end - fail) : strlen(fail)));
+        } else {
+            const char *pp[] = {p->name};
+            PGresult *pr = es_exec(pg, "SELECT error || ' (parked ' || to_char(parked_at AT TIME "
+                                       "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"') || ')' "
+                                       "FROM parked WHERE kind = 'projection' AND function = $1 "
+                                       "ORDER BY id DESC LIMIT 1",
+                                   1, pp);
+            json_object_set_new(o, "last_error",
+                                PQresultStatus(pr) == PGRES_TUPLES_OK && PQntuples(pr) == 1
+                                    ? json_string(PQgetvalue(pr, 0, 0))
+                                    : json_null());
+            PQclear(pr);
+        }
+        json_t *rb = rebuild_status(p->name, p->version);
+        json_object_set_new(o, "rebuild", rb ? rb : json_null());
+        json_array_append_new(arr, o);
+        free(mine);
+        free(name);
+    }
+    PQclear(locks);
+    free(cp);
+    free(builds);
+    if (code) {
+        json_decref(arr);
+        if (!e.msg[0])
+            err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return disp_fail(job, &e);
+    }
+    disp_reply(job, 200, json_pack("{s:s, s:o}", "head", head, "projections", arr));
+}
+
+/* POST /admin/projections/{name}/rebuild: 202, the rebuild runs beside the
+ * live build (core/rebuild.h); GET /admin/projections shows its progress. */
+static void builtin_rebuild(struct disp_job *job)
+{
+    struct err e = {0};
+    const char *name = disp_param(job, "name");
+    if (rebuild_start(job->reg, name ? name : "", &e))
+        return disp_fail(job, &e);
+    const struct reg_projection *rp = reg_projection_find(job->reg, name);
+    disp_reply(job, 202, json_pack("{s:s, s:i, s:s, s:s}", "projection", name, "version",
+                                   rp->p->version, "state", "rebuilding", "status",
+                                   "/admin/projections"));
+}
+
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     switch (job->builtin) {
@@ -488,6 +620,8 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
     case REG_RELOAD: builtin_reload(job); break;
     case REG_MODULES: disp_reply(job, 200, generation_json(job->reg)); break;
+    case REG_PROJECTIONS: builtin_projections(job, pg, rc); break;
+    case REG_REBUILD: builtin_rebuild(job); break;
     case REG_HOOK_CREATE:
     case REG_HOOK_LIST:
     case REG_HOOK_DELETE:

@@ -12,7 +12,11 @@
  *     limits, in_flight, invocations, errors, rejections, duration_us}]};
  *   GET /admin/parked, POST /admin/parked/{id}/retry (README "Built-in
  *     routes"); GET /admin/modules, POST /admin/modules/reload: the
- *     generation serving {generation, modules, rebuilding, notes}. */
+ *     generation serving {generation, modules, rebuilding, notes};
+ *   GET /admin/projections: {head, projections: [{name, version, build,
+ *     checkpoint, lag_events, lag_seconds, state, last_error, rebuild}]};
+ *   POST /admin/projections/{name}/rebuild: 202, core/rebuild.h's
+ *     rebuild_start (409 when one runs, 404 for no such projection). */
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc);
 
 /* 1 when route b needs no connection (/admin/functions, /admin/modules and

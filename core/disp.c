@@ -249,6 +249,11 @@ struct worker {
 static void worker_connect(struct worker *w)
 {
     struct err e = {0};
+    /* an idle connection the server has closed (PostgreSQL restarted since
+     * the last job) has its goodbye and EOF waiting: reading them without
+     * blocking marks it bad, so the job gets a new one instead of a 503 */
+    if (w->pg && PQstatus(w->pg) == CONNECTION_OK && !PQconsumeInput(w->pg))
+        log_info("a PostgreSQL connection was closed by the server: reconnecting");
     if (w->pg && PQstatus(w->pg) != CONNECTION_OK) {
         PQfinish(w->pg);
         w->pg = NULL;

@@ -216,6 +216,7 @@ static int cmd_serve(void)
         return e.code == ERR_INVALID ? 2 : 1; /* 2: a setting to fix */
     }
     proj_start(&pc, &e);
+    rebuild_configure(dc.database_url, dc.redis_url);
     struct react_config xc = {dc.database_url, 500, 500};
     react_start(&xc, &e);
     hook_start(&kc, &e);
@@ -234,6 +235,7 @@ static int cmd_serve(void)
     disp_stop();
     hook_stop();
     react_stop();
+    rebuild_stop_all();
     proj_stop();
     http_stop();
     reg_set_current(NULL);

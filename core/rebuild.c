@@ -21,6 +21,7 @@
 #include "core/proj.h"
 #include "core/reg.h"
 #include "core/rm.h"
+#include "core/rtime.h"
 #include "core/util.h"
 
 /* ---------- the model ---------- */
@@ -994,4 +995,193 @@ int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct 
     if (stp)
         *stp = st;
     return code;
+}
+
+/* ---------- rebuilds the server runs (POST /admin/projections/{name}/rebuild) ---------- */
+
+/* One rebuild started by rebuild_start, running or the last one finished. */
+struct bg {
+    char *name;
+    int version;
+    struct reg *r;
+    unsigned char *chosen;
+    PGconn *pg;
+    pthread_t thread;
+    atomic_int stop;
+    int finished, code;
+    enum rebuild_phase phase;
+    long long done, total;
+    double secs;
+    char started_at[RTIME_BUFSZ], error[512];
+    struct rebuild_stats st;
+    struct bg *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct bg *head;
+    char *database_url, *redis_url;
+} BG = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void rebuild_configure(const char *database_url, const char *redis_url)
+{
+    pthread_mutex_lock(&BG.mu);
+    free(BG.database_url);
+    free(BG.redis_url);
+    BG.database_url = xstrdup(database_url);
+    BG.redis_url = xstrdup(redis_url);
+    pthread_mutex_unlock(&BG.mu);
+}
+
+static void bg_progress(void *arg, enum rebuild_phase ph, long long done, long long total,
+                        double secs)
+{
+    struct bg *g = arg;
+    pthread_mutex_lock(&BG.mu);
+    g->phase = ph;
+    g->done = done;
+    g->total = total;
+    g->secs = secs;
+    pthread_mutex_unlock(&BG.mu);
+}
+
+static void *bg_main(void *arg)
+{
+    struct bg *g = arg;
+    struct err e = {0};
+    struct rebuild_stats st = {0};
+    int code;
+    redisContext *rc = rm_connect(BG.redis_url, 10000, &e);
+    if (!rc) {
+        code = e.code;
+    } else {
+        struct rebuild_opts o = {g->chosen, bg_progress, g, &g->stop, BG.database_url};
+        code = rebuild_run(g->pg, rc, g->r, &o, &st, &e);
+        redisFree(rc);
+    }
+    PQfinish(g->pg); /* and with it the lock rebuild_start took */
+    g->pg = NULL;
+    if (code)
+        log_warn("rebuild of %s v%d failed: %s", g->name, g->version, e.msg);
+    else
+        log_info("rebuild of %s v%d: %lld events in %.1f s to the switch", g->name, g->version,
+                 st.events, st.switch_s);
+    pthread_mutex_lock(&BG.mu);
+    g->finished = 1;
+    g->code = code;
+    g->st = st;
+    snprintf(g->error, sizeof g->error, "%s", code ? e.msg : "");
+    pthread_mutex_unlock(&BG.mu);
+    return NULL;
+}
+
+static void bg_free(struct bg *g)
+{
+    pthread_join(g->thread, NULL);
+    reg_release(g->r);
+    free(g->chosen);
+    free(g->name);
+    free(g);
+}
+
+int rebuild_start(struct reg *r, const char *name, struct err *e)
+{
+    const struct reg_projection *rp = reg_projection_find(r, name);
+    if (!rp)
+        return err_set(e, ERR_NOT_FOUND, "no projection \"%.100s\" is loaded", name);
+    pthread_mutex_lock(&BG.mu);
+    struct bg **pp = &BG.head, *old = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->name, name))
+            break;
+    if (*pp && !(*pp)->finished) {
+        pthread_mutex_unlock(&BG.mu);
+        return err_set(e, ERR_STATE_CONFLICT, "a rebuild of %s is already running here", name);
+    }
+    if (*pp) { /* the last one finished: this one takes its place */
+        old = *pp;
+        *pp = old->next;
+    }
+    const char *dburl = BG.database_url;
+    pthread_mutex_unlock(&BG.mu);
+    if (old)
+        bg_free(old);
+    if (!dburl)
+        return err_set(e, ERR_UNAVAILABLE, "rebuilds are not configured in this process");
+    PGconn *pg = es_connect(dburl, e);
+    if (!pg)
+        return e->code;
+    struct bg *g = xcalloc(1, sizeof *g);
+    g->name = xstrdup(name);
+    g->version = rp->p->version;
+    g->pg = pg;
+    g->chosen = xcalloc(r->nprojs + 1, 1);
+    g->chosen[rp - r->projs] = 1;
+    struct job j = {.rp = rp};
+    int code = lock_job(pg, &j, 1, e); /* held until bg_main closes pg */
+    if (code == ERR_CONFLICT)
+        code = err_set(e, ERR_STATE_CONFLICT, "a rebuild of %s v%d is already running",
+                       rp->p->name, rp->p->version);
+    if (code) {
+        PQfinish(pg);
+        free(g->chosen);
+        free(g->name);
+        free(g);
+        return code;
+    }
+    rtime_now(g->started_at);
+    reg_acquire(r);
+    g->r = r;
+    pthread_mutex_lock(&BG.mu);
+    g->next = BG.head;
+    BG.head = g;
+    if (pthread_create(&g->thread, NULL, bg_main, g)) {
+        BG.head = g->next;
+        pthread_mutex_unlock(&BG.mu);
+        PQfinish(pg);
+        reg_release(r);
+        free(g->chosen);
+        free(g->name);
+        free(g);
+        return err_set(e, ERR_INTERNAL, "could not start the rebuild thread");
+    }
+    pthread_mutex_unlock(&BG.mu);
+    log_info("rebuild of %s v%d started", name, g->version);
+    return 0;
+}
+
+json_t *rebuild_status(const char *name, int version)
+{
+    json_t *out = NULL;
+    pthread_mutex_lock(&BG.mu);
+    for (struct bg *g = BG.head; g && !out; g = g->next) {
+        if (strcmp(g->name, name) || g->version != version)
+            continue;
+        out = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "state",
+                        !g->finished ? "rebuilding" : g->code ? "failed" : "done", "phase",
+                        rebuild_phase_name(g->finished && !g->code ? REBUILD_DONE : g->phase),
+                        "started_at", g->started_at, "done", (json_int_t)g->done, "total",
+                        (json_int_t)g->total, "seconds", g->secs);
+        if (g->finished && g->code)
+            json_object_set_new(out, "error", json_string(g->error));
+        if (g->finished && !g->code)
+            json_object_set_new(out, "events", json_integer(g->st.events));
+    }
+    pthread_mutex_unlock(&BG.mu);
+    return out;
+}
+
+void rebuild_stop_all(void)
+{
+    pthread_mutex_lock(&BG.mu);
+    for (struct bg *g = BG.head; g; g = g->next)
+        atomic_store(&g->stop, 1);
+    struct bg *g = BG.head;
+    BG.head = NULL;
+    pthread_mutex_unlock(&BG.mu);
+    while (g) {
+        struct bg *next = g->next;
+        bg_free(g);
+        g = next;
+    }
 }

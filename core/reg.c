@@ -1104,6 +1104,10 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in reload of the modules");
         add_route(&b, "GET", "/admin/modules", REG_BUILTIN, NULL, REG_MODULES,
                   "the built-in list of modules");
+        add_route(&b, "GET", "/admin/projections", REG_BUILTIN, NULL, REG_PROJECTIONS,
+                  "the built-in projection status");
+        add_route(&b, "POST", "/admin/projections/{name}/rebuild", REG_BUILTIN, NULL, REG_REBUILD,
+                  "the built-in blue/green rebuild");
         add_route(&b, "POST", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_CREATE,
                   "the built-in webhook registration");
         add_route(&b, "GET", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_LIST,

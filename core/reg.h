@@ -124,6 +124,8 @@ enum reg_builtin {
     REG_HOOK_DELETE,
     REG_HOOK_DELIVERIES,
     REG_HOOK_RETRY,
+    REG_PROJECTIONS,
+    REG_REBUILD,
 };
 
 struct reg_route {

@@ -13,7 +13,11 @@
  *       the next rebuild drops what it wrote and completes;
  *   one_rebuild_at_a_time   while another session holds a projection's
  *       rebuild lock, `cqrsd replay` of it exits 1 saying so, and changes
- *       nothing.
+ *       nothing;
+ *   rebuild_over_http   POST /admin/projections/{name}/rebuild answers 202,
+ *       a second one 409 while it runs, an unknown name 404; GET
+ *       /admin/projections shows it rebuilding, then done, on the next build,
+ *       running and caught up.
  *
  * Runs under tools/test.sh: CQRSD_URL, CQRSD_BIN, DATABASE_URL, REDIS_URL. */
 #include <curl/curl.h>
@@ -441,6 +445,62 @@ static void one_rebuild_at_a_time(void **state)
     redisFree(rc);
 }
 
+/* The entry of projection name in GET /admin/projections (new reference). */
+static json_t *status_of(const char *name)
+{
+    json_t *all = th_get_json(url, "/admin/projections");
+    json_t *p, *out = NULL;
+    size_t i;
+    json_array_foreach(json_object_get(all, "projections"), i, p)
+        if (!strcmp(json_string_value(json_object_get(p, "name")), name))
+            out = json_incref(p);
+    if (!json_is_string(json_object_get(all, "head")))
+        fail_msg("GET /admin/projections has no head");
+    json_decref(all);
+    if (!out)
+        fail_msg("GET /admin/projections lists no %s", name);
+    return out;
+}
+
+static void rebuild_over_http(void **state)
+{
+    (void)state;
+    th_wait_caught_up(url, 30);
+    const char *name = R->projs[R->nprojs - 1].p->name;
+    json_t *before = status_of(name);
+    json_int_t b0 = json_integer_value(json_object_get(before, "build"));
+    assert_string_equal(json_string_value(json_object_get(before, "state")), "running");
+    assert_int_equal(json_integer_value(json_object_get(before, "lag_events")), 0);
+    char path[160];
+    snprintf(path, sizeof path, "/admin/projections/%s/rebuild", name);
+    json_t *reply = NULL;
+    assert_int_equal(th_call_json(url, "POST", path, NULL, &reply), 202);
+    assert_string_equal(json_string_value(json_object_get(reply, "state")), "rebuilding");
+    json_decref(reply);
+    /* it runs at least through the switch's grace: a second one is refused */
+    assert_int_equal(th_call_json(url, "POST", path, NULL, &reply), 409);
+    json_decref(reply);
+    assert_int_equal(th_call_json(url, "POST", "/admin/projections/no_such/rebuild", NULL, &reply),
+                     404);
+    json_decref(reply);
+    json_t *now = NULL;
+    const char *st = NULL;
+    for (int i = 0; i < 300; i++) {
+        json_decref(now);
+        now = status_of(name);
+        st = json_string_value(json_object_get(json_object_get(now, "rebuild"), "state"));
+        if (st && strcmp(st, "rebuilding"))
+            break;
+        usleep(100000);
+    }
+    if (!st || strcmp(st, "done"))
+        fail_msg("the rebuild over HTTP ended %s", json_dumps(now, 0));
+    assert_int_equal(json_integer_value(json_object_get(now, "build")), b0 + 1);
+    assert_string_equal(json_string_value(json_object_get(now, "state")), "running");
+    json_decref(now);
+    json_decref(before);
+}
+
 int main(void)
 {
     url = getenv("CQRSD_URL");
@@ -465,6 +525,7 @@ int main(void)
         cmocka_unit_test(rebuild_serves_throughout),
         cmocka_unit_test(interrupted_rebuild_leaves_live),
         cmocka_unit_test(one_rebuild_at_a_time),
+        cmocka_unit_test(rebuild_over_http),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
