@@ -250,10 +250,12 @@ static void worker_connect(struct worker *w)
 {
     struct err e = {0};
     /* an idle connection the server has closed (PostgreSQL restarted since
-     * the last job) has its goodbye and EOF waiting: reading them without
-     * blocking marks it bad, so the job gets a new one instead of a 503 */
-    if (w->pg && PQstatus(w->pg) == CONNECTION_OK && !PQconsumeInput(w->pg))
-        log_info("a PostgreSQL connection was closed by the server: reconnecting");
+     * the last job) has its goodbye (a FATAL message) and EOF waiting: the
+     * first non-blocking read takes the message, the second meets the EOF and
+     * marks the connection bad, so the job gets a new one instead of a 503 */
+    for (int i = 0; i < 2 && w->pg && PQstatus(w->pg) == CONNECTION_OK; i++)
+        if (!PQconsumeInput(w->pg))
+            log_info("a PostgreSQL connection was closed by the server: reconnecting");
     if (w->pg && PQstatus(w->pg) != CONNECTION_OK) {
         PQfinish(w->pg);
         w->pg = NULL;

@@ -216,7 +216,8 @@ static int cmd_serve(void)
         return e.code == ERR_INVALID ? 2 : 1; /* 2: a setting to fix */
     }
     proj_start(&pc, &e);
-    rebuild_configure(dc.database_url, dc.redis_url);
+    rebuild_configure(dc.database_url, dc.redis_url,
+                      (size_t)env_int("CQRSD_REBUILD_MEMORY_MB", 1024, 0, 1 << 20) << 20);
     struct react_config xc = {dc.database_url, 500, 500};
     react_start(&xc, &e);
     hook_start(&kc, &e);
@@ -312,7 +313,8 @@ static int cmd_replay(int argc, char **argv)
     PGconn *pg = connect_pg_or_die();
     struct replay_progress pr = {isatty(STDERR_FILENO), 0, REBUILD_FOLD, 0};
     struct rebuild_opts o = {chosen, replay_progress, &pr, NULL,
-                             env_or("DATABASE_URL", DEFAULT_DATABASE_URL)};
+                             env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
+                             (size_t)env_int("CQRSD_REBUILD_MEMORY_MB", 1024, 0, 1 << 20) << 20};
     struct rebuild_stats st = {0};
     struct err e = {0};
     int code = rebuild_run(pg, rc, r, &o, &st, &e);
@@ -328,6 +330,9 @@ static int cmd_replay(int argc, char **argv)
                st.events, st.switch_s, st.switch_s > 0 ? (double)st.events / st.switch_s : 0,
                st.fold_s, st.keys, st.entries, st.write_s, st.catch_s, st.parked, st.dropped,
                st.total_s);
+        if (st.bounded)
+            printf("the fold reached CQRSD_REBUILD_MEMORY_MB after %lld events: the batch path "
+                   "did the rest\n", st.events);
     }
     free(chosen);
     PQfinish(pg);

@@ -57,7 +57,11 @@ struct model {
     struct obj **slot;
     size_t cap, n;
     long long entries; /* live fields and members */
+    size_t bytes;      /* about what it holds, malloc's overhead included (never less) */
 };
+
+/* What malloc takes for n bytes, about: its 16-byte header and rounding. */
+#define HEAP(n) (((size_t)(n) + 8 + 15) / 16 * 16)
 
 static uint32_t hash32(const char *s)
 {
@@ -127,6 +131,7 @@ static struct ent *obj_add(struct model *m, struct obj *o, const char *name, uin
     }
     struct ent *x = &o->e[o->n++];
     *x = (struct ent){.name = xstrdup(name), .h = h};
+    m->bytes += sizeof *x + HEAP(strlen(name) + 1);
     o->live++;
     m->entries++;
     if (o->idx && 2 * o->n <= o->idx_cap) {
@@ -184,6 +189,7 @@ static struct obj *model_get(struct model *m, const char *key, uint64_t h, int c
     if (2 * (m->n + 1) > m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 1024;
         struct obj **slot = xcalloc(cap, sizeof *slot);
+        m->bytes += (cap - m->cap) * sizeof *slot;
         for (size_t i = 0; i < m->cap; i++) {
             if (!m->slot[i])
                 continue;
@@ -198,6 +204,7 @@ static struct obj *model_get(struct model *m, const char *key, uint64_t h, int c
     }
     struct obj *o = xcalloc(1, sizeof *o);
     o->key = xstrdup(key);
+    m->bytes += HEAP(sizeof *o) + HEAP(strlen(key) + 1);
     o->h = h;
     size_t k = h & (m->cap - 1);
     while (m->slot[k])
@@ -474,6 +481,7 @@ static void apply_cmd(struct model *m, const struct bcmd *c)
             x = obj_add(m, o, a[2], c->fh);
         free(x->s);
         x->s = xstrdup(a[3]);
+        m->bytes += HEAP(strlen(a[3]) + 1); /* the value it replaced is not taken off */
         x->is_int = 0;
         break;
     case OP_HDEL:
@@ -845,14 +853,22 @@ static int fold(PGconn *pg, struct job *jobs, size_t nj, struct model *m, struct
                 for (size_t c = 0; c < n; c++)
                     apply_cmd(m, &cmds[c]);
             }
+            if (code)
+                break;
+            memcpy(last, ev->position, ES_POSITION_LEN + 1);
+            st->events++;
+            if (ck->o->memory_bytes && m->bytes > ck->o->memory_bytes) {
+                log_warn("rebuild: the model reached about %zu kB (the bound is %zu kB) after "
+                         "%lld events: writing it, the rest through the batch path",
+                         m->bytes >> 10, ck->o->memory_bytes >> 10, st->events);
+                st->bounded = 1;
+                break;
+            }
         }
-        if (evs.n)
-            memcpy(last, evs.ev[evs.n - 1].position, ES_POSITION_LEN + 1);
-        st->events += (long long)evs.n;
         size_t got = evs.n;
         es_events_clear(&evs);
         report(ck, REBUILD_FOLD, st->events, total > st->events ? total : st->events, 0);
-        if (got == 0)
+        if (got == 0 || st->bounded || code)
             break;
     }
     reader_stop(rd);
@@ -1021,11 +1037,13 @@ static struct {
     pthread_mutex_t mu;
     struct bg *head;
     char *database_url, *redis_url;
+    size_t memory_bytes;
 } BG = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-void rebuild_configure(const char *database_url, const char *redis_url)
+void rebuild_configure(const char *database_url, const char *redis_url, size_t memory_bytes)
 {
     pthread_mutex_lock(&BG.mu);
+    BG.memory_bytes = memory_bytes;
     free(BG.database_url);
     free(BG.redis_url);
     BG.database_url = xstrdup(database_url);
@@ -1055,11 +1073,18 @@ static void *bg_main(void *arg)
     if (!rc) {
         code = e.code;
     } else {
-        struct rebuild_opts o = {g->chosen, bg_progress, g, &g->stop, BG.database_url};
+        struct rebuild_opts o = {g->chosen, bg_progress, g, &g->stop, BG.database_url,
+                                 BG.memory_bytes};
         code = rebuild_run(g->pg, rc, g->r, &o, &st, &e);
         redisFree(rc);
     }
-    PQfinish(g->pg); /* and with it the lock rebuild_start took */
+    /* the lock rebuild_start took, released now: a backend's exit releases
+     * its locks only a moment after PQfinish returns */
+    struct job j = {.rp = reg_projection_find(g->r, g->name)};
+    struct err ue = {0};
+    if (j.rp)
+        lock_job(g->pg, &j, 0, &ue);
+    PQfinish(g->pg);
     g->pg = NULL;
     if (code)
         log_warn("rebuild of %s v%d failed: %s", g->name, g->version, e.msg);

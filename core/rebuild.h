@@ -33,7 +33,10 @@
  * Memory: the model holds the whole read model of the chosen projections
  * while folding, about 150 bytes per hash field, set member or sorted-set
  * member with malloc's overhead (the Online Retail file: 3.1 million of
- * them, a peak RSS of 490 MB).
+ * them, a peak RSS of 490 MB). Once the model passes opts.memory_bytes (its
+ * own estimate, malloc's overhead included), the fold stops after that
+ * event, writes what it has with its checkpoint, and step 3 brings the
+ * build to the head through the batch script, as the live runner does.
  */
 #ifndef CQRSD_REBUILD_H
 #define CQRSD_REBUILD_H
@@ -64,6 +67,7 @@ struct rebuild_stats {
     long long entries; /* fields and members written */
     long long parked;  /* events parked */
     long long dropped; /* keys of the old builds deleted */
+    int bounded;       /* the fold stopped at opts.memory_bytes; the batch path did the rest */
     double fold_s, write_s, catch_s;
     double switch_s; /* from the start to the last switch: the new builds serve */
     double total_s;  /* to the end, the old builds deleted */
@@ -81,6 +85,10 @@ struct rebuild_opts {
     /* when not NULL, a second connection to it reads the next batch of
      * events while the fold runs over the current one */
     const char *database_url;
+    /* the size the model may grow to, in bytes (0: no bound): past it, the
+     * model is written out and the rest of the events go through the batch
+     * path (step 3) from there: slower, in bounded memory */
+    size_t memory_bytes;
 };
 
 /* The phase's name: "folding", "writing", "catching up", "switched", "done". */
@@ -100,8 +108,9 @@ int rebuild_run(PGconn *pg, redisContext *rc, const struct reg *r, const struct 
 
 /* ---------- rebuilds the server runs ---------- */
 
-/* The connections rebuild_start opens (copied). Call once at start. */
-void rebuild_configure(const char *database_url, const char *redis_url);
+/* The connections rebuild_start opens (copied) and the model's bound
+ * (rebuild_opts.memory_bytes). Call once at start. */
+void rebuild_configure(const char *database_url, const char *redis_url, size_t memory_bytes);
 
 /*
  * Starts a rebuild of projection name of generation r (which it holds until

@@ -154,10 +154,10 @@ static const char SWITCH_LUA[] =
     "if live ~= ARGV[2] then return redis.error_reply('MOVED the live build is ' .. live) end\n"
     "local old = redis.call('GET', ARGV[4]) or ''\n"
     "local new = redis.call('GET', ARGV[5]) or ''\n"
-    "if old == 'retired' or new < old then return 'BEHIND' end\n"
+    "if old == 'retired' or new < old then return redis.status_reply('BEHIND') end\n"
     "redis.call('SET', ARGV[1], ARGV[3])\n"
     "redis.call('SET', ARGV[4], 'retired', 'PX', 86400000)\n"
-    "return 'OK'\n";
+    "return redis.status_reply('SWITCHED')\n";
 
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
 {
@@ -553,14 +553,20 @@ int rm_switch(redisContext *rc, const char *projection, int version, long from, 
     free(cpt);
     if (!r || rc->err)
         return lost(rc, r, "switch the live build", e);
+    /* only the script's own SWITCHED is a switch: anything else (BEHIND, an
+     * error, a reply of another shape) leaves the live build serving */
     int code = 0;
     if (r->type == REDIS_REPLY_ERROR)
         code = err_set(e, strncmp(r->str, "MOVED", 5) ? ERR_UNAVAILABLE : ERR_INVALID,
                        "could not switch %s v%d to build %ld: %s", projection, version, to,
                        r->str);
-    else if (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "BEHIND"))
+    else if ((r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING) &&
+             !strcmp(r->str, "BEHIND"))
         code = err_set(e, ERR_CONFLICT, "build %ld of %s v%d is behind the live build", to,
                        projection, version);
+    else if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "SWITCHED"))
+        code = err_set(e, ERR_INTERNAL, "could not switch %s v%d to build %ld: unexpected reply",
+                       projection, version, to);
     freeReplyObject(r);
     return code;
 }

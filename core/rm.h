@@ -90,8 +90,8 @@ int rm_build_checkpoint_get(redisContext *rc, const char *projection, int versio
 /* Deletes every build of the projection version (all its keys), every
  * checkpoint, the live pointer and the markers of its re-applied parked
  * events ("cqrsd:parked:<projection>:v<version>:*") in one script, so it
- * starts again in build 0 from the first event: the hard reset (tests, and
- * the runner after a Redis without its data). It blocks Redis for as long
+ * starts again in build 0 from the first event: the hard reset (tests that
+ * compare with the live path). It blocks Redis for as long
  * as the deletion takes; `cqrsd replay` rebuilds beside the live build
  * instead (core/rebuild.h). *deleted (may be NULL) gets the number of read
  * model keys deleted. Returns 0 or ERR_UNAVAILABLE. */

@@ -150,6 +150,42 @@ static void refused_batches_write_nothing(void **st)
     fn_batch_clear(&b);
 }
 
+/* rm_switch moves the live build only when the new build has caught up: a
+ * build behind the live one is ERR_CONFLICT and nothing moves; a live build
+ * moved by someone else is ERR_INVALID; after a switch the old checkpoint is
+ * retired, so a batch aimed at the old build fails its check. */
+static void switch_only_when_caught_up(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    freeReplyObject(redisCommand(rc, "FLUSHDB"));
+    freeReplyObject(redisCommand(rc, "SET cqrsd:checkpoint:s:v1 %s", POS10));
+    freeReplyObject(redisCommand(rc, "SET cqrsd:checkpoint:s:v1@1 %s", POS2));
+    assert_int_equal(rm_switch(rc, "s", 1, 0, 1, &e), ERR_CONFLICT);
+    char cp[33];
+    long build = -1;
+    assert_int_equal(rm_checkpoint_get(rc, "s", 1, cp, &build, &e), 0);
+    assert_int_equal(build, 0);
+    assert_string_equal(cp, POS10);
+    freeReplyObject(redisCommand(rc, "SET cqrsd:checkpoint:s:v1@1 %s", POS11));
+    assert_int_equal(rm_switch(rc, "s", 1, 0, 1, &e), 0);
+    assert_int_equal(rm_checkpoint_get(rc, "s", 1, cp, &build, &e), 0);
+    assert_int_equal(build, 1);
+    assert_string_equal(cp, POS11);
+    assert_int_equal(rm_build_checkpoint_get(rc, "s", 1, 0, cp, &e), 0);
+    assert_string_equal(cp, "retired");
+    struct fn_batch b;
+    fn_batch_init(&b);
+    fn_batch_set_keyspace(&b, "s", 1, 0);
+    fn_hset(&b, "k", "f", "v");
+    struct rm_checkpoint mv = {"s", 1, POS10, POS11, NULL, 0};
+    assert_int_equal(rm_apply(rc, &b, &mv, 1, &e), ERR_CONFLICT);
+    fn_batch_clear(&b);
+    /* from a build that no longer serves */
+    assert_int_equal(rm_switch(rc, "s", 1, 0, 2, &e), ERR_INVALID);
+    freeReplyObject(redisCommand(rc, "FLUSHDB"));
+}
+
 int main(void)
 {
     if (!getenv("REDIS_URL")) {
@@ -160,6 +196,7 @@ int main(void)
         cmocka_unit_test(applies_with_checkpoint),
         cmocka_unit_test(refused_batches_write_nothing),
         cmocka_unit_test(applies_after_scripts_are_flushed),
+        cmocka_unit_test(switch_only_when_caught_up),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
