@@ -529,6 +529,11 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
         free(builds);
         return disp_fail(job, &e);
     }
+    /* this instance's rebuilds first: one reported done released its lock
+     * before, so the locks read next cannot show it still held */
+    json_t **rbs = xcalloc(r->nprojs + 1, sizeof *rbs);
+    for (size_t i = 0; i < r->nprojs; i++)
+        rbs[i] = rebuild_status(r->projs[i].p->name, r->projs[i].p->version);
     /* the rebuild locks held, by any instance (core/rebuild.h) */
     char cls[16];
     snprintf(cls, sizeof cls, "%d", REBUILD_LOCK_CLASS);
@@ -578,13 +583,16 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
                                     : json_null());
             PQclear(pr);
         }
-        json_t *rb = rebuild_status(p->name, p->version);
-        json_object_set_new(o, "rebuild", rb ? rb : json_null());
+        json_object_set_new(o, "rebuild", rbs[i] ? rbs[i] : json_null());
+        rbs[i] = NULL;
         json_array_append_new(arr, o);
         free(mine);
         free(name);
     }
     PQclear(locks);
+    for (size_t i = 0; i < r->nprojs; i++)
+        json_decref(rbs[i]);
+    free(rbs);
     free(cp);
     free(builds);
     if (code) {

@@ -216,6 +216,26 @@ static void fill(const char *tag)
     }
 }
 
+/* Fails unless every projection serves from the build after before[p], the
+ * old build holds no key, and the read models read text. */
+static void rebuilt_as_before(redisContext *rc, const long *before, const char *text,
+                              const char *what)
+{
+    long *now = xcalloc(R->nprojs + 1, sizeof *now);
+    live_builds(rc, now);
+    for (size_t p = 0; p < R->nprojs; p++) {
+        if (now[p] != before[p] + 1)
+            fail_msg("%s: %s serves build %ld, from %ld", what, R->projs[p].p->name, now[p],
+                     before[p]);
+        assert_int_equal(build_keys(rc, R->projs[p].p, before[p]), 0);
+    }
+    char *after = live_text(rc);
+    if (strcmp(text, after))
+        fail_msg("%s differs from the read models before it", what);
+    free(after);
+    free(now);
+}
+
 /* ---------- queries and commands while a rebuild runs ---------- */
 
 struct traffic {
@@ -418,15 +438,7 @@ static void interrupted_rebuild_leaves_live(void **state)
     /* the next one drops what the interrupted one wrote, and completes */
     char *out = NULL;
     assert_int_equal(run_replay("--all", &out), 0);
-    live_builds(rc, now);
-    for (size_t p = 0; p < R->nprojs; p++) {
-        assert_int_equal(now[p], before[p] + 1);
-        assert_int_equal(build_keys(rc, R->projs[p].p, before[p]), 0);
-    }
-    char *rebuilt = live_text(rc);
-    if (strcmp(text, rebuilt))
-        fail_msg("the completed rebuild differs from the read models before it");
-    free(rebuilt);
+    rebuilt_as_before(rc, before, text, "the completed rebuild");
     free(out);
     free(still);
     free(text);
@@ -497,18 +509,10 @@ static void bounded_rebuild(void **state)
                   st.events, events);
     assert_true(st.bounded);
     assert_true(st.events > 0 && st.events < events);
-    long *now = xcalloc(R->nprojs + 1, sizeof *now);
-    live_builds(rc, now);
-    for (size_t p = 0; p < R->nprojs; p++)
-        assert_int_equal(now[p], before[p] + 1);
-    char *after = live_text(rc);
-    if (strcmp(text, after))
-        fail_msg("the bounded rebuild differs from the read models before it");
-    free(after);
+    rebuilt_as_before(rc, before, text, "the bounded rebuild");
     free(text);
     free(all);
     free(before);
-    free(now);
     PQfinish(pg);
     redisFree(rc);
 }
