@@ -61,18 +61,19 @@ static int usage(FILE *f, int code)
           "  migrate                apply the database migrations built into this binary\n"
           "  load FILE.csv[.gz]     replay the Online Retail file through the HTTP API\n"
           "       [--url URL] [--concurrency N] [--limit N] [--columns MAP] [--quiet]\n"
-          "  replay NAME...|--all   rebuild read models from the first event\n"
-          "  projections            list projections and their checkpoints\n"
+          "  replay NAME...|--all   rebuild read models blue/green from the first event\n"
+          "  projections            list projections, their builds and checkpoints\n"
           "  cases [--no-redis] [DIR]  run the given/when/then cases of the loaded modules\n"
           "                         (DIR: cases)\n"
           "  new NAME [DIR]         write a new module folder (a command, a projection, a\n"
           "                         query, their cases, a Makefile)\n"
           "\n"
+          "`cqrsd COMMAND --help` shows the usage of one.\n"
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
-          "  CQRSD_STATE_CACHE (10000),"
+          "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
           "  CQRSD_WEBHOOK_TIMEOUT_MS (10000), CQRSD_WEBHOOK_ATTEMPTS (12),\n"
           "  CQRSD_WEBHOOK_BACKOFF_MS (2000),\n"
@@ -422,6 +423,35 @@ static int cmd_load(char **argv)
     return 1;
 }
 
+/* The usage of the subcommands that take no argument or only names
+ * (cases, new and load answer --help themselves). */
+static const struct {
+    const char *name;
+    int max_args; /* -1: any number of projection names */
+    const char *text;
+} SUBCOMMANDS[] = {
+    {"serve", 0,
+     "usage: cqrsd serve\n"
+     "  serves the HTTP API on CQRSD_HTTP_ADDR, runs the commands, queries, projections,\n"
+     "  reactors, timers and webhooks of CQRSD_MODULES; stops on SIGTERM or SIGINT,\n"
+     "  reloads the modules on SIGHUP. Settings: the environment (cqrsd --help).\n"},
+    {"migrate", 0,
+     "usage: cqrsd migrate\n"
+     "  applies the migrations built into this binary to DATABASE_URL, each in its own\n"
+     "  transaction, under an advisory lock; exit status 0 when the database is current.\n"},
+    {"projections", 0,
+     "usage: cqrsd projections\n"
+     "  lists each projection of CQRSD_MODULES: version, the build that serves, checkpoint.\n"},
+    {"replay", -1,
+     "usage: cqrsd replay NAME... | --all\n"
+     "  rebuilds the named projections (or all) blue/green: folds every event into a new\n"
+     "  build of their keyspace while the live one serves, catches up, switches queries,\n"
+     "  then deletes the old build. Ctrl-C before the switch leaves the live build as it\n"
+     "  was. Progress on stderr: a bar on a terminal, a line every 5 s otherwise.\n"
+     "  CQRSD_REBUILD_MEMORY_MB (1024) bounds the in-memory model.\n"
+     "  exit status: 0 rebuilt, 1 failed (another rebuild of one runs, say), 2 bad names\n"},
+};
+
 int main(int argc, char **argv)
 {
     log_set_level_from_env();
@@ -429,6 +459,20 @@ int main(int argc, char **argv)
     if (argc < 2)
         return usage(stderr, 2);
     const char *c = argv[1];
+    for (size_t i = 0; i < sizeof SUBCOMMANDS / sizeof *SUBCOMMANDS; i++) {
+        if (strcmp(c, SUBCOMMANDS[i].name))
+            continue;
+        for (int k = 2; k < argc; k++)
+            if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+                fputs(SUBCOMMANDS[i].text, stdout);
+                return 0;
+            }
+        if (SUBCOMMANDS[i].max_args >= 0 && argc - 2 > SUBCOMMANDS[i].max_args) {
+            fprintf(stderr, "cqrsd %s: takes no arguments, got \"%s\"\n%s", c, argv[2],
+                    SUBCOMMANDS[i].text);
+            return 2;
+        }
+    }
     if (!strcmp(c, "serve"))
         return cmd_serve();
     if (!strcmp(c, "migrate"))
