@@ -479,34 +479,6 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
     disp_reply(job, status, out);
 }
 
-/* The events after position cp (visible ones, at most 1,000,000 counted)
- * and the age in seconds of the oldest of them (0 when none). */
-static int lag_of(PGconn *pg, const char *cp, long long *events, double *secs, struct err *e)
-{
-    char txid[24] = "0", seq[24] = "0";
-    if (*cp) { /* 16 hex digits of txid, 16 of seq (core/es.h) */
-        char h[17];
-        memcpy(h, cp, 16);
-        h[16] = '\0';
-        snprintf(txid, sizeof txid, "%llu", strtoull(h, NULL, 16));
-        snprintf(seq, sizeof seq, "%llu", strtoull(cp + 16, NULL, 16));
-    }
-    const char *params[] = {txid, seq};
-    PGresult *r = es_exec(pg,
-                          "SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0) "
-                          "FROM (SELECT recorded_at FROM events WHERE (txid, seq) > ($1::xid8, "
-                          "$2::bigint) AND txid < (SELECT cqrsd_read_bound()) ORDER BY txid, seq "
-                          "LIMIT 1000000) s",
-                          2, params);
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    if (ok) {
-        *events = atoll(PQgetvalue(r, 0, 0));
-        *secs = atof(PQgetvalue(r, 0, 1));
-    }
-    PQclear(r);
-    return ok ? 0 : err_set(e, ERR_UNAVAILABLE, "could not measure a lag: %s", PQerrorMessage(pg));
-}
-
 /* GET /admin/projections: each projection of the generation with its build,
  * checkpoint, lag and state. */
 static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *rc)
@@ -549,11 +521,10 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
         const struct fn_projection *p = r->projs[i].p;
         long long lag = 0;
         double secs = 0;
-        if ((code = lag_of(pg, cp[i], &lag, &secs, &e)))
+        if ((code = es_lag(pg, cp[i], &lag, &secs, &e)))
             break;
-        char *name = xasprintf("%s:v%d", p->name, p->version);
         char objid[16];
-        snprintf(objid, sizeof objid, "%u", (unsigned)(util_fnv1a(name) & 0x7fffffff));
+        snprintf(objid, sizeof objid, "%d", rebuild_lock_objid(p->name, p->version));
         int rebuilding = 0;
         for (int k = 0; k < PQntuples(locks); k++)
             rebuilding |= !strcmp(PQgetvalue(locks, k, 0), objid);
@@ -587,7 +558,6 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
         rbs[i] = NULL;
         json_array_append_new(arr, o);
         free(mine);
-        free(name);
     }
     PQclear(locks);
     for (size_t i = 0; i < r->nprojs; i++)

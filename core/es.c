@@ -393,20 +393,52 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
     return collect(r, out, e);
 }
 
-int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e)
+/* The (txid, seq) of position token after, as the decimal parameters of
+ * "(txid, seq) > ($1::text::xid8, $2::bigint)"; "" or NULL: before the first
+ * event. ERR_INVALID for a string that is no token. */
+static int position_params(const char *after, char tx[24], char seq[24], struct err *e)
 {
-    char tx[24] = "0", seq[24] = "0", lim[24];
     if (!es_position_valid(after ? after : ""))
         return err_set(e, ERR_INVALID, "position \"%.40s\" is not a position token", after);
     if (after && *after) {
         char h[17];
         memcpy(h, after, 16);
         h[16] = '\0';
-        snprintf(tx, sizeof tx, "%" PRIu64, (uint64_t)strtoull(h, NULL, 16));
-        snprintf(seq, sizeof seq, "%" PRId64, (int64_t)strtoull(after + 16, NULL, 16));
+        snprintf(tx, 24, "%" PRIu64, (uint64_t)strtoull(h, NULL, 16));
+        snprintf(seq, 24, "%" PRId64, (int64_t)strtoull(after + 16, NULL, 16));
     } else {
-        snprintf(seq, sizeof seq, "-1");
+        snprintf(tx, 24, "0");
+        snprintf(seq, 24, "-1");
     }
+    return 0;
+}
+
+int es_lag(PGconn *pg, const char *after, long long *events, double *age_s, struct err *e)
+{
+    char tx[24], seq[24];
+    if (position_params(after, tx, seq, e))
+        return e->code;
+    const char *params[] = {tx, seq};
+    PGresult *r = es_exec(pg,
+                          "SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0) "
+                          "FROM (SELECT recorded_at FROM events "
+                          "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
+                          "AND txid < (SELECT cqrsd_read_bound()) "
+                          "ORDER BY txid, seq LIMIT 1000000) s",
+                          2, params);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        return es_fail(pg, r, "measure a lag", e);
+    *events = atoll(PQgetvalue(r, 0, 0));
+    *age_s = atof(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return 0;
+}
+
+int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e)
+{
+    char tx[24], seq[24], lim[24];
+    if (position_params(after, tx, seq, e))
+        return e->code;
     snprintf(lim, sizeof lim, "%zu", max);
     const char *params[3] = {tx, seq, lim};
     PGresult *r = es_exec(pg,

@@ -124,6 +124,12 @@ int es_read_stream(PGconn *pg, const char *stream_id, int64_t after_version, siz
  * Appends to out. */
 int es_read_all(PGconn *pg, const char *after, size_t max, struct es_events *out, struct err *e);
 
+/* How far behind the newest readable event position after ("" or NULL: no
+ * event yet) is: *events gets the readable events after it (counted up to
+ * 1,000,000), *age_s the age in seconds of the oldest of them (0 when
+ * none). Returns 0, ERR_INVALID for no token, or an error of es_fail. */
+int es_lag(PGconn *pg, const char *after, long long *events, double *age_s, struct err *e);
+
 /* The position of the newest readable event ("" when none) into buf. */
 int es_head(PGconn *pg, char buf[ES_POSITION_LEN + 1], struct err *e);
 

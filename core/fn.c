@@ -4,6 +4,7 @@
  * Invariant: every string a batch holds is owned by it; every json_t a
  * decision holds is one reference it owns. */
 #include "core/fn_int.h"
+#include "core/rm.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -143,12 +144,8 @@ void fn_batch_set_prefix(struct fn_batch *b, const char *projection, int version
 
 void fn_batch_set_keyspace(struct fn_batch *b, const char *projection, int version, long build)
 {
-    if (!build) {
-        fn_batch_set_prefix(b, projection, version);
-        return;
-    }
     free(b->prefix);
-    b->prefix = xasprintf("%s:v%d@%ld:", projection, version, build);
+    b->prefix = rm_keyspace(projection, version, build);
 }
 
 static void push(struct fn_batch *b, char *s)

@@ -45,11 +45,15 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
         return NULL;
     }
     /* the scratch namespace of the case runner has no builds */
-    long build = q->ns && *q->ns ? 0 : rm_live_build(q->redis, p->p->name, p->p->version, p->live);
-    char *k = build ? xasprintf("%s:v%d@%ld:%s", p->p->name, p->p->version, build, key)
-                    : xasprintf("%s%s:v%d:%s", q->ns ? q->ns : "", p->p->name, p->p->version, key);
-    char *out = arena_strndup(&q->arena, k, strlen(k));
-    free(k);
+    const char *ns = q->ns ? q->ns : "";
+    long build = *ns ? 0 : rm_live_build(q->redis, p->p->name, p->p->version, p->live);
+    char *space = rm_keyspace(p->p->name, p->p->version, build);
+    size_t nl = strlen(ns), sl = strlen(space), kl = strlen(key);
+    char *out = arena_alloc(&q->arena, nl + sl + kl + 1);
+    memcpy(out, ns, nl);
+    memcpy(out + nl, space, sl);
+    memcpy(out + nl + sl, key, kl + 1);
+    free(space);
     return out;
 }
 

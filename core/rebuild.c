@@ -623,16 +623,22 @@ struct job {
     const struct reg_projection *rp;
     long live, build; /* the build serving, the one being built */
     int locked, switched;
-    char lock[2][16]; /* pg_advisory_lock's two int4 keys */
 };
+
+int rebuild_lock_objid(const char *projection, int version)
+{
+    char *name = xasprintf("%s:v%d", projection, version);
+    int objid = (int)(util_fnv1a(name) & 0x7fffffff);
+    free(name);
+    return objid;
+}
 
 static int lock_job(PGconn *pg, struct job *j, int take, struct err *e)
 {
-    char *name = xasprintf("%s:v%d", j->rp->p->name, j->rp->p->version);
-    snprintf(j->lock[0], sizeof j->lock[0], "%d", REBUILD_LOCK_CLASS);
-    snprintf(j->lock[1], sizeof j->lock[1], "%d", (int)(util_fnv1a(name) & 0x7fffffff));
-    free(name);
-    const char *params[] = {j->lock[0], j->lock[1]};
+    char cls[16], obj[16];
+    snprintf(cls, sizeof cls, "%d", REBUILD_LOCK_CLASS);
+    snprintf(obj, sizeof obj, "%d", rebuild_lock_objid(j->rp->p->name, j->rp->p->version));
+    const char *params[] = {cls, obj};
     PGresult *r = es_exec(pg,
                           take ? "SELECT pg_try_advisory_lock($1::int, $2::int)"
                                : "SELECT pg_advisory_unlock($1::int, $2::int)",

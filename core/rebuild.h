@@ -52,6 +52,11 @@ struct reg;
 /* classid of the rebuild locks (pg_locks.classid): "cqrb" */
 #define REBUILD_LOCK_CLASS 1668379234
 
+/* objid of the rebuild lock of a projection version (pg_locks.objid; the
+ * second key of pg_advisory_lock(int, int)): FNV-1a of
+ * "<projection>:v<version>", 31 bits. */
+int rebuild_lock_objid(const char *projection, int version);
+
 enum rebuild_phase {
     REBUILD_FOLD,   /* done/total: events read of about total */
     REBUILD_WRITE,  /* done/total: keys written */

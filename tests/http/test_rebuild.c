@@ -455,12 +455,11 @@ static void one_rebuild_at_a_time(void **state)
 {
     (void)state;
     const struct fn_projection *p = R->projs[0].p;
-    char *name = xasprintf("%s:v%d", p->name, p->version);
     struct err e = {0};
     PGconn *holder = es_connect(getenv("DATABASE_URL"), &e);
     assert_non_null(holder);
     PQclear(th_sql(holder, "SELECT pg_advisory_lock(%d, %d)", REBUILD_LOCK_CLASS,
-                   (int)(util_fnv1a(name) & 0x7fffffff)));
+                   rebuild_lock_objid(p->name, p->version)));
     redisContext *rc = redis();
     long *before = xcalloc(R->nprojs + 1, sizeof *before);
     live_builds(rc, before);
@@ -481,7 +480,6 @@ static void one_rebuild_at_a_time(void **state)
     free(out);
     free(before);
     free(now);
-    free(name);
     redisFree(rc);
 }
 
