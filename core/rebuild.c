@@ -701,7 +701,6 @@ static int park_now(PGconn *pg, const struct job *j, const struct es_event *ev, 
 
 struct reader {
     PGconn *pg;
-    const struct rebuild_opts *o;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -774,7 +773,6 @@ static struct reader *reader_start(const struct rebuild_opts *o)
     }
     struct reader *rd = xcalloc(1, sizeof *rd);
     rd->pg = pg;
-    rd->o = o;
     pthread_mutex_init(&rd->mu, NULL);
     pthread_cond_init(&rd->cv, NULL);
     if (pthread_create(&rd->thread, NULL, reader_main, rd)) {
