@@ -5,6 +5,7 @@
 #include "core/builtin.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 
 #include "core/es.h"
 #include "core/gc.h"
+#include "core/metrics.h"
+#include "core/migrate.h"
 #include "core/hook.h"
 #include "core/fn_int.h"
 #include "core/park.h"
@@ -101,7 +104,20 @@ static void builtin_stream(struct disp_job *job, PGconn *pg)
     disp_reply(job, 200, json_pack("{s:s, s:o}", "stream", sid, "events", arr));
 }
 
-static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
+/* GET /healthz: the process answers. Answered by the HTTP thread, from
+ * memory: a liveness probe must not fail because a database is down (that is
+ * /readyz's), or the orchestrator restarts a server that would recover. */
+static void builtin_alive(struct disp_job *job)
+{
+    disp_reply(job, 200, json_pack("{s:s, s:I}", "status", "alive", "generation",
+                                   (json_int_t)job->reg->generation));
+}
+
+/* GET /readyz: whether this instance should get traffic. Not ready (503):
+ * PostgreSQL or Redis cannot be reached, the database's migrations differ
+ * from this binary's, or a projection is halted on an event. Ready but
+ * "degraded": events are parked. The reasons are listed in "not_ready". */
+static void builtin_ready(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     struct err e = {0};
     char head[ES_POSITION_LEN + 1] = "";
@@ -109,6 +125,18 @@ static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
     int64_t parked = 0;
     if (pg_up && park_count(pg, &parked, &e))
         pg_up = 0;
+    json_t *why = json_array();
+    int pending = 0, unknown = 0;
+    if (pg_up && migrate_status(pg, migrations_embedded, &pending, &unknown, &e))
+        pg_up = 0;
+    if (pending)
+        json_array_append_new(why, json_sprintf("%d migration%s of this binary not applied: run "
+                                                "cqrsd migrate",
+                                                pending, pending == 1 ? "" : "s"));
+    if (unknown)
+        json_array_append_new(why, json_sprintf("the database has %d migration%s this binary "
+                                                "does not know: it is older than the schema",
+                                                unknown, unknown == 1 ? "" : "s"));
     int redis_up = 0;
     json_t *projs = json_array();
     const struct reg *r = job->reg;
@@ -128,17 +156,28 @@ static void builtin_health(struct disp_job *job, PGconn *pg, redisContext *rc)
         }
         free(cp);
     }
-    int ok = pg_up && redis_up;
+    if (!pg_up)
+        json_array_insert_new(why, 0, json_string("PostgreSQL cannot be reached"));
+    if (!redis_up)
+        json_array_insert_new(why, 0, json_string("Redis cannot be reached"));
     char retrying[1024];
-    int failing = proj_retrying(retrying, sizeof retrying);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "status",
-                             !ok                    ? "unavailable"
-                             : failing || parked    ? "degraded"
-                                                    : "ok",
+    int halted = proj_retrying(retrying, sizeof retrying);
+    if (halted) /* queries still answer; that projection stops at the event until it passes */
+        json_array_append_new(why, json_sprintf("a projection is halted: %s", retrying));
+    int ok = json_array_size(why) == 0;
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:{s:i, s:i}}", "status",
+                             !ok      ? "unavailable"
+                             : parked ? "degraded"
+                                      : "ok",
                              "postgres", pg_up ? "up" : "down", "redis", redis_up ? "up" : "down",
-                             "position", head, "projections", projs, "parked", (json_int_t)parked);
-    if (failing) /* queries still answer; that projection lags until it gets past the event */
+                             "position", head, "projections", projs, "parked", (json_int_t)parked,
+                             "migrations", "pending", pending, "unknown", unknown);
+    if (halted)
         json_object_set_new(body, "projections_retrying", json_string(retrying));
+    if (ok)
+        json_decref(why);
+    else
+        json_object_set_new(body, "not_ready", why);
     disp_reply(job, ok ? 200 : 503, body);
     if (!ok)
         job->retry_after = 1;
@@ -479,27 +518,25 @@ static void builtin_hooks(struct disp_job *job, PGconn *pg)
     disp_reply(job, status, out);
 }
 
-/* GET /admin/projections: each projection of the generation with its build,
- * checkpoint, lag and state. */
-static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *rc)
+/* The projections of generation r as GET /admin/projections shows them:
+ * *out gets the array (owned by the caller), head the newest readable
+ * position. Returns 0, or ERR_UNAVAILABLE with e saying which store failed. */
+static int projection_rows(const struct reg *r, PGconn *pg, redisContext *rc,
+                           char head[ES_POSITION_LEN + 1], json_t **out, struct err *e)
 {
-    struct err e = {0};
-    const struct reg *r = job->reg;
-    char head[ES_POSITION_LEN + 1] = "";
-    if (!pg || es_head(pg, head, &e)) {
-        err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return disp_fail(job, &e);
-    }
-    if (!rc) {
-        err_set(&e, ERR_UNAVAILABLE, "the read-model store is unavailable");
-        return disp_fail(job, &e);
-    }
+    *out = NULL;
+    head[0] = '\0';
+    if (!pg || es_head(pg, head, e))
+        return err_set(e, ERR_UNAVAILABLE, "the event store is unavailable");
+    if (!rc)
+        return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
     char(*cp)[33] = xcalloc(r->nprojs + 1, sizeof *cp);
     long *builds = xcalloc(r->nprojs + 1, sizeof *builds);
-    if (rm_checkpoints_get(rc, r, cp, builds, &e)) {
+    int rc_get = rm_checkpoints_get(rc, r, cp, builds, e);
+    if (rc_get) {
         free(cp);
         free(builds);
-        return disp_fail(job, &e);
+        return rc_get;
     }
     /* this instance's rebuilds first: one reported done released its lock
      * before, so the locks read next cannot show it still held */
@@ -521,7 +558,7 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
         const struct fn_projection *p = r->projs[i].p;
         long long lag = 0;
         double secs = 0;
-        if ((code = es_lag(pg, cp[i], &lag, &secs, &e)))
+        if ((code = es_lag(pg, cp[i], &lag, &secs, e)))
             break;
         char objid[16];
         snprintf(objid, sizeof objid, "%d", rebuild_lock_objid(p->name, p->version));
@@ -567,10 +604,23 @@ static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *
     free(builds);
     if (code) {
         json_decref(arr);
-        if (!e.msg[0])
-            err_set(&e, ERR_UNAVAILABLE, "the event store is unavailable");
-        return disp_fail(job, &e);
+        if (!e->msg[0])
+            err_set(e, ERR_UNAVAILABLE, "the event store is unavailable");
+        return code;
     }
+    *out = arr;
+    return 0;
+}
+
+/* GET /admin/projections: each projection of the generation with its build,
+ * checkpoint, lag and state. */
+static void builtin_projections(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    struct err e = {0};
+    char head[ES_POSITION_LEN + 1];
+    json_t *arr;
+    if (projection_rows(job->reg, pg, rc, head, &arr, &e))
+        return disp_fail(job, &e);
     disp_reply(job, 200, json_pack("{s:s, s:o}", "head", head, "projections", arr));
 }
 
@@ -588,11 +638,217 @@ static void builtin_rebuild(struct disp_job *job)
                                    "/admin/projections"));
 }
 
+/* ---------- GET /metrics ---------- */
+
+/* The age in seconds of the oldest transaction appending events now: the
+ * global order's watermark (migrations/0004_appenders.sql) waits for it, so
+ * it bounds how late a projection can be. 0 when none is open; -1 when it
+ * cannot be read. */
+static double oldest_append_s(PGconn *pg)
+{
+    PGresult *r = es_exec(pg, "SELECT coalesce(extract(epoch FROM clock_timestamp() - "
+                              "min(a.xact_start)), 0)::float8 FROM pg_locks l "
+                              "JOIN pg_stat_activity a ON a.pid = l.pid "
+                              "WHERE l.locktype = 'advisory' AND l.classid = 1668379251 "
+                              "AND l.objid = 1 AND l.objsubid = 2 AND l.granted "
+                              "AND l.database = (SELECT oid FROM pg_database "
+                              "WHERE datname = current_database())",
+                          0, NULL);
+    double v = PQresultStatus(r) == PGRES_TUPLES_OK ? strtod(PQgetvalue(r, 0, 0), NULL) : -1;
+    PQclear(r);
+    return v;
+}
+
+static void write_projections(struct mtext *t, const struct reg *r, PGconn *pg,
+                              redisContext *rc)
+{
+    static const char *states[] = {"running", "catching up", "rebuilding", "halted"};
+    struct err e = {0};
+    char head[ES_POSITION_LEN + 1], n[200];
+    json_t *rows = NULL;
+    if (projection_rows(r, pg, rc, head, &rows, &e))
+        return; /* the stores are down: cqrsd_postgres_up / cqrsd_redis_up say so */
+    mtext_family(t, "cqrsd_projection_lag_events", "gauge",
+                 "Events after the projection's checkpoint (counted up to 1000000).");
+    size_t i;
+    json_t *o;
+    json_array_foreach(rows, i, o)
+        mtext_printf(t, "cqrsd_projection_lag_events{projection=\"%s\",version=\"%d\"} %lld\n",
+                     metrics_escape(n, sizeof n, json_string_value(json_object_get(o, "name"))),
+                     (int)json_integer_value(json_object_get(o, "version")),
+                     (long long)json_integer_value(json_object_get(o, "lag_events")));
+    mtext_family(t, "cqrsd_projection_lag_seconds", "gauge",
+                 "Age of the oldest event after the projection's checkpoint, in seconds.");
+    json_array_foreach(rows, i, o)
+        mtext_printf(t, "cqrsd_projection_lag_seconds{projection=\"%s\",version=\"%d\"} %.3f\n",
+                     metrics_escape(n, sizeof n, json_string_value(json_object_get(o, "name"))),
+                     (int)json_integer_value(json_object_get(o, "version")),
+                     json_real_value(json_object_get(o, "lag_seconds")));
+    mtext_family(t, "cqrsd_projection_state", "gauge",
+                 "1 for the projection's state (GET /admin/projections), 0 for the others.");
+    json_array_foreach(rows, i, o) {
+        const char *st = json_string_value(json_object_get(o, "state"));
+        for (size_t k = 0; k < sizeof states / sizeof *states; k++)
+            mtext_printf(t,
+                         "cqrsd_projection_state{projection=\"%s\",version=\"%d\",state=\"%s\"} "
+                         "%d\n",
+                         metrics_escape(n, sizeof n,
+                                        json_string_value(json_object_get(o, "name"))),
+                         (int)json_integer_value(json_object_get(o, "version")), states[k],
+                         !strcmp(st, states[k]));
+    }
+    json_decref(rows);
+}
+
+static void write_functions(struct mtext *t)
+{
+    size_t nf;
+    struct reg_fn *const *fns = reg_functions(&nf);
+    char n[200], labels[260];
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"cqrsd_function_invocations_total", "Invocations of the function since start.",
+         offsetof(struct reg_fn, invocations)},
+        {"cqrsd_function_errors_total",
+         "Invocations that answered 500 or more (timeouts included), and event handlers that "
+         "failed.",
+         offsetof(struct reg_fn, errors)},
+        {"cqrsd_function_rejections_total",
+         "Requests refused with 429: the function was at its concurrency limit.",
+         offsetof(struct reg_fn, rejections)},
+    };
+    for (size_t c = 0; c < sizeof counters / sizeof *counters; c++) {
+        mtext_family(t, counters[c].name, "counter", counters[c].help);
+        for (size_t i = 0; i < nf; i++)
+            mtext_printf(t, "%s{function=\"%s\",kind=\"%s\"} %lld\n", counters[c].name,
+                         metrics_escape(n, sizeof n, fns[i]->name),
+                         reg_kind_name(fns[i]->kind),
+                         (long long)atomic_load(
+                             (atomic_llong *)((char *)fns[i] + counters[c].off)));
+    }
+    mtext_family(t, "cqrsd_function_in_flight", "gauge",
+                 "Invocations of the function queued or running now.");
+    for (size_t i = 0; i < nf; i++)
+        mtext_printf(t, "cqrsd_function_in_flight{function=\"%s\",kind=\"%s\"} %d\n",
+                     metrics_escape(n, sizeof n, fns[i]->name), reg_kind_name(fns[i]->kind),
+                     atomic_load(&fns[i]->in_flight));
+    mtext_family(t, "cqrsd_function_duration_seconds", "histogram",
+                 "Time an invocation ran on its worker, in seconds.");
+    for (size_t i = 0; i < nf; i++) {
+        snprintf(labels, sizeof labels, "function=\"%s\",kind=\"%s\"",
+                 metrics_escape(n, sizeof n, fns[i]->name), reg_kind_name(fns[i]->kind));
+        mtext_hist(t, "cqrsd_function_duration_seconds", labels, &fns[i]->duration);
+    }
+}
+
+static void builtin_metrics(struct disp_job *job, PGconn *pg, redisContext *rc)
+{
+    struct mtext t = {0};
+    struct err e = {0};
+    char head[ES_POSITION_LEN + 1];
+    int pg_up = pg && es_head(pg, head, &e) == 0;
+    int redis_up = 0;
+    if (rc) {
+        redisReply *pong = redisCommand(rc, "PING");
+        redis_up = pong && pong->type == REDIS_REPLY_STATUS;
+        if (pong)
+            freeReplyObject(pong);
+    }
+    mtext_family(&t, "cqrsd_postgres_up", "gauge", "1 when the event store answered this scrape.");
+    mtext_printf(&t, "cqrsd_postgres_up %d\n", pg_up);
+    mtext_family(&t, "cqrsd_redis_up", "gauge",
+                 "1 when the read-model store answered this scrape.");
+    mtext_printf(&t, "cqrsd_redis_up %d\n", redis_up);
+    mtext_family(&t, "cqrsd_generation", "gauge", "The module generation serving.");
+    mtext_printf(&t, "cqrsd_generation %lld\n", (long long)job->reg->generation);
+    write_functions(&t);
+    if (pg_up && redis_up)
+        write_projections(&t, job->reg, pg, rc);
+    if (pg_up) {
+        PGresult *r = es_exec(pg, "SELECT kind, function, count(*) FROM parked WHERE state = "
+                                  "'parked' GROUP BY 1, 2 ORDER BY 1, 2",
+                              0, NULL);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            char n[200];
+            mtext_family(&t, "cqrsd_parked_events", "gauge",
+                         "Events (or timer fires) parked after their retries, by function "
+                         "(GET /admin/parked); every projection is listed, 0 when none.");
+            const struct reg *g = job->reg;
+            for (size_t k = 0; k < g->nprojs; k++) {
+                const char *count = "0";
+                for (int i = 0; i < PQntuples(r); i++)
+                    if (!strcmp(PQgetvalue(r, i, 0), "projection") &&
+                        !strcmp(PQgetvalue(r, i, 1), g->projs[k].p->name))
+                        count = PQgetvalue(r, i, 2);
+                mtext_printf(&t, "cqrsd_parked_events{kind=\"projection\",function=\"%s\"} %s\n",
+                             metrics_escape(n, sizeof n, g->projs[k].p->name), count);
+            }
+            for (int i = 0; i < PQntuples(r); i++) {
+                int listed = 0;
+                for (size_t k = 0; k < g->nprojs && !listed; k++)
+                    listed = !strcmp(PQgetvalue(r, i, 0), "projection") &&
+                             !strcmp(PQgetvalue(r, i, 1), g->projs[k].p->name);
+                if (!listed)
+                    mtext_printf(&t, "cqrsd_parked_events{kind=\"%s\",function=\"%s\"} %s\n",
+                                 PQgetvalue(r, i, 0),
+                                 metrics_escape(n, sizeof n, PQgetvalue(r, i, 1)),
+                                 PQgetvalue(r, i, 2));
+            }
+        }
+        PQclear(r);
+        double age = oldest_append_s(pg);
+        if (age >= 0) {
+            mtext_family(&t, "cqrsd_oldest_append_seconds", "gauge",
+                         "Age of the oldest transaction appending events now, in seconds (0: "
+                         "none). Projections cannot pass it: alarm above 5 (README "
+                         "\"Operations\").");
+            mtext_printf(&t, "cqrsd_oldest_append_seconds %.3f\n", age);
+        }
+    }
+    metrics_http_write(&t);
+    struct disp_stats ds;
+    disp_stats(&ds);
+    mtext_family(&t, "cqrsd_workers", "gauge",
+                 "Worker threads, by state (busy: running a job, this scrape included).");
+    mtext_printf(&t, "cqrsd_workers{state=\"busy\"} %d\ncqrsd_workers{state=\"idle\"} %d\n",
+                 ds.busy, ds.workers - ds.busy);
+    mtext_family(&t, "cqrsd_connections", "gauge",
+                 "The workers' connections open, by store, and those of busy workers (in use).");
+    mtext_printf(&t,
+                 "cqrsd_connections{store=\"postgres\",state=\"open\"} %d\n"
+                 "cqrsd_connections{store=\"redis\",state=\"open\"} %d\n"
+                 "cqrsd_connections{store=\"postgres\",state=\"in_use\"} %d\n"
+                 "cqrsd_connections{store=\"redis\",state=\"in_use\"} %d\n",
+                 ds.pg_open, ds.redis_open, ds.busy < ds.pg_open ? ds.busy : ds.pg_open,
+                 ds.busy < ds.redis_open ? ds.busy : ds.redis_open);
+    mtext_family(&t, "cqrsd_queue_depth", "gauge",
+                 "Jobs waiting for a worker, by queue (commands; reads: queries and built-in "
+                 "routes).");
+    mtext_printf(&t, "cqrsd_queue_depth{queue=\"commands\"} %zu\ncqrsd_queue_depth{queue=\"reads\"} %zu\n",
+                 ds.queued_commands, ds.queued_reads);
+    mtext_family(&t, "cqrsd_queue_capacity", "gauge",
+                 "The bound of the queues together (CQRSD_QUEUE): past it, 503.");
+    mtext_printf(&t, "cqrsd_queue_capacity %zu\n", ds.capacity);
+    unsigned long groups, commands;
+    gc_stats(&groups, &commands);
+    mtext_family(&t, "cqrsd_group_commit_groups_total", "counter",
+                 "Groups of appends committed in one transaction.");
+    mtext_printf(&t, "cqrsd_group_commit_groups_total %lu\n", groups);
+    mtext_family(&t, "cqrsd_group_commit_commands_total", "counter",
+                 "Commands in those groups.");
+    mtext_printf(&t, "cqrsd_group_commit_commands_total %lu\n", commands);
+    disp_reply_text(job, 200, t.p, "text/plain; version=0.0.4; charset=utf-8");
+}
+
 void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     switch (job->builtin) {
     case REG_STREAM: builtin_stream(job, pg); break;
-    case REG_HEALTH: builtin_health(job, pg, rc); break;
+    case REG_HEALTH: builtin_alive(job); break;
+    case REG_READY: builtin_ready(job, pg, rc); break;
+    case REG_METRICS: builtin_metrics(job, pg, rc); break;
     case REG_FUNCTIONS: builtin_functions(job); break;
     case REG_PARKED: builtin_parked(job, pg); break;
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
@@ -610,5 +866,5 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 
 int builtin_inline(enum reg_builtin b)
 {
-    return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES;
+    return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES || b == REG_HEALTH;
 }

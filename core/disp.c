@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,7 @@ void disp_job_free(struct disp_job *job)
         return;
     json_decref(job->cmd);
     json_decref(job->body);
+    free(job->text);
     free(job->request);
     free(job->idempotency_key);
     for (size_t i = 0; i < job->nparams; i++) {
@@ -178,6 +180,8 @@ void disp_problem(struct disp_job *job, int code, const char *msg)
         type[i++] = *name == '_' ? '-' : (char)tolower((unsigned char)*name);
     type[i] = '\0';
     json_decref(job->body);
+    free(job->text);
+    job->text = NULL;
     job->problem = 1;
     job->code = code;
     job->status = err_http_status(code);
@@ -195,10 +199,20 @@ void disp_fail(struct disp_job *job, const struct err *e)
 void disp_reply(struct disp_job *job, int status, json_t *body)
 {
     json_decref(job->body);
+    free(job->text);
+    job->text = NULL;
     job->problem = 0; /* a read run again after a 503 may answer 200 */
     job->code = 0;
     job->status = status;
     job->body = body;
+}
+
+void disp_reply_text(struct disp_job *job, int status, char *text, const char *content_type)
+{
+    disp_reply(job, status, NULL);
+    free(job->text);
+    job->text = text;
+    job->content_type = content_type;
 }
 
 const char *disp_param(const struct disp_job *job, const char *name)
@@ -235,7 +249,7 @@ void disp_run(struct disp_job *job, PGconn *pg, redisContext *redis)
     case DISP_QUERY: run_query(job, redis); break;
     case DISP_BUILTIN: builtin_run(job, pg, redis); break;
     }
-    if (!job->body)
+    if (!job->body && !job->text)
         disp_problem(job, ERR_INTERNAL, "no reply");
 }
 
@@ -245,6 +259,9 @@ struct worker {
     PGconn *pg;
     redisContext *rc;
 };
+
+/* the workers' connections open now (disp_stats) */
+static atomic_int pg_open, redis_open;
 
 static void worker_connect(struct worker *w)
 {
@@ -259,15 +276,25 @@ static void worker_connect(struct worker *w)
     if (w->pg && PQstatus(w->pg) != CONNECTION_OK) {
         PQfinish(w->pg);
         w->pg = NULL;
+        atomic_fetch_sub(&pg_open, 1);
     }
-    if (!w->pg && !(w->pg = es_connect(D.cfg.database_url, &e)))
-        log_warn("%s", e.msg);
+    if (!w->pg) {
+        if ((w->pg = es_connect(D.cfg.database_url, &e)))
+            atomic_fetch_add(&pg_open, 1);
+        else
+            log_warn("%s", e.msg);
+    }
     if (w->rc && w->rc->err) {
         redisFree(w->rc);
         w->rc = NULL;
+        atomic_fetch_sub(&redis_open, 1);
     }
-    if (!w->rc && !(w->rc = rm_connect(D.cfg.redis_url, 2000, &e)))
-        log_warn("%s", e.msg);
+    if (!w->rc) {
+        if ((w->rc = rm_connect(D.cfg.redis_url, 2000, &e)))
+            atomic_fetch_add(&redis_open, 1);
+        else
+            log_warn("%s", e.msg);
+    }
 }
 
 /* Wakes the idle worker on top (under D.mu). */
@@ -376,10 +403,14 @@ static void *worker_main(void *arg)
             job->done(job);
         }
     }
-    if (w.pg)
+    if (w.pg) {
         PQfinish(w.pg);
-    if (w.rc)
+        atomic_fetch_sub(&pg_open, 1);
+    }
+    if (w.rc) {
         redisFree(w.rc);
+        atomic_fetch_sub(&redis_open, 1);
+    }
     pthread_cond_destroy(&me.cv);
     return NULL;
 }
@@ -458,6 +489,22 @@ int disp_submit(struct disp_job *job, struct err *e)
         wake_one();
     pthread_mutex_unlock(&D.mu);
     return 0;
+}
+
+void disp_stats(struct disp_stats *s)
+{
+    pthread_mutex_lock(&D.mu);
+    int idle = 0;
+    for (const struct idle *w = D.idle; w; w = w->next)
+        idle++;
+    s->workers = D.nthreads;
+    s->busy = D.nthreads - idle;
+    s->queued_commands = D.ring[0].len;
+    s->queued_reads = D.ring[1].len;
+    s->capacity = D.cap;
+    pthread_mutex_unlock(&D.mu);
+    s->pg_open = atomic_load(&pg_open);
+    s->redis_open = atomic_load(&redis_open);
 }
 
 void disp_stop(void)

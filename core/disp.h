@@ -50,6 +50,8 @@ struct disp_job {
     int retry_after;   /* seconds, 0 = none */
     int problem;       /* body is an RFC 9457 problem (application/problem+json) */
     int code;          /* the ERR_* code of that problem; 0 for a reply */
+    char *text;        /* owned; instead of body, a reply that is not JSON (disp_reply_text) */
+    const char *content_type; /* static; text's media type */
 
     void (*done)(struct disp_job *job); /* called on a worker thread; owns nothing */
     void *user;                          /* for done() and expired() */
@@ -94,6 +96,17 @@ int disp_start(const struct disp_config *cfg, struct err *e);
  * by retrying with its Idempotency-Key). Deadlines are checked every 20 ms. */
 int disp_submit(struct disp_job *job, struct err *e);
 
+/* What the dispatcher holds now, for GET /metrics: its worker threads and
+ * how many of them are running a job, their PostgreSQL and Redis
+ * connections open, the jobs queued (commands; queries and built-in routes)
+ * and the queue's bound. */
+struct disp_stats {
+    int workers, busy;
+    int pg_open, redis_open;
+    size_t queued_commands, queued_reads, capacity;
+};
+void disp_stats(struct disp_stats *s);
+
 /* Stops taking jobs, finishes the queued ones, joins the workers. */
 void disp_stop(void);
 
@@ -109,6 +122,10 @@ void disp_fail(struct disp_job *job, const struct err *e);
 
 /* Sets job's result to status with body (stolen). */
 void disp_reply(struct disp_job *job, int status, json_t *body);
+
+/* Sets job's result to status with text (stolen, NUL-terminated) of media
+ * type content_type (a static string), e.g. GET /metrics's. */
+void disp_reply_text(struct disp_job *job, int status, char *text, const char *content_type);
 
 /* The function record and the limits of a job's function (NULL for a
  * built-in route). */

@@ -22,6 +22,7 @@
 #include "core/disp.h"
 #include "core/es.h"
 #include "core/fn.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 
@@ -120,6 +121,7 @@ struct req {
     struct MHD_Connection *conn;
     struct reg *reg;      /* the generation routed in, until handed to the job */
     int64_t started_ms;   /* first call: the headers were read */
+    int64_t started_us;
     struct http_match m;
     char *body;
     size_t len, cap;
@@ -130,19 +132,33 @@ struct req {
     int late_code;        /* the dispatcher answered for the function (job_expired) */
     char late_msg[400];
     char allow[64];
+    char method[8];   /* for the metrics: a known method, or "OTHER" */
+    char route[128];  /* the pattern routed to, "" for none */
+    int status;       /* the reply queued; 0 until then */
 };
 
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body,
-                                 int problem, int retry_after, const char *allow)
+/* Queues the reply: text of media type ctype when text is given, else body
+ * as JSON (a problem when problem is set). */
+static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, const char *text,
+                                  const char *ctype, int problem, int retry_after,
+                                  const char *allow)
 {
-    char *txt = json_dumps(body, JSON_COMPACT);
-    size_t len = strlen(txt);
-    txt = xrealloc(txt, len + 2);
-    txt[len++] = '\n';
-    txt[len] = '\0';
+    char *txt;
+    size_t len;
+    if (text) {
+        txt = xstrdup(text);
+        len = strlen(txt);
+    } else {
+        txt = json_dumps(body, JSON_COMPACT);
+        len = strlen(txt);
+        txt = xrealloc(txt, len + 2);
+        txt[len++] = '\n';
+        txt[len] = '\0';
+        ctype = problem ? "application/problem+json" : "application/json";
+    }
+    rq->status = status;
     struct MHD_Response *r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            problem ? "application/problem+json" : "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", retry_after);
@@ -150,17 +166,22 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
     }
     if (allow && *allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static enum MHD_Result send_problem(struct MHD_Connection *c, int code, const char *msg,
-                                    const char *allow)
+static enum MHD_Result send_job(struct req *rq, const struct disp_job *job)
+{
+    return send_reply(rq, job->status, job->body, job->text, job->content_type, job->problem,
+                      job->retry_after, NULL);
+}
+
+static enum MHD_Result send_problem(struct req *rq, int code, const char *msg, const char *allow)
 {
     struct disp_job j = {0};
     disp_problem(&j, code, msg);
-    enum MHD_Result ret = send_json(c, j.status, j.body, 1, j.retry_after, allow);
+    enum MHD_Result ret = send_reply(rq, j.status, j.body, NULL, NULL, 1, j.retry_after, allow);
     json_decref(j.body);
     return ret;
 }
@@ -352,7 +373,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq = xcalloc(1, sizeof *rq);
         rq->conn = c;
         rq->started_ms = util_now_ms();
+        rq->started_us = util_now_us();
         *con_cls = rq;
+        static const char *known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+        snprintf(rq->method, sizeof rq->method, "OTHER");
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (!strcmp(method, known[i]))
+                snprintf(rq->method, sizeof rq->method, "%s", known[i]);
         /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
         struct reg *src = NULL;
         rq->reg = reg_current();
@@ -400,6 +427,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                          "Content-Type must be application/json, got \"%.60s\"", ct ? ct : "");
             }
         }
+        if (rq->m.route) /* copied: the generation may be gone when the metrics count it */
+            snprintf(rq->route, sizeof rq->route, "%s", rq->m.route->pattern);
         /* A response queued before the body is read makes libmicrohttpd close
          * the connection: right for a body we refuse, not for a bodiless
          * request, which gets its error on the next call, keeping alive. */
@@ -407,7 +436,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int bodiless = !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") &&
                        (!cl || !strcmp(cl, "0"));
         if (rq->early_code && !bodiless)
-            return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
+            return send_problem(rq, rq->early_code, rq->early_msg, rq->allow);
         return MHD_YES;
     }
     if (rq->early_code) { /* a bodiless request refused on the first call */
@@ -415,13 +444,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             *upload_size = 0;
             return MHD_YES;
         }
-        return send_problem(c, rq->early_code, rq->early_msg, rq->allow);
+        return send_problem(rq, rq->early_code, rq->early_msg, rq->allow);
     }
     if (rq->late_code) /* resumed: the function's timeout passed */
-        return send_problem(c, rq->late_code, rq->late_msg, NULL);
+        return send_problem(rq, rq->late_code, rq->late_msg, NULL);
     if (rq->job) { /* resumed: the worker answered */
-        return send_json(c, rq->job->status, rq->job->body, rq->job->problem,
-                         rq->job->retry_after, NULL);
+        return send_job(rq, rq->job);
     }
     if (*upload_size) {
         if (util_now_ms() - rq->started_ms > (int64_t)H.cfg.body_timeout_s * 1000) {
@@ -454,7 +482,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->too_large) {
         char m[128];
         snprintf(m, sizeof m, "request body is over the limit of %zu bytes", H.cfg.max_body);
-        return send_problem(c, ERR_TOO_LARGE, m, NULL);
+        return send_problem(rq, ERR_TOO_LARGE, m, NULL);
     }
     /* the whole request is here: build the job */
     struct disp_job *job = xcalloc(1, sizeof *job);
@@ -490,14 +518,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (rc) {
         disp_job_free(job);
-        return send_problem(c, rc, e.msg, NULL);
+        return send_problem(rq, rc, e.msg, NULL);
     }
     if (job->kind == DISP_BUILTIN && builtin_inline(job->builtin)) {
         /* answered here: it reads only memory, so it answers even when every
          * worker is busy */
         builtin_run(job, NULL, NULL);
         rq->job = job;
-        return send_json(c, job->status, job->body, job->problem, job->retry_after, NULL);
+        return send_job(rq, job);
     }
     MHD_suspend_connection(c);
     if ((rc = disp_submit(job, &e))) {
@@ -516,6 +544,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct req *rq = *con_cls;
     if (!rq)
         return;
+    if (rq->status)
+        metrics_http_observe(rq->method, rq->route, rq->status, util_now_us() - rq->started_us);
     disp_job_free(rq->job);
     reg_release(rq->reg);
     http_match_clear(&rq->m);

@@ -131,3 +131,33 @@ int migrate_run(PGconn *pg, const struct migration *list, int *applied, struct e
     PQclear(PQexec(pg, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
     return rc;
 }
+
+int migrate_status(PGconn *pg, const struct migration *list, int *pending, int *unknown,
+                   struct err *e)
+{
+    *pending = *unknown = 0;
+    PGresult *r = PQexec(pg, "SELECT name FROM schema_migrations");
+    int rows = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        rows = PQntuples(r);
+    } else if (!strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ?: "", "42P01")) {
+        PQclear(r); /* undefined_table: never migrated, everything is pending */
+        r = NULL;
+    } else {
+        return fail(pg, r, "read schema_migrations", e);
+    }
+    for (const struct migration *m = list; m->name; m++) {
+        int found = 0;
+        for (int i = 0; i < rows && !found; i++)
+            found = !strcmp(PQgetvalue(r, i, 0), m->name);
+        *pending += !found;
+    }
+    for (int i = 0; i < rows; i++) {
+        const struct migration *m = list;
+        while (m->name && strcmp(m->name, PQgetvalue(r, i, 0)))
+            m++;
+        *unknown += !m->name;
+    }
+    PQclear(r);
+    return 0;
+}

@@ -28,4 +28,11 @@ extern const struct migration migrations_embedded[];
  * ERR_UNAVAILABLE / ERR_INTERNAL with the server's message. */
 int migrate_run(PGconn *pg, const struct migration *list, int *applied, struct err *e);
 
+/* How far the database is from list, without changing it: *pending gets the
+ * migrations of list not applied yet, *unknown those applied that list lacks
+ * (a newer binary migrated it). Checksums are not compared (migrate_run
+ * does). Returns 0, or ERR_UNAVAILABLE with the server's message. */
+int migrate_status(PGconn *pg, const struct migration *list, int *pending, int *unknown,
+                   struct err *e);
+
 #endif

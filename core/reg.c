@@ -64,6 +64,7 @@ void reg_fn_count(struct reg_fn *fn, int64_t t0_us, int failed)
     long long us = util_now_us() - t0_us;
     atomic_fetch_add(&fn->invocations, 1);
     atomic_fetch_add(&fn->duration_us, us);
+    metrics_observe(&fn->duration, us);
     long long max = atomic_load(&fn->duration_max_us);
     while (us > max && !atomic_compare_exchange_weak(&fn->duration_max_us, &max, us))
         ;
@@ -1093,7 +1094,11 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
         add_route(&b, "GET", "/streams/{stream_id}", REG_BUILTIN, NULL, REG_STREAM,
                   "the built-in stream reader");
         add_route(&b, "GET", "/healthz", REG_BUILTIN, NULL, REG_HEALTH,
-                  "the built-in health check");
+                  "the built-in liveness check");
+        add_route(&b, "GET", "/readyz", REG_BUILTIN, NULL, REG_READY,
+                  "the built-in readiness check");
+        add_route(&b, "GET", "/metrics", REG_BUILTIN, NULL, REG_METRICS,
+                  "the built-in metrics");
         add_route(&b, "GET", "/admin/functions", REG_BUILTIN, NULL, REG_FUNCTIONS,
                   "the built-in function list");
         add_route(&b, "GET", "/admin/parked", REG_BUILTIN, NULL, REG_PARKED,

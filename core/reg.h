@@ -33,6 +33,7 @@
 
 #include "core/err.h"
 #include "core/fn.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 enum reg_kind { REG_COMMAND, REG_QUERY, REG_PROJECTION, REG_REACTOR, REG_TIMER, REG_BUILTIN };
@@ -62,6 +63,7 @@ struct reg_fn {
     atomic_int in_flight;
     atomic_llong invocations, errors, rejections;
     atomic_llong duration_us, duration_max_us;
+    struct metrics_hist duration; /* the same invocations, for GET /metrics */
 };
 
 struct reg_module {
@@ -126,6 +128,8 @@ enum reg_builtin {
     REG_HOOK_RETRY,
     REG_PROJECTIONS,
     REG_REBUILD,
+    REG_READY,
+    REG_METRICS,
 };
 
 struct reg_route {

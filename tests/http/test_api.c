@@ -19,7 +19,7 @@
  *                         the business day they happened
  *
  * Projections are asynchronous: before reading a read model the test waits
- * until /healthz shows every projection's checkpoint at or past the position
+ * until /readyz shows every projection's checkpoint at or past the position
  * of the last command it sent. Every id carries a random per-run token so the
  * program can run again against the same database; global figures (summary,
  * daily, countries, rankings) are compared as differences or conditionally.
@@ -530,7 +530,7 @@ static void wait_at(const char *file, int line, const char *position)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     const char *last = "";
     for (;;) {
-        struct resp *r = SEND(shared, .method = "GET", .path = "/healthz");
+        struct resp *r = SEND(shared, .method = "GET", .path = "/readyz");
         last = r->body ? r->body : "";
         const json_t *ps = json_object_get(r->json, "projections");
         if (r->status == 200 && json_is_array(ps) && json_array_size(ps) > 0) {
@@ -555,11 +555,11 @@ static void wait_at(const char *file, int line, const char *position)
 /* Waits until every projection has seen everything committed so far. */
 static void wait_all_at(const char *file, int line)
 {
-    struct resp *r = SEND(shared, .method = "GET", .path = "/healthz");
+    struct resp *r = SEND(shared, .method = "GET", .path = "/readyz");
     json_t *j = ok_at(file, line, r, 200);
     const char *head = json_string_value(json_object_get(j, "position"));
     if (!head)
-        die(file, line, "healthz has no position: %s", r->body);
+        die(file, line, "readyz has no position: %s", r->body);
     wait_at(file, line, head);
 }
 #define WAIT_ALL() wait_all_at(__FILE__, __LINE__)

@@ -203,7 +203,7 @@ static json_t *until_200(const char *path)
 static void wait_caught_up(void)
 {
     for (int i = 0; i < 600; i++) {
-        struct reply r = req("GET", "/healthz", NULL);
+        struct reply r = req("GET", "/readyz", NULL);
         json_t *h = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
         free(r.body);
         int all = h != NULL && json_array_size(json_object_get(h, "projections")) > 0;
@@ -222,7 +222,7 @@ static void wait_caught_up(void)
 /* The newest readable event: unchanged when nothing was stored. */
 static char *position(void)
 {
-    json_t *h = get_json("/healthz");
+    json_t *h = get_json("/readyz");
     char *p = xstrdup(json_string_value(json_object_get(h, "position")) ?: "");
     json_decref(h);
     return p;

@@ -1,7 +1,7 @@
 /* tests/http/test_outage.c — outages of PostgreSQL and Redis under a running
  * server (issue 3, point 4):
  *  - PostgreSQL stopped: commands answer 503 with Retry-After at once (no
- *    hang, no crash), queries still answer from Redis, /healthz says "down";
+ *    hang, no crash), queries still answer from Redis, /readyz says "down";
  *    started again: the server reconnects by itself, the command retried
  *    with its Idempotency-Key lands once, and the projections (re-LISTENed)
  *    catch up;
@@ -78,7 +78,7 @@ static void postgres_outage(void **st)
     assert_int_equal(q.status, 200); /* queries read Redis */
     free(q.body);
     expect_503(call("GET", "/streams/cart-nothing", NULL, NULL), "/streams while PostgreSQL is down");
-    struct th_reply h = call("GET", "/healthz", NULL, NULL);
+    struct th_reply h = call("GET", "/readyz", NULL, NULL);
     assert_int_equal(h.status, 503);
     assert_non_null(strstr(h.body, "\"postgres\":\"down\""));
     free(h.body);

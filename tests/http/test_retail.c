@@ -12,7 +12,7 @@
  *   3. runs `$CQRSD_BIN load FILE --url $CQRSD_URL --limit N` (its stderr, a
  *      file, must get plain progress lines, no carriage return) and
  *      keeps its exit status and summary;
- *   4. polls GET /healthz until every projection's checkpoint has reached the
+ *   4. polls GET /readyz until every projection's checkpoint has reached the
  *      head position and says caught_up (60 s at most).
  * The tests then compare the SQL figures with the HTTP answers:
  *
@@ -729,7 +729,7 @@ static int summary_value(const char *prefix, const char *word, long *out)
 /* ---------- waiting for the read models ---------- */
 
 /* 1 when every projection is caught up with the head position, 0 when one is
- * behind, -1 when the body is not a /healthz object. */
+ * behind, -1 when the body is not a /readyz object. */
 static int health_caught_up(const json_t *h, char *why, size_t whysz)
 {
     const json_t *pos = json_object_get(h, "position");
@@ -766,14 +766,14 @@ static int wait_caught_up(void)
 
     for (;;) {
         json_t *h;
-        long st = http_get("/healthz", &h, NULL, err, sizeof err);
+        long st = http_get("/readyz", &h, NULL, err, sizeof err);
         int up = -1;
         if (st == 200)
             up = health_caught_up(h, why, sizeof why);
         else if (st == 0)
-            snprintf(why, sizeof why, "GET /healthz: %.400s", err);
+            snprintf(why, sizeof why, "GET /readyz: %.400s", err);
         else
-            snprintf(why, sizeof why, "GET /healthz answered %ld", st);
+            snprintf(why, sizeof why, "GET /readyz answered %ld", st);
         json_decref(h);
         if (up == 1)
             return 0;

@@ -307,7 +307,7 @@ static void failures_are_parked(void **state)
     long long rid = json_integer_value(json_object_get(json_array_get(pr, 0), "id"));
     json_decref(pr);
     json_decref(pp);
-    json_t *h = th_get_json(BASE_A, "/healthz");
+    json_t *h = th_get_json(BASE_A, "/readyz");
     assert_string_equal(json_string_value(json_object_get(h, "status")), "degraded");
     assert_true(json_integer_value(json_object_get(h, "parked")) >= 2);
     json_decref(h);

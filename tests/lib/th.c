@@ -92,7 +92,7 @@ json_t *th_get_json(const char *base, const char *path)
 void th_wait_caught_up(const char *base, int seconds)
 {
     for (int i = 0; i < seconds * 10; i++) {
-        struct th_reply r = th_call(NULL, base, "GET", "/healthz", NULL, NULL, 5);
+        struct th_reply r = th_call(NULL, base, "GET", "/readyz", NULL, NULL, 5);
         json_t *h = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
         th_reply_free(&r);
         int all = h != NULL;

@@ -30,7 +30,7 @@ void th_reply_free(struct th_reply *r);
 /* GET base + path; fails the test unless 200 with JSON. Caller decrefs. */
 json_t *th_get_json(const char *base, const char *path);
 
-/* Polls GET /healthz until every projection is caught_up; fails the test
+/* Polls GET /readyz until every projection is caught_up; fails the test
  * after `seconds`. */
 void th_wait_caught_up(const char *base, int seconds);
 

@@ -795,31 +795,31 @@ static void test_backoff(void **state)
     assert_int_equal(load_backoff_ms(7, 0, &seed), 0);
 }
 
-static void test_healthz(void **state)
+static void test_readyz(void **state)
 {
     const char *t = "0000000000000000000000000000000f";
 
     (void)state;
-    assert_int_equal(load_healthz_caught_up(
+    assert_int_equal(load_readyz_caught_up(
         "{\"status\":\"ok\",\"position\":\"00000000000000000000000000000010\","
         "\"projections\":[{\"name\":\"orders\",\"version\":1,\"checkpoint\":"
         "\"00000000000000000000000000000010\"},{\"name\":\"customers\","
         "\"version\":1,\"checkpoint\":\"0000000000000000000000000000000f\"}]}",
         t), 1);
-    assert_int_equal(load_healthz_caught_up(
+    assert_int_equal(load_readyz_caught_up(
         "{\"projections\":[{\"name\":\"orders\",\"checkpoint\":"
         "\"00000000000000000000000000000010\"},{\"name\":\"customers\","
         "\"checkpoint\":\"0000000000000000000000000000000e\"}]}", t), 0);
-    assert_int_equal(load_healthz_caught_up(
+    assert_int_equal(load_readyz_caught_up(
         "{\"projections\":[{\"name\":\"orders\",\"checkpoint\":null}]}", t), 0);
-    assert_int_equal(load_healthz_caught_up("{\"projections\":[]}", t), 1);
-    assert_int_equal(load_healthz_caught_up(
+    assert_int_equal(load_readyz_caught_up("{\"projections\":[]}", t), 1);
+    assert_int_equal(load_readyz_caught_up(
         "{\"projections\":[{\"name\":\"orders\",\"checkpoint\":"
         "\"00000000000000000000000000000000\"}]}", ""), 1);
-    assert_int_equal(load_healthz_caught_up("{\"status\":\"ok\"}", t), -1);
-    assert_int_equal(load_healthz_caught_up("{\"projections\":[1]}", t), -1);
-    assert_int_equal(load_healthz_caught_up("not json", t), -1);
-    assert_int_equal(load_healthz_caught_up(NULL, t), -1);
+    assert_int_equal(load_readyz_caught_up("{\"status\":\"ok\"}", t), -1);
+    assert_int_equal(load_readyz_caught_up("{\"projections\":[1]}", t), -1);
+    assert_int_equal(load_readyz_caught_up("not json", t), -1);
+    assert_int_equal(load_readyz_caught_up(NULL, t), -1);
 }
 
 static void test_format_stats(void **state)
@@ -858,7 +858,7 @@ int main(void)
         cmocka_unit_test(test_problem_message),
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_healthz),
+        cmocka_unit_test(test_readyz),
         cmocka_unit_test(test_format_stats),
     };
     const struct CMUnitTest tz_tests[] = {

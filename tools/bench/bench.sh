@@ -138,7 +138,7 @@ done
 
 # queries: wait until the read models hold every add-item, so GETs see full carts
 for _ in $(seq 300); do
-  curl -fsS "$URL/healthz" | grep -q '"caught_up": *false' || break
+  curl -fsS "$URL/readyz" | grep -q '"caught_up": *false' || break
   sleep 0.1
 done
 curl -fsS "$URL/carts/bench-1" -o "$TMP/body.json"

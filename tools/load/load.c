@@ -15,7 +15,7 @@
  * retried with backoff (honouring Retry-After); 422 counts as a rejected
  * line or an empty checkout; any other reply is an error, reported and
  * counted but never fatal. At the end the loader prints a summary, waits
- * for every projection checkpoint in GET /healthz to reach the largest
+ * for every projection checkpoint in GET /readyz to reach the largest
  * position it was given, and prints GET /stats/summary.
  *
  * Prices are never converted to floating point: UnitPrice goes to the
@@ -1268,7 +1268,7 @@ long load_backoff_ms(int attempt, long retry_after_ms, unsigned *seed)
     return base + (long)(rand_r(seed) % (unsigned)(base / 4 + 1));
 }
 
-int load_healthz_caught_up(const char *body, const char *target)
+int load_readyz_caught_up(const char *body, const char *target)
 {
     json_t *root, *projections, *p;
     size_t i;
@@ -1832,7 +1832,7 @@ static void print_summary(FILE *f, struct load_run *run, double elapsed)
 }
 
 /*
- * Polls GET /healthz until every projection checkpoint reaches position,
+ * Polls GET /readyz until every projection checkpoint reaches position,
  * then prints GET /stats/summary. Returns 0, or -1 after reporting why.
  */
 static int wait_for_read_models(struct load_run *run, const char *position)
@@ -1852,24 +1852,15 @@ static int wait_for_read_models(struct load_run *run, const char *position)
     if (!run->opts->quiet)
         run_message(run, "waiting for projections to reach position %s",
                     position[0] ? position : "(none)");
-    snprintf(url, sizeof url, "%s/healthz", run->base_url);
+    snprintf(url, sizeof url, "%s/readyz", run->base_url);
     for (;;) {
         st = http_perform(&c, url, headers, NULL);
         if (st == 200) {
-            int up = load_healthz_caught_up(c.body ? c.body : "", position);
-            json_t *h = json_loads(c.body ? c.body : "", 0, NULL);
-            const char *halted = json_string_value(json_object_get(h, "projections_halted"));
-
-            if (halted) { /* they will not move until someone fixes them */
-                run_message(run, "the server's projections halted: %s", halted);
-                json_decref(h);
-                goto done;
-            }
-            json_decref(h);
+            int up = load_readyz_caught_up(c.body ? c.body : "", position);
             if (up == 1)
                 break;
             if (up < 0)
-                snprintf(last, sizeof last, "GET /healthz reply is not "
+                snprintf(last, sizeof last, "GET /readyz reply is not "
                          "{\"projections\":[...]}");
             else
                 sanitise_copy(last, sizeof last, c.body, c.body_len);
@@ -1879,7 +1870,7 @@ static int wait_for_read_models(struct load_run *run, const char *position)
             char detail[200];
 
             load_problem_message(c.body, detail, sizeof detail);
-            snprintf(last, sizeof last, "GET /healthz answered %ld: %s", st,
+            snprintf(last, sizeof last, "GET /readyz answered %ld: %s", st,
                      detail);
         }
         if (now_s() >= deadline) {

@@ -221,11 +221,11 @@ long load_retry_after_ms(const char *value, time_t now);
 long load_backoff_ms(int attempt, long retry_after_ms, unsigned *seed);
 
 /*
- * Given a GET /healthz body, returns 1 when every entry of "projections"
+ * Given a GET /readyz body, returns 1 when every entry of "projections"
  * has a "checkpoint" >= target (strcmp on the position tokens), 0 when one
  * is behind or has no checkpoint, -1 when the body is not such an object.
  */
-int load_healthz_caught_up(const char *body, const char *target);
+int load_readyz_caught_up(const char *body, const char *target);
 
 /*
  * Formats a GET /stats/summary body as "read models: orders N  revenue D
