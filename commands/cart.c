@@ -240,6 +240,7 @@ const struct fn_command cart_open = {
     .evolve = cart_evolve,
     .decide = open_decide,
     .release = cart_release,
+    .fields = (const char *const[]){"customer_id", "country", NULL},
 };
 
 /* ---------- cart.add_item ---------- */
@@ -291,6 +292,7 @@ const struct fn_command cart_add_item = {
     .evolve = cart_evolve,
     .decide = add_item_decide,
     .release = cart_release,
+    .fields = (const char *const[]){"sku", "description", "quantity", "unit_price", NULL},
 };
 
 /* ---------- cart.remove_item ---------- */
@@ -348,6 +350,7 @@ const struct fn_command cart_remove_item = {
     .evolve = cart_evolve,
     .decide = remove_item_decide,
     .release = cart_release,
+    .fields = (const char *const[]){"sku", NULL},
 };
 
 /* ---------- cart.checkout ---------- */
@@ -415,6 +418,7 @@ const struct fn_command cart_checkout = {
     .evolve = cart_evolve,
     .decide = checkout_decide,
     .release = cart_release,
+    .fields = (const char *const[]){NULL},
 };
 
 /* ---------- cart.abandon (internal: the cart.abandonment timer's) ---------- */
@@ -474,4 +478,5 @@ const struct fn_command cart_abandon = {
     .evolve = cart_evolve,
     .decide = abandon_decide,
     .release = cart_release,
+    .fields = (const char *const[]){"idle_since_version", NULL},
 };

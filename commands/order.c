@@ -166,6 +166,7 @@ const struct fn_command order_pay = {
     .evolve = order_evolve,
     .decide = pay_decide,
     .release = order_release,
+    .fields = (const char *const[]){"amount", NULL},
 };
 
 /* ---------- order.cancel ---------- */
@@ -237,6 +238,7 @@ const struct fn_command order_cancel = {
     .evolve = order_evolve,
     .decide = cancel_decide,
     .release = order_release,
+    .fields = (const char *const[]){"reason", NULL},
 };
 
 /* ---------- order.expire (internal: the order.payment_timeout timer's) ---------- */
@@ -273,4 +275,5 @@ const struct fn_command order_expire = {
     .evolve = order_evolve,
     .decide = expire_decide,
     .release = order_release,
+    .fields = (const char *const[]){NULL},
 };

@@ -139,4 +139,5 @@ const struct fn_command return_record = {
     .evolve = return_evolve,
     .decide = record_decide,
     .release = NULL,
+    .fields = (const char *const[]){"lines", "customer_id", "country", NULL},
 };

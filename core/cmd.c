@@ -245,6 +245,33 @@ void cmd_run(struct disp_job *job, PGconn *pg)
     free(stream_id);
 }
 
+int cmd_check_fields(const struct fn_command *fc, const json_t *body,
+                     const struct disp_param *params, size_t nparams, struct err *e)
+{
+    if (!fc->fields)
+        return 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)body, key, v) {
+        int known = !strcmp(key, fc->id_field) || !strcmp(key, "occurred_at");
+        for (size_t i = 0; i < nparams && !known; i++)
+            known = !strcmp(key, params[i].name);
+        for (const char *const *f = fc->fields; *f && !known; f++)
+            known = !strcmp(key, *f);
+        if (known)
+            continue;
+        char list[400];
+        size_t w = (size_t)snprintf(list, sizeof list, "%s", fc->id_field);
+        for (const char *const *f = fc->fields; *f && w < sizeof list; f++)
+            w += (size_t)snprintf(list + w, sizeof list - w, ", %s", *f);
+        if (w < sizeof list)
+            snprintf(list + w, sizeof list - w, ", occurred_at");
+        return err_set(e, ERR_INVALID, "unknown field \"%.60s\" in the body of %s (its fields: %s)",
+                       util_text_ok(key, 60, 1) ? key : "?", fc->name, list);
+    }
+    return 0;
+}
+
 int cmd_prepare(const struct fn_command *fc, json_t *cmd, int generate_id,
                 const char *default_at, struct err *e)
 {

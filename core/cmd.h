@@ -18,6 +18,15 @@
 void cmd_run(struct disp_job *job, PGconn *pg);
 
 /*
+ * Refuses a field of body that fc does not read (fn_command.fields): not
+ * its id field, occurred_at, one of the route parameters params[0..nparams)
+ * nor one of fields. Returns 0 (always, when fc->fields is NULL) or
+ * ERR_INVALID naming the first such field and the ones fc takes.
+ */
+int cmd_check_fields(const struct fn_command *fc, const json_t *body,
+                     const struct disp_param *params, size_t nparams, struct err *e);
+
+/*
  * Checks and completes cmd (a command object: body plus route parameters)
  * for fc, in place: the id field must be an id (UTIL_ID_MAX bytes of text
  * without '/'), or absent for a creating command when generate_id (a UUID

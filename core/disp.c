@@ -159,6 +159,7 @@ void disp_job_free(struct disp_job *job)
     json_decref(job->cmd);
     json_decref(job->body);
     free(job->text);
+    free(job->request_id);
     free(job->request);
     free(job->idempotency_key);
     for (size_t i = 0; i < job->nparams; i++) {
@@ -369,6 +370,8 @@ static void *worker_main(void *arg)
             continue;
         }
         int64_t t0 = util_now_us();
+        struct reg_fn *jfn = disp_job_fn(job);
+        log_context(job->request_id, jfn ? jfn->name : NULL);
         worker_connect(&w);
         disp_run(job, w.pg, w.rc);
         if (job->kind != DISP_COMMAND && job->status == 503 &&
@@ -398,8 +401,10 @@ static void *worker_main(void *arg)
         if (late) { /* the watchdog answered the client: nobody waits for this */
             log_warn("%s finished %lld ms after its deadline, with status %d", fn ? fn->name : "a "
                      "built-in route", (long long)(util_now_ms() - job->deadline_ms), job->status);
+            log_context(NULL, NULL);
             disp_job_free(job);
         } else {
+            log_context(NULL, NULL); /* the job, and its request id, are the caller's now */
             job->done(job);
         }
     }

@@ -43,6 +43,7 @@ struct disp_job {
     int64_t expected;                 /* Expected-Version header; DISP_NO_EXPECTED = none given */
     struct disp_param *params;        /* owned */
     size_t nparams;
+    char *request_id;                 /* owned, may be NULL: for the logs (core/http.h) */
 
     /* result, set by the worker before done() */
     int status;        /* HTTP status */

@@ -34,7 +34,7 @@
 #include "rtime.h"
 
 /* The version of this header. A module built against another is refused. */
-#define FN_ABI_VERSION 2
+#define FN_ABI_VERSION 3
 
 /* Marks the one symbol of a module that the platform looks up; modules are
  * built with -fvisibility=hidden, so nothing else of theirs is exported. */
@@ -136,6 +136,12 @@ struct fn_command {
     /* Frees what evolve allocated inside state (not state itself); may be NULL. */
     void (*release)(void *state);
     struct fn_limits limits;
+    /* The body fields decide reads besides id_field, occurred_at and the
+     * route's parameters, NULL-terminated (ABI 3). An HTTP request carrying
+     * any other field is refused with 400 naming it, before decide runs: a
+     * typo ("customerid") is an error, not an absent field. NULL: every
+     * field is passed on unchecked. */
+    const char *const *fields;
 };
 
 /* ---------- projections ---------- */

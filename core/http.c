@@ -11,6 +11,7 @@
 #include "core/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -135,7 +136,21 @@ struct req {
     char method[8];   /* for the metrics: a known method, or "OTHER" */
     char route[128];  /* the pattern routed to, "" for none */
     int status;       /* the reply queued; 0 until then */
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    char path[256];   /* the URL as received, cut, for the access record */
+    int close;        /* answer with Connection: close */
 };
+
+/* 1 when h may serve as a request id (http.h). */
+static int request_id_ok(const char *h)
+{
+    size_t n = 0;
+    for (; h[n]; n++)
+        if (n == HTTP_REQUEST_ID_MAX ||
+            !(isalnum((unsigned char)h[n]) || strchr("._:-", h[n])))
+            return 0;
+    return n > 0;
+}
 
 /* Queues the reply: text of media type ctype when text is given, else body
  * as JSON (a problem when problem is set). */
@@ -166,6 +181,9 @@ static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, cons
     }
     if (allow && *allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+    if (rq->close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -322,6 +340,8 @@ static int build_command(struct req *rq, const char *method, const char *url,
     rc = take_params(rq, job, e);
     if (rc)
         return rc;
+    if ((rc = cmd_check_fields(fc, body, job->params, job->nparams, e)))
+        return rc;
     for (size_t i = 0; i < job->nparams; i++) {
         json_t *given = json_object_get(body, job->params[i].name);
         if (given && !(json_is_string(given) && !strcmp(json_string_value(given), job->params[i].value)))
@@ -380,13 +400,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         for (size_t i = 0; i < sizeof known / sizeof *known; i++)
             if (!strcmp(method, known[i]))
                 snprintf(rq->method, sizeof rq->method, "%s", known[i]);
+        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && request_id_ok(rid))
+            snprintf(rq->request_id, sizeof rq->request_id, "%s", rid);
+        else
+            util_uuid4(rq->request_id);
+        snprintf(rq->path, sizeof rq->path, "%s", url);
         /* HEAD is GET without a body (RFC 9110 §9.3.2); libmicrohttpd drops the body */
         struct reg *src = NULL;
         rq->reg = reg_current();
         int rc = rq->reg ? http_route(rq->reg, strcmp(method, "HEAD") ? method : "GET", url,
                                       &rq->m, rq->allow)
                          : ERR_UNAVAILABLE;
-        if (rc == ERR_UNAVAILABLE) {
+        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") &&
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length")) {
+            /* which one frames the body is ambiguous (a way to smuggle a
+             * request past a proxy): refused, and the connection closed
+             * after the answer, as RFC 9112 §6.1 requires */
+            rq->early_code = ERR_INVALID;
+            rq->close = 1;
+            snprintf(rq->early_msg, sizeof rq->early_msg,
+                     "a request must not carry both Transfer-Encoding and Content-Length "
+                     "(RFC 9112 section 6.1); the connection is closed");
+        } else if (rc == ERR_UNAVAILABLE) {
             rq->early_code = rc;
             snprintf(rq->early_msg, sizeof rq->early_msg, "no modules are loaded yet");
         } else if (rc == ERR_NOT_FOUND) {
@@ -494,6 +530,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     job->reg = rq->reg; /* the request runs on the generation it was routed in */
     rq->reg = NULL;
     job->expected = DISP_NO_EXPECTED;
+    job->request_id = xstrdup(rq->request_id);
     job->done = job_done;
     job->expired = job_expired;
     job->user = rq;
@@ -540,12 +577,34 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     (void)cls;
     (void)c;
-    (void)toe;
     struct req *rq = *con_cls;
     if (!rq)
         return;
+    int64_t us = util_now_us() - rq->started_us;
     if (rq->status)
-        metrics_http_observe(rq->method, rq->route, rq->status, util_now_us() - rq->started_us);
+        metrics_http_observe(rq->method, rq->route, rq->status, us);
+    if (H.cfg.access_log && log_enabled(LOG_INFO)) {
+        /* a command's reply names its stream */
+        const char *stream = rq->job && rq->job->kind == DISP_COMMAND && !rq->job->problem
+                                 ? json_string_value(json_object_get(rq->job->body, "stream"))
+                                 : NULL;
+        struct log_field f[] = {
+            {"method", rq->method, 0},
+            {"path", rq->path, 0},
+            {"route", rq->route, 0},
+            {"status", NULL, rq->status},
+            {"duration_ms", NULL, (double)(us / 10) / 100},
+            {"request_id", rq->request_id, 0},
+            {"stream", stream, 0},
+        };
+        size_t nf = sizeof f / sizeof *f - (stream == NULL);
+        if (rq->status)
+            log_with(LOG_INFO, f, nf, "%s %s %d", rq->method, rq->path, rq->status);
+        else /* the client went away before a reply */
+            log_with(LOG_INFO, f, nf, "%s %s: no reply (%s)", rq->method, rq->path,
+                     toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timed out"
+                                                                   : "connection closed");
+    }
     disp_job_free(rq->job);
     reg_release(rq->reg);
     http_match_clear(&rq->m);

@@ -19,7 +19,15 @@ struct http_config {
     unsigned threads;       /* HTTP threads (parse only, never wait on a database) */
     int reuse_port;         /* 1: SO_REUSEPORT, several processes share the port (the
                              * kernel spreads connections); 0: a port in use is an error */
+    int access_log;         /* 1: a record per request at info (method, path, route,
+                             * status, duration_ms, request_id, stream) */
 };
+
+/* Every request has an id: its X-Request-Id header when that is 1 to 128
+ * characters of A-Z a-z 0-9 . _ : - (a proxy's or the client's), else a new
+ * UUID (RFC 9562 version 4). The reply echoes it in X-Request-Id; the access
+ * record and every record of the worker serving it carry it. */
+#define HTTP_REQUEST_ID_MAX 128
 
 /* Starts listening. Returns 0, ERR_INVALID (bad addr) or ERR_UNAVAILABLE
  * (cannot bind) with a message. */

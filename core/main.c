@@ -3,7 +3,7 @@
  * Configuration comes from the environment (DESIGN.md §6): DATABASE_URL,
  * REDIS_URL, CQRSD_MODULES (the e-commerce module beside the binary),
  * CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4),
- * CQRSD_LOG_LEVEL (info), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
+ * CQRSD_LOG_LEVEL (info), CQRSD_LOG_FORMAT (json), CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY
  * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
  * CQRSD_HTTP_TIMEOUT (30 s, idle), CQRSD_BODY_TIMEOUT (30 s for a whole request body).
  */
@@ -72,6 +72,7 @@ static int usage(FILE *f, int code)
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
+          "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1),\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
           "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
@@ -154,26 +155,44 @@ static int check_schema(void)
         log_warn("%s; serving anyway, answering 503 until it is back", e.msg);
         return 0;
     }
-    int missing = 0;
-    PGresult *r = PQexec(pg, "SELECT name FROM schema_migrations");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        missing = 1;
-    } else {
-        for (const struct migration *m = migrations_embedded; m->name; m++) {
-            int found = 0;
-            for (int i = 0; i < PQntuples(r) && !found; i++)
-                found = !strcmp(PQgetvalue(r, i, 0), m->name);
-            missing += !found;
-        }
-    }
-    PQclear(r);
+    int pending = 0, unknown = 0;
+    int rc = migrate_status(pg, migrations_embedded, &pending, &unknown, &e);
     PQfinish(pg);
-    if (missing) {
+    if (rc) {
+        log_warn("%s; serving anyway", e.msg);
+        return 0;
+    }
+    if (pending) {
         fprintf(stderr, "cqrsd: the database lacks %d migration%s of this binary: run `cqrsd migrate`\n",
-                missing ? missing : 1, missing == 1 ? "" : "s");
+                pending, pending == 1 ? "" : "s");
         return -1;
     }
     return 0;
+}
+
+/* The settings serve reads as text, checked before anything starts: exit 2
+ * naming the variable (the numbers are env_int's). */
+static void check_settings_or_die(void)
+{
+    struct err e = {0};
+    struct rm_url u;
+    if (rm_url_parse(env_or("REDIS_URL", DEFAULT_REDIS_URL), &u, &e)) {
+        fprintf(stderr, "cqrsd: %s\n", e.msg);
+        exit(2);
+    }
+    memset(u.password, 0, sizeof u.password);
+    char *why = NULL;
+    PQconninfoOption *o = PQconninfoParse(env_or("DATABASE_URL", DEFAULT_DATABASE_URL), &why);
+    if (!o) {
+        size_t l = why ? strlen(why) : 0;
+        while (l && why[l - 1] == '\n')
+            why[--l] = '\0';
+        fprintf(stderr, "cqrsd: DATABASE_URL is not a PostgreSQL connection string or URI "
+                        "(PostgreSQL docs §34.1.1): %s\n", why ? why : "out of memory");
+        PQfreemem(why);
+        exit(2);
+    }
+    PQconninfoFree(o);
 }
 
 static int cmd_serve(void)
@@ -185,6 +204,7 @@ static int cmd_serve(void)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit: only sigwait sees them */
     signal(SIGPIPE, SIG_IGN);
+    check_settings_or_die();
     load_modules_or_die(1);
     if (check_schema())
         return 1;
@@ -204,6 +224,7 @@ static int cmd_serve(void)
         .body_timeout_s = (unsigned)env_int("CQRSD_BODY_TIMEOUT", 30, 1, 3600),
         .threads = 2,
         .reuse_port = env_int("CQRSD_HTTP_REUSEPORT", 0, 0, 1),
+        .access_log = env_int("CQRSD_ACCESS_LOG", 1, 0, 1),
     };
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
     struct hook_config kc = {
@@ -454,7 +475,16 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    log_set_level_from_env();
+    char why[300];
+    if (log_configure(why, sizeof why)) {
+        fprintf(stderr, "cqrsd: %s\n", why);
+        return 2;
+    }
+    const char *tz = getenv("CQRSD_TIMEZONE");
+    if (rtime_zone_check(tz && *tz ? tz : "Europe/London", why, sizeof why)) {
+        fprintf(stderr, "cqrsd: %s\n", why);
+        return 2;
+    }
     rtime_init();
     if (argc < 2)
         return usage(stderr, 2);

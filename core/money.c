@@ -44,6 +44,8 @@ int money_parse_wide(const char *s, int64_t *out, struct err *e)
             too_large = 1;
     if (too_large || (!neg && v == INT64_MIN))
         return err_set(e, ERR_INVALID, "amount \"%.40s\" is too large", s);
+    if (neg && v == 0) /* zero has one spelling: a "-0" read back would differ */
+        return err_set(e, ERR_INVALID, "amount \"%.40s\" is a negative zero: write 0", s);
     *out = neg ? v : -v;
     return 0;
 }

@@ -19,7 +19,8 @@
 
 /* Parses a decimal string: optional '-', digits, optional '.' and 1 to 3
  * fractional digits ("12", "2.5", "0.001", "-3.10"). No exponent, no spaces,
- * no '+', at least one integer digit. |value| must be <= MONEY_MAX_INPUT.
+ * no '+', at least one integer digit, no negative zero ("-0", "-0.00": zero
+ * has one spelling). |value| must be <= MONEY_MAX_INPUT.
  * Returns 0 and sets *out, or ERR_INVALID with a message naming what is wrong. */
 int money_parse(const char *s, int64_t *out, struct err *e);
 

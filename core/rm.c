@@ -4,6 +4,8 @@
  * checkpoint before its first write and sets the checkpoints after its last. */
 #include "core/rm.h"
 
+#include <ctype.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,48 +161,92 @@ static const char SWITCH_LUA[] =
     "redis.call('SET', ARGV[4], 'retired', 'PX', 86400000)\n"
     "return redis.status_reply('SWITCHED')\n";
 
-redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
+/* Percent-decodes s[0..n) into out[cap]; -1 when it does not fit or has a
+ * bad escape. */
+static int pct_decode(const char *s, size_t n, char *out, size_t cap)
 {
-    char host[256];
-    int port = 6379, db = 0;
-    if (!url || strncmp(url, "redis://", 8)) {
-        err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is not redis://host:port[/db]", url ? url : "");
-        return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            unsigned v;
+            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+                !isxdigit((unsigned char)s[i + 2]) || sscanf(s + i + 1, "%2x", &v) != 1)
+                return -1;
+            c = (int)v;
+            i += 2;
+        }
+        if (w + 1 >= cap)
+            return -1;
+        out[w++] = (char)c;
     }
-    const char *p = url + 8, *at = strchr(p, '@');
-    if (at)
-        p = at + 1; /* no authentication in this version: credentials ignored */
+    out[w] = '\0';
+    return 0;
+}
+
+int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
+{
+    memset(u, 0, sizeof *u);
+    u->port = 6379;
+    /* url as the messages show it: the password masked */
+    char shown[300];
+    const char *sch = url ? strstr(url, "://") : NULL, *sat = url ? strrchr(url, '@') : NULL;
+    const char *scolon = sch && sat && sat > sch + 3 ? memchr(sch + 3, ':', (size_t)(sat - sch - 3)) : NULL;
+    if (scolon)
+        snprintf(shown, sizeof shown, "%.*s:***%.200s", (int)(scolon - url), url, sat);
+    else
+        snprintf(shown, sizeof shown, "%.200s", url ? url : "");
+    if (!url || strncmp(url, "redis://", 8))
+        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is not redis://host:port[/db]",
+                       shown);
+    const char *p = url + 8, *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return err_set(e, ERR_INVALID, "REDIS_URL has a user but no password: write "
+                                           "redis://user:password@host (or :password@host)");
+        if (pct_decode(p, (size_t)(colon - p), u->user, sizeof u->user) ||
+            pct_decode(colon + 1, (size_t)(at - colon - 1), u->password, sizeof u->password))
+            return err_set(e, ERR_INVALID, "REDIS_URL has a malformed or too long user or "
+                                           "password (percent-encode reserved characters)");
+        u->has_password = 1;
+        p = at + 1;
+    }
     size_t hl = strcspn(p, ":/");
-    if (hl == 0 || hl >= sizeof host) {
-        err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has no host", url);
-        return NULL;
-    }
-    memcpy(host, p, hl);
-    host[hl] = '\0';
+    if (hl == 0 || hl >= sizeof u->host)
+        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has no host", shown);
+    memcpy(u->host, p, hl);
     p += hl;
     if (*p == ':') {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v < 1 || v > 65535) {
-            err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad port", url);
-            return NULL;
-        }
-        port = (int)v;
+        if (end == p + 1 || v < 1 || v > 65535 || (*end && *end != '/'))
+            return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad port", shown);
+        u->port = (int)v;
         p = end;
     }
     if (*p == '/' && p[1]) {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (*end || v < 0 || v > 15) {
-            err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad database number", url);
-            return NULL;
-        }
-        db = (int)v;
+        if (*end || end == p + 1 || v < 0 || v > 15)
+            return err_set(e, ERR_INVALID,
+                           "REDIS_URL \"%s\" has a bad database number: 0 to 15", shown);
+        u->db = (int)v;
+    } else if (*p && strcmp(p, "/")) {
+        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is not redis://host:port[/db]", shown);
     }
+    return 0;
+}
+
+redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
+{
+    struct rm_url u;
+    if (rm_url_parse(url, &u, e))
+        return NULL;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *rc = redisConnectWithTimeout(host, port, tv);
+    redisContext *rc = redisConnectWithTimeout(u.host, u.port, tv);
     if (!rc || rc->err) {
-        err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", host, port,
+        err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", u.host, u.port,
                 rc ? rc->errstr : "out of memory");
         if (rc)
             redisFree(rc);
@@ -208,13 +254,28 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
     }
     redisSetTimeout(rc, tv);
     redisEnableKeepAlive(rc);
-    if (db) {
-        redisReply *r = redisCommand(rc, "SELECT %d", db);
+    if (u.has_password) {
+        redisReply *r = *u.user ? redisCommand(rc, "AUTH %s %s", u.user, u.password)
+                                : redisCommand(rc, "AUTH %s", u.password);
+        memset(u.password, 0, sizeof u.password);
+        if (!r || r->type != REDIS_REPLY_STATUS) {
+            err_set(e, ERR_UNAVAILABLE,
+                    "Redis at %s:%d refused the credentials of REDIS_URL: %.200s", u.host, u.port,
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            redisFree(rc);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    if (u.db) {
+        redisReply *r = redisCommand(rc, "SELECT %d", u.db);
         int ok = r && r->type == REDIS_REPLY_STATUS;
         if (r)
             freeReplyObject(r);
         if (!ok) {
-            err_set(e, ERR_UNAVAILABLE, "could not select Redis database %d", db);
+            err_set(e, ERR_UNAVAILABLE, "could not select Redis database %d", u.db);
             redisFree(rc);
             return NULL;
         }

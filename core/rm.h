@@ -28,9 +28,26 @@
 #include "core/err.h"
 #include "core/fn_int.h"
 
-/* Connects to url "redis://host:port[/db]" with a connect/command timeout of
- * timeout_ms. Returns NULL and sets e (ERR_INVALID for a bad URL,
- * ERR_UNAVAILABLE otherwise). Caller frees with redisFree. */
+/* A Redis URL, "redis://[[user]:password@]host[:port][/db]" (the redis URI
+ * scheme, IANA provisional registration; userinfo percent-decoded as RFC
+ * 3986 §2.1 says): port 6379 and database 0 when absent; db 0 to 15 (Redis's
+ * default `databases 16`); user "" means the default user. */
+struct rm_url {
+    char host[256];
+    int port, db;
+    char user[128], password[256];
+    int has_password;
+};
+
+/* Parses url into *u. Returns 0, or ERR_INVALID with e naming REDIS_URL and
+ * what is wrong. */
+int rm_url_parse(const char *url, struct rm_url *u, struct err *e);
+
+/* Connects to url (rm_url_parse) with a connect/command timeout of
+ * timeout_ms, authenticates (AUTH [user] password) when it has a password,
+ * and selects its database. Returns NULL and sets e (ERR_INVALID for a bad
+ * URL, ERR_UNAVAILABLE otherwise, with Redis's reply when AUTH is refused).
+ * Caller frees with redisFree. */
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e);
 
 /* The key prefix of a build of a projection version (above), e.g.

@@ -15,6 +15,27 @@ void rtime_init(void)
     tzset();
 }
 
+int rtime_zone_check(const char *tz, char *why, size_t n)
+{
+    const char *dir = getenv("TZDIR");
+    if (!dir || !*dir)
+        dir = "/usr/share/zoneinfo";
+    char path[512], magic[4] = {0};
+    int ok = tz && *tz && *tz != '/' && !strstr(tz, "..") && strlen(tz) < 200;
+    if (ok) {
+        snprintf(path, sizeof path, "%s/%s", dir, tz);
+        FILE *f = fopen(path, "rb");
+        ok = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "TZif", 4);
+        if (f)
+            fclose(f);
+    }
+    if (!ok)
+        snprintf(why, n, "CQRSD_TIMEZONE \"%.60s\" is not a zone of the tz database in %s "
+                         "(a name such as Europe/London or UTC; is tzdata installed?)",
+                 tz ? tz : "", dir);
+    return ok ? 0 : -1;
+}
+
 int64_t rtime_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;

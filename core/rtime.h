@@ -9,6 +9,7 @@
 #ifndef CQRSD_RTIME_H
 #define CQRSD_RTIME_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -18,6 +19,11 @@
 /* Sets TZ for the process to CQRSD_TIMEZONE or Europe/London. Call once at
  * start. The platform calls it; it is not exported to modules. */
 void rtime_init(void);
+
+/* 0 when tz names a zone of the tz database (a TZif file under $TZDIR or
+ * /usr/share/zoneinfo, tzfile(5)), else -1 with why[n] naming
+ * CQRSD_TIMEZONE. Without this check an unknown name silently means UTC. */
+int rtime_zone_check(const char *tz, char *why, size_t n);
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" ('t', 'z' and a space
  * for 'T' are accepted as RFC 3339 allows). Fractions beyond microseconds are

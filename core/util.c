@@ -181,39 +181,162 @@ int64_t util_now_us(void)
 }
 
 static enum log_level min_level = LOG_INFO;
+static int log_json = 1;
+static __thread const char *ctx_request_id, *ctx_function;
 
-void log_set_level_from_env(void)
+int log_configure(char *why, size_t n)
 {
+    static const char *levels[] = {"debug", "info", "warn", "error"};
     const char *v = getenv("CQRSD_LOG_LEVEL");
-    if (!v)
-        return;
-    if (!strcmp(v, "debug"))
-        min_level = LOG_DEBUG;
-    else if (!strcmp(v, "info"))
-        min_level = LOG_INFO;
-    else if (!strcmp(v, "warn"))
-        min_level = LOG_WARN;
-    else if (!strcmp(v, "error"))
-        min_level = LOG_ERROR;
+    int lvl = LOG_INFO;
+    if (v && *v) {
+        for (lvl = 0; lvl < 4 && strcmp(v, levels[lvl]); lvl++)
+            ;
+        if (lvl == 4) {
+            snprintf(why, n, "CQRSD_LOG_LEVEL must be debug, info, warn or error, got \"%.40s\"",
+                     v);
+            return -1;
+        }
+    }
+    const char *f = getenv("CQRSD_LOG_FORMAT");
+    if (f && *f && strcmp(f, "json") && strcmp(f, "text")) {
+        snprintf(why, n, "CQRSD_LOG_FORMAT must be json or text, got \"%.40s\"", f);
+        return -1;
+    }
+    min_level = (enum log_level)lvl;
+    log_json = !f || !*f || !strcmp(f, "json");
+    return 0;
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+int log_enabled(enum log_level lvl)
+{
+    return lvl >= min_level;
+}
+
+void log_context(const char *request_id, const char *function)
+{
+    ctx_request_id = request_id;
+    ctx_function = function;
+}
+
+/* Appends s to line[*w..n) as the inside of a JSON string (RFC 8259 §7):
+ * quote, backslash and control characters escaped, a byte that is not part
+ * of valid UTF-8 written as U+FFFD. Stops short when full. */
+static void json_escape(char *line, size_t n, size_t *w, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && *w + 8 < n) {
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            line[(*w)++] = '\\';
+            line[(*w)++] = (char)c;
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            *w += (size_t)snprintf(line + *w, n - *w, "\\u%04x", c);
+            p++;
+        } else if (c < 0x80) {
+            line[(*w)++] = (char)c;
+            p++;
+        } else {
+            /* the length of a valid sequence here, 0 if none (util_text_ok's rules) */
+            int len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+            unsigned cp = c & (0x7f >> len);
+            for (int i = 1; i < len; i++) {
+                if ((p[i] & 0xc0) != 0x80) {
+                    len = 0;
+                    break;
+                }
+                cp = (cp << 6) | (p[i] & 0x3f);
+            }
+            if ((len == 2 && cp < 0x80) || (len == 3 && (cp < 0x800 || (cp >= 0xd800 &&
+                                                                         cp <= 0xdfff))) ||
+                (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                len = 0;
+            if (len) {
+                memcpy(line + *w, p, (size_t)len);
+                *w += (size_t)len;
+                p += len;
+            } else {
+                memcpy(line + *w, "\xef\xbf\xbd", 3);
+                *w += 3;
+                p++;
+            }
+        }
+    }
+}
+
+static void vlog(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt,
+                 va_list ap)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     if (lvl < min_level)
         return;
-    char line[2048];
-    struct timespec ts;
+    char msg[2048], line[4096], ts[40];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    struct timespec now;
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof line - (size_t)n, ".%03ldZ %s ", ts.tv_nsec / 1000000, names[lvl]);
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof ts - tl, ".%03ld+00:00", now.tv_nsec / 1000000);
+    struct log_field all[24];
+    size_t na = 0;
+    for (size_t i = 0; i < nf && na < 22; i++)
+        all[na++] = f[i];
+    if (ctx_request_id)
+        all[na++] = (struct log_field){"request_id", ctx_request_id, 0};
+    if (ctx_function)
+        all[na++] = (struct log_field){"function", ctx_function, 0};
+    size_t w = 0, n = sizeof line - 2;
+    if (log_json) {
+        w += (size_t)snprintf(line, n, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                              names[lvl]);
+        json_escape(line, n, &w, msg);
+        line[w++] = '"';
+        for (size_t i = 0; i < na && w + 40 < n; i++) {
+            line[w++] = ',';
+            line[w++] = '"';
+            json_escape(line, n - 32, &w, all[i].key);
+            line[w++] = '"';
+            line[w++] = ':';
+            if (all[i].str) {
+                line[w++] = '"';
+                json_escape(line, n - 4, &w, all[i].str);
+                line[w++] = '"';
+            } else {
+                w += (size_t)snprintf(line + w, n - w, "%.15g", all[i].num);
+            }
+        }
+        line[w++] = '}';
+    } else {
+        w += (size_t)snprintf(line, n, "%s %s %s", ts, names[lvl], msg);
+        for (size_t i = 0; i < na && w + 4 < n; i++) {
+            if (all[i].str)
+                w += (size_t)snprintf(line + w, n - w, " %s=%s", all[i].key, all[i].str);
+            else
+                w += (size_t)snprintf(line + w, n - w, " %s=%.15g", all[i].key, all[i].num);
+            if (w > n)
+                w = n;
+        }
+    }
+    line[w] = '\0';
+    fprintf(stderr, "%s\n", line); /* one write per line: stdio locks the stream */
+}
+
+void log_with(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vlog(lvl, f, nf, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line); /* one write per line: stdio locks the stream */
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, NULL, 0, fmt, ap);
+    va_end(ap);
 }
 
 int util_text_ok(const char *s, size_t max, int allow_slash)

@@ -61,11 +61,37 @@ int64_t util_now_us(void);
  * Not for anything an attacker chooses the keys of and needs to be slow on. */
 uint64_t util_fnv1a(const char *s);
 
-/* Log levels; CQRSD_LOG_LEVEL=debug|info|warn|error (default info). */
+/* Logs: one line per record on stderr, each a JSON object
+ * {"time","level","msg", and the fields given, and those of the thread's
+ * context} (CQRSD_LOG_FORMAT=json, the default), or "time level msg
+ * key=value ..." (text). time is RFC 3339 in UTC with milliseconds
+ * ("2026-12-04T01:05:19.941+00:00"). Thread-safe: one write per line. */
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
-void log_set_level_from_env(void);
-/* One line to stderr: RFC 3339 UTC time, level, message. Thread-safe. */
+
+/* Reads CQRSD_LOG_LEVEL (debug|info|warn|error, default info) and
+ * CQRSD_LOG_FORMAT (json|text, default json). Returns 0, or -1 with why
+ * (naming the variable) in why[n] and nothing changed. */
+int log_configure(char *why, size_t n);
+
+/* A field of a record: a string (str) or, when str is NULL, the number num. */
+struct log_field {
+    const char *key;
+    const char *str;
+    double num;
+};
+
+/* The calling thread's context, added to each of its records until changed:
+ * the request id and the function it serves (either may be NULL). Borrowed:
+ * the caller keeps them alive until it sets others (log_context(NULL, NULL)). */
+void log_context(const char *request_id, const char *function);
+
+/* One record with the fields f[0..nf). */
+void log_with(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* One record without fields of its own. */
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 when records of lvl are written (to skip building an access record). */
+int log_enabled(enum log_level lvl);
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

@@ -9,7 +9,8 @@ PKGS=(gcc make pkg-config
       libpq-dev libmicrohttpd-dev libjansson-dev libhiredis-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev zlib1g-dev libcsv-dev
       postgresql-15 postgresql-client-15 redis-server redis-tools
-      tzdata curl ca-certificates procps)
+      tzdata curl ca-certificates procps
+      jq)  # jq: tests/http/test_config.sh reads the JSON logs
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)
 elif [ "${1:-}" = "--bench" ]; then

@@ -160,6 +160,7 @@ static const struct fn_command loyalty_redeem = {
     .evolve = evolve,
     .decide = redeem,
     .release = release,
+    .fields = (const char *const[]){"points", "reason", NULL},
 };
 
 /* ---------- the reactor ---------- */

@@ -11,7 +11,11 @@
  *    ids with '/', empty or over 200 bytes are refused;
  *  - SQL and Redis look-alike text is stored verbatim;
  *  - a legal but large return (1,114 lines) and a 200-line order;
- *  - a client that sends its body too slowly blocks nobody.
+ *  - a client that sends its body too slowly blocks nobody;
+ *  - strict bodies: a price of "-0", an unknown field (a typo such as
+ *    "customerid") are 400s naming them; a request with both
+ *    Transfer-Encoding and Content-Length is answered 400 and its connection
+ *    closed (RFC 9112 §6.1), nothing stored.
  * Runs under tools/test.sh: CQRSD_URL. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -699,6 +703,88 @@ static void slow_body(void **st)
 /* A body trickling in, a byte every 0.5 s, never trips the idle timeout;
  * the server drops it once CQRSD_BODY_TIMEOUT has passed (tools/test.sh
  * sets 3 s), and goes on serving others. */
+/* Sends text on a new connection to the server and reads until the server
+ * closes it or 3 s pass: the bytes read (owned), *eof 1 when it closed. */
+static char *raw_exchange(const char *text, int *eof)
+{
+    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
+    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+    size_t len = 0, cap = 65536;
+    char *out = xmalloc(cap);
+    *eof = 0;
+    for (;;) {
+        ssize_t n = recv(fd, out + len, cap - len - 1, 0);
+        if (n == 0)
+            *eof = 1;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len + 1 >= cap)
+            break;
+    }
+    out[len] = '\0';
+    close(fd);
+    return out;
+}
+
+static void strict_bodies(void **st)
+{
+    (void)st;
+    char cart[64];
+    snprintf(cart, sizeof cart, "strict-%s", run_id);
+    open_cart(cart);
+    const char *zeros[] = {"-0", "-0.00", "-000.0"};
+    for (size_t i = 0; i < sizeof zeros / sizeof *zeros; i++) {
+        char *b = xasprintf("{\"sku\":\"Z\",\"quantity\":1,\"unit_price\":\"%s\"}", zeros[i]);
+        hostile_item(cart, b, strlen(b), 400, 400, "is a negative zero", zeros[i]);
+        free(b);
+    }
+    const char *typo = "{\"sku\":\"Z\",\"quantity\":1,\"unit_price\":\"1.00\",\"colour\":\"red\"}";
+    hostile_item(cart, typo, strlen(typo), 400, 400, "unknown field \"colour\"", "unknown field");
+
+    /* a typo in POST /carts: refused, and no guest cart made */
+    char *sid = xasprintf("cart-%s-typo", cart);
+    char *body = xasprintf("{\"cart_id\":\"%s-typo\",\"customerid\":\"17850\"}", cart);
+    struct reply r = req("POST", "/carts", body);
+    expect_problem(&r, 400, "unknown field \"customerid\" in the body of cart.open", "customerid");
+    if (!strstr(r.body, "customer_id"))
+        fail_msg("the problem does not name the fields cart.open takes: %s", r.body);
+    free(r.body);
+    assert_int_equal(stream_events(sid, 0, "customerid"), 0);
+
+    /* both Transfer-Encoding and Content-Length: 400, then the connection closes */
+    char *text = xasprintf("POST /carts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "%zx\r\n{\"cart_id\":\"%s-te\"}\r\n0\r\n\r\n"
+                           "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                           strlen(cart) + 17, cart);
+    int eof = 0;
+    char *got = raw_exchange(text, &eof);
+    if (strncmp(got, "HTTP/1.1 400 ", 13) || !strstr(got, "Transfer-Encoding and Content-Length"))
+        fail_msg("TE and CL: %.600s", got);
+    if (!strcasestr(got, "\r\nConnection: close\r\n") || !eof)
+        fail_msg("TE and CL: the connection stayed open (eof %d): %.600s", eof, got);
+    if (strstr(got, "\"alive\""))
+        fail_msg("TE and CL: the request after it was served: %.600s", got);
+    free(got);
+    free(text);
+    free(sid);
+    sid = xasprintf("cart-%s-te", cart);
+    assert_int_equal(stream_events(sid, 0, "TE and CL"), 0);
+    free(sid);
+    free(body);
+}
+
 static void trickled_body_is_cut_off(void **st)
 {
     (void)st;
@@ -763,6 +849,7 @@ int main(void)
         cmocka_unit_test(verbatim_text),
         cmocka_unit_test(large_but_legal), cmocka_unit_test(slow_body),
         cmocka_unit_test(trickled_body_is_cut_off),
+        cmocka_unit_test(strict_bodies),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_easy_cleanup(conn);

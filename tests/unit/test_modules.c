@@ -98,7 +98,7 @@ static void ecommerce_alone(void **state)
 static void refusals(void **state)
 {
     (void)state;
-    refused("old_abi", "old_abi.so", "ABI version 1", "ABI version 2", NULL);
+    refused("old_abi", "old_abi.so", "ABI version 1", "ABI version 3", NULL);
     refused("dup_command", "duplicate function name",
             "command cart.open (module ecommerce)", "command cart.open (module dup_command)",
             NULL);

@@ -91,6 +91,9 @@ static const struct fn_command @NAME@_record = {
     .state_size = sizeof(struct item),
     .evolve = evolve,
     .decide = record,
+    /* what the body may carry besides item_id and occurred_at: anything else
+     * is refused with 400 naming it */
+    .fields = (const char *const[]){"amount", "note", NULL},
 };
 
 /* ---------- projection @NAME@_totals ---------- */
