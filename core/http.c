@@ -13,10 +13,12 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/builtin.h"
 #include "core/cmd.h"
@@ -30,6 +32,8 @@
 static struct {
     struct http_config cfg;
     struct MHD_Daemon *d;
+    atomic_int in_flight; /* struct req alive: received, not completed */
+    atomic_int draining, refused;
 } H;
 
 /* ---------- routing ---------- */
@@ -391,6 +395,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct req *rq = *con_cls;
     if (!rq) {
         rq = xcalloc(1, sizeof *rq);
+        atomic_fetch_add(&H.in_flight, 1);
         rq->conn = c;
         rq->started_ms = util_now_ms();
         rq->started_us = util_now_us();
@@ -412,7 +417,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int rc = rq->reg ? http_route(rq->reg, strcmp(method, "HEAD") ? method : "GET", url,
                                       &rq->m, rq->allow)
                          : ERR_UNAVAILABLE;
-        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") &&
+        if (atomic_load(&H.draining)) {
+            rq->early_code = ERR_UNAVAILABLE;
+            rq->close = 1;
+            atomic_fetch_add(&H.refused, 1);
+            snprintf(rq->early_msg, sizeof rq->early_msg,
+                     "the server is shutting down: send the request again (another instance "
+                     "answers it)");
+        } else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") &&
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length")) {
             /* which one frames the body is ambiguous (a way to smuggle a
              * request past a proxy): refused, and the connection closed
@@ -611,6 +623,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(rq->body);
     free(rq);
     *con_cls = NULL;
+    atomic_fetch_sub(&H.in_flight, 1);
 }
 
 /* libmicrohttpd's unescape callback: http_unescape (see http.h). */
@@ -680,7 +693,7 @@ int http_start(const struct http_config *cfg, struct err *e)
         return err_set(e, ERR_INVALID, "CQRSD_HTTP_ADDR \"%s\" is not IPv4-address:port", cfg->addr);
     H.d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_EPOLL,
+            MHD_USE_EPOLL | MHD_USE_ITC,
         (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 1,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4000,
@@ -696,10 +709,22 @@ int http_start(const struct http_config *cfg, struct err *e)
     return 0;
 }
 
-void http_quiesce(void)
+void http_drain(void)
 {
-    if (H.d)
-        MHD_quiesce_daemon(H.d);
+    atomic_store(&H.draining, 1);
+    /* the socket is ours after quiescing (libmicrohttpd manual, "Quiescing
+     * the daemon"): closed, new connections are refused at once instead of
+     * waiting in the backlog */
+    MHD_socket fd = H.d ? MHD_quiesce_daemon(H.d) : MHD_INVALID_SOCKET;
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int http_in_flight(int *refused)
+{
+    if (refused)
+        *refused = atomic_load(&H.refused);
+    return atomic_load(&H.in_flight);
 }
 
 void http_stop(void)

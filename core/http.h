@@ -33,8 +33,14 @@ struct http_config {
  * (cannot bind) with a message. */
 int http_start(const struct http_config *cfg, struct err *e);
 
-/* Stops accepting new connections (pending jobs still answer). */
-void http_quiesce(void);
+/* Starts draining: stops accepting new connections (the listening socket is
+ * closed), and answers each new request on a connection already open 503
+ * with Retry-After and Connection: close. Requests already in flight go on. */
+void http_drain(void);
+
+/* Requests received and not answered yet (a job queued or running, a body
+ * still arriving); *refused (may be NULL) gets how many got the drain's 503. */
+int http_in_flight(int *refused);
 
 /* Stops the server; call after disp_stop so no connection stays suspended. */
 void http_stop(void);

@@ -7,7 +7,9 @@
  * (1048576 bytes), CQRSD_QUEUE (1024 jobs), CQRSD_STATE_CACHE (10000 streams),
  * CQRSD_HTTP_TIMEOUT (30 s, idle), CQRSD_BODY_TIMEOUT (30 s for a whole request body).
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +74,7 @@ static int usage(FILE *f, int code)
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
-          "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1),\n"
+          "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1), CQRSD_SHUTDOWN_TIMEOUT (30 s),\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
           "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
@@ -195,6 +197,21 @@ static void check_settings_or_die(void)
     PQconninfoFree(o);
 }
 
+/* The bound of a shutdown (CQRSD_SHUTDOWN_TIMEOUT): past it the process
+ * exits 1, saying what was still open. */
+static _Atomic int64_t shutdown_deadline_ms;
+
+static void *shutdown_guard(void *arg)
+{
+    (void)arg;
+    while (util_now_ms() < atomic_load(&shutdown_deadline_ms))
+        usleep(50000);
+    log_error("shutdown did not finish within CQRSD_SHUTDOWN_TIMEOUT: %d request%s still in "
+              "flight; exiting with status 1",
+              http_in_flight(NULL), http_in_flight(NULL) == 1 ? "" : "s");
+    _exit(1);
+}
+
 static int cmd_serve(void)
 {
     sigset_t set;
@@ -226,6 +243,7 @@ static int cmd_serve(void)
         .reuse_port = env_int("CQRSD_HTTP_REUSEPORT", 0, 0, 1),
         .access_log = env_int("CQRSD_ACCESS_LOG", 1, 0, 1),
     };
+    int shutdown_s = env_int("CQRSD_SHUTDOWN_TIMEOUT", 30, 1, 3600);
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
     struct hook_config kc = {
         .database_url = dc.database_url,
@@ -253,8 +271,22 @@ static int cmd_serve(void)
         log_info("got SIGHUP: reloading the modules");
         reg_reload(NULL, &gen, &e); /* a refusal is logged; the serving generation stays */
     }
-    log_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    http_quiesce();
+    const char *signame = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    int64_t t0 = util_now_ms();
+    shutdown_deadline_ms = t0 + (int64_t)shutdown_s * 1000;
+    pthread_t guard;
+    pthread_create(&guard, NULL, shutdown_guard, NULL);
+    pthread_detach(guard);
+    int refused = 0, open_at_signal = http_in_flight(NULL);
+    log_info("got %s: draining (no new connections; new requests answered 503) with %d "
+             "request%s in flight, for at most %d s (CQRSD_SHUTDOWN_TIMEOUT)",
+             signame, open_at_signal, open_at_signal == 1 ? "" : "s", shutdown_s);
+    http_drain();
+    while (http_in_flight(&refused) > 0)
+        usleep(10000);
+    log_info("drained in %lld ms: the %d request%s in flight answered, %d new one%s answered 503",
+             (long long)(util_now_ms() - t0), open_at_signal, open_at_signal == 1 ? "" : "s",
+             refused, refused == 1 ? "" : "s");
     disp_stop();
     hook_stop();
     react_stop();
@@ -263,7 +295,9 @@ static int cmd_serve(void)
     http_stop();
     reg_set_current(NULL);
     reg_set_spec(NULL);
-    log_info("stopped");
+    log_info("stopped in %lld ms: the projections at the end of their batch in flight, the "
+             "reactors, timers and webhook deliveries at their last step",
+             (long long)(util_now_ms() - t0));
     return 0;
 }
 

@@ -12,7 +12,7 @@
 #     record at info with its X-Request-Id (given, or generated and echoed).
 # Needs CQRSD_BIN, DATABASE_URL, CQRSD_URL (make test sets them) and redis-server.
 set -uo pipefail
-fail() { echo "test_config: $*" >&2; exit 1; }
+fail() { echo "test_config: $*" >&2; for f in "$tmp"/*.log; do [ -e "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done; exit 1; }
 addr=127.0.0.1:18102
 tmp=$(mktemp -d)
 pids=()
