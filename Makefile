@@ -43,7 +43,8 @@ ABI_HDR := core/fn.h core/err.h core/err.def core/money.h core/rtime.h
 ABI_INC := $(patsubst core/%,$(BUILD)/include/cqrsd/%,$(ABI_HDR))
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
-CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/template.o
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/template.o \
+            $(BUILD)/admin_page.o
 TEMPLATE := $(sort $(shell find tools/template -type f))
 LOAD_SRC := $(wildcard tools/load/*.c)
 LOAD_OBJ := $(LOAD_SRC:%.c=$(BUILD)/%.o)
@@ -117,6 +118,14 @@ $(BUILD)/template.c: $(TEMPLATE) tools/embed_files.sh
 $(BUILD)/template.o: $(BUILD)/template.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# and the admin page, GET /admin
+$(BUILD)/admin_page.c: core/admin.html tools/embed_text.sh
+	@mkdir -p $(BUILD)
+	bash tools/embed_text.sh builtin_admin_html core/admin.html > $@
+
+$(BUILD)/admin_page.o: $(BUILD)/admin_page.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/cqrsd: $(BUILD)/core/main.o $(CORE_OBJ) core/abi.list
 	$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORT) $(BUILD)/core/main.o $(CORE_OBJ) -o $@ $(LDLIBS)
 
@@ -174,7 +183,7 @@ run:
 	@bash tools/run.sh
 
 test:
-	@bash tools/deps.sh
+	@bash tools/deps.sh --test
 	@$(MAKE) --no-print-directory tests
 	@bash tools/test.sh
 

@@ -552,8 +552,11 @@ static int projection_rows(const struct reg *r, PGconn *pg, redisContext *rc,
                               1, lp);
     char retrying[1024];
     proj_retrying(retrying, sizeof retrying);
+    char(*paused)[40] = xcalloc(r->nprojs + 1, sizeof *paused);
     json_t *arr = json_array();
     int code = PQresultStatus(locks) == PGRES_TUPLES_OK ? 0 : ERR_UNAVAILABLE;
+    if (!code)
+        code = rm_paused_get(rc, r, paused, e);
     for (size_t i = 0; i < r->nprojs && !code; i++) {
         const struct fn_projection *p = r->projs[i].p;
         long long lag = 0;
@@ -570,10 +573,12 @@ static int projection_rows(const struct reg *r, PGconn *pg, redisContext *rc,
         json_t *o = json_pack("{s:s, s:i, s:I, s:s, s:I, s:f}", "name", p->name, "version",
                               p->version, "build", (json_int_t)builds[i], "checkpoint", cp[i],
                               "lag_events", (json_int_t)lag, "lag_seconds", secs);
-        json_object_set_new(o, "state", json_string(rebuilding ? "rebuilding"
-                                                    : fail     ? "halted"
-                                                    : lag      ? "catching up"
-                                                               : "running"));
+        json_object_set_new(o, "state", json_string(rebuilding   ? "rebuilding"
+                                                    : paused[i][0] ? "paused"
+                                                    : fail         ? "halted"
+                                                    : lag          ? "catching up"
+                                                                   : "running"));
+        json_object_set_new(o, "paused_at", paused[i][0] ? json_string(paused[i]) : json_null());
         if (fail) {
             const char *end = strstr(fail, "; ");
             json_object_set_new(o, "last_error",
@@ -597,6 +602,7 @@ static int projection_rows(const struct reg *r, PGconn *pg, redisContext *rc,
         free(mine);
     }
     PQclear(locks);
+    free(paused);
     for (size_t i = 0; i < r->nprojs; i++)
         json_decref(rbs[i]);
     free(rbs);
@@ -638,6 +644,57 @@ static void builtin_rebuild(struct disp_job *job)
                                    "/admin/projections"));
 }
 
+/* POST /admin/projections/{name}/pause and /resume: 200 with the
+ * projection's state; both are idempotent. 404 for no such projection. */
+static void builtin_pause(struct disp_job *job, redisContext *rc, int pause)
+{
+    struct err e = {0};
+    const char *name = disp_param(job, "name");
+    const struct reg_projection *rp = reg_projection_find(job->reg, name ? name : "");
+    if (!rp) {
+        err_set(&e, ERR_NOT_FOUND, "no projection \"%.100s\" is loaded", name ? name : "");
+        return disp_fail(job, &e);
+    }
+    if (!rc) {
+        err_set(&e, ERR_UNAVAILABLE, "the read-model store is unavailable");
+        return disp_fail(job, &e);
+    }
+    char at[40];
+    if (rm_pause_set(rc, rp->p->name, rp->p->version, pause, at, &e))
+        return disp_fail(job, &e);
+    if (!pause)
+        proj_poke(); /* the runner picks it up now, not at its next poll */
+    log_info("projection %s v%d %s", rp->p->name, rp->p->version, pause ? "paused" : "resumed");
+    disp_reply(job, 200, json_pack("{s:s, s:i, s:s, s:o, s:s}", "projection", rp->p->name,
+                                   "version", rp->p->version, "state",
+                                   pause ? "paused" : "resumed", "paused_at",
+                                   pause ? json_string(at) : json_null(), "status",
+                                   "/admin/projections"));
+}
+
+static void recent_one(void *arg, const char *time, const char *level, const char *msg)
+{
+    json_t *m = json_string(msg); /* NULL for text that is not UTF-8 */
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:o}", "time", time, "level", level, "msg",
+                                         m ? m : json_string("(a message that is not UTF-8)")));
+}
+
+/* GET /admin/errors: the last warn and error records of this instance. */
+static void builtin_errors(struct disp_job *job)
+{
+    json_t *arr = json_array();
+    log_recent(recent_one, arr);
+    disp_reply(job, 200, json_pack("{s:o}", "errors", arr));
+}
+
+/* GET /admin: core/admin.html, embedded by the Makefile. */
+extern const char builtin_admin_html[];
+
+static void builtin_admin_page(struct disp_job *job)
+{
+    disp_reply_text(job, 200, xstrdup(builtin_admin_html), "text/html; charset=utf-8");
+}
+
 /* ---------- GET /metrics ---------- */
 
 /* The age in seconds of the oldest transaction appending events now: the
@@ -662,7 +719,7 @@ static double oldest_append_s(PGconn *pg)
 static void write_projections(struct mtext *t, const struct reg *r, PGconn *pg,
                               redisContext *rc)
 {
-    static const char *states[] = {"running", "catching up", "rebuilding", "halted"};
+    static const char *states[] = {"running", "catching up", "rebuilding", "paused", "halted"};
     struct err e = {0};
     char head[ES_POSITION_LEN + 1], n[200];
     json_t *rows = NULL;
@@ -849,6 +906,10 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
     case REG_HEALTH: builtin_alive(job); break;
     case REG_READY: builtin_ready(job, pg, rc); break;
     case REG_METRICS: builtin_metrics(job, pg, rc); break;
+    case REG_PAUSE: builtin_pause(job, rc, 1); break;
+    case REG_RESUME: builtin_pause(job, rc, 0); break;
+    case REG_ADMIN_PAGE: builtin_admin_page(job); break;
+    case REG_ERRORS: builtin_errors(job); break;
     case REG_FUNCTIONS: builtin_functions(job); break;
     case REG_PARKED: builtin_parked(job, pg); break;
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
@@ -866,5 +927,6 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 
 int builtin_inline(enum reg_builtin b)
 {
-    return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES || b == REG_HEALTH;
+    return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES || b == REG_HEALTH ||
+           b == REG_ADMIN_PAGE || b == REG_ERRORS;
 }

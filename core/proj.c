@@ -220,8 +220,17 @@ int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const lo
     char(*cp)[33] = xcalloc(n, sizeof *cp);
     long *builds = xcalloc(n, sizeof *builds);
     int rcode = 0;
-    if (!only)
+    if (!only) {
+        /* the live runner: a paused projection is left where it is */
+        char(*paused)[40] = xcalloc(n, sizeof *paused);
         rcode = rm_checkpoints_get(rc, r, cp, builds, e);
+        if (!rcode)
+            rcode = rm_paused_get(rc, r, paused, e);
+        for (size_t i = 0; i < n && !rcode; i++)
+            if (paused[i][0])
+                builds[i] = -1;
+        free(paused);
+    }
     for (size_t i = 0; only && i < n && !rcode; i++)
         if ((builds[i] = only[i]) >= 0) {
             const struct fn_projection *p = r->projs[i].p;

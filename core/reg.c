@@ -1113,6 +1113,14 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in projection status");
         add_route(&b, "POST", "/admin/projections/{name}/rebuild", REG_BUILTIN, NULL, REG_REBUILD,
                   "the built-in blue/green rebuild");
+        add_route(&b, "POST", "/admin/projections/{name}/pause", REG_BUILTIN, NULL, REG_PAUSE,
+                  "the built-in pause of a projection");
+        add_route(&b, "POST", "/admin/projections/{name}/resume", REG_BUILTIN, NULL, REG_RESUME,
+                  "the built-in resume of a projection");
+        add_route(&b, "GET", "/admin", REG_BUILTIN, NULL, REG_ADMIN_PAGE,
+                  "the built-in admin page");
+        add_route(&b, "GET", "/admin/errors", REG_BUILTIN, NULL, REG_ERRORS,
+                  "the built-in list of recent errors");
         add_route(&b, "POST", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_CREATE,
                   "the built-in webhook registration");
         add_route(&b, "GET", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_LIST,

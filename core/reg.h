@@ -130,6 +130,10 @@ enum reg_builtin {
     REG_REBUILD,
     REG_READY,
     REG_METRICS,
+    REG_PAUSE,
+    REG_RESUME,
+    REG_ADMIN_PAGE,
+    REG_ERRORS,
 };
 
 struct reg_route {

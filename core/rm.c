@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/reg.h"
+#include "core/rtime.h"
 #include "core/util.h"
 
 /* The batch script. Redis runs it atomically but does not undo the writes
@@ -444,6 +445,56 @@ int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], l
     free(names);
     free(b);
     return code;
+}
+
+int rm_paused_get(redisContext *rc, const struct reg *r, char (*paused_at)[40], struct err *e)
+{
+    if (r->nprojs == 0)
+        return 0;
+    const char **argv = xmalloc((r->nprojs + 2) * sizeof *argv);
+    char **names = xmalloc(r->nprojs * sizeof *names);
+    argv[0] = "HMGET";
+    argv[1] = RM_PAUSED_KEY;
+    for (size_t i = 0; i < r->nprojs; i++)
+        argv[i + 2] = names[i] = xasprintf("%s:v%d", r->projs[i].p->name, r->projs[i].p->version);
+    redisReply *rep = redisCommandArgv(rc, (int)r->nprojs + 2, argv, NULL);
+    for (size_t i = 0; i < r->nprojs; i++)
+        free(names[i]);
+    free(names);
+    free(argv);
+    if (!rep || rc->err || rep->type != REDIS_REPLY_ARRAY || rep->elements != r->nprojs)
+        return lost(rc, rep, "read which projections are paused", e);
+    for (size_t i = 0; i < r->nprojs; i++) {
+        const redisReply *v = rep->element[i];
+        snprintf(paused_at[i], 40, "%.*s", v->type == REDIS_REPLY_STRING ? (int)v->len : 0,
+                 v->type == REDIS_REPLY_STRING ? v->str : "");
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+int rm_pause_set(redisContext *rc, const char *projection, int version, int pause,
+                 char at[40], struct err *e)
+{
+    char field[300], now[RTIME_BUFSZ];
+    snprintf(field, sizeof field, "%s:v%d", projection, version);
+    rtime_now(now);
+    redisReply *r = pause ? redisCommand(rc, "HSETNX %s %s %s", RM_PAUSED_KEY, field, now)
+                          : redisCommand(rc, "HDEL %s %s", RM_PAUSED_KEY, field);
+    if (!r || rc->err || r->type != REDIS_REPLY_INTEGER)
+        return lost(rc, r, pause ? "pause a projection" : "resume a projection", e);
+    freeReplyObject(r);
+    if (at)
+        at[0] = '\0';
+    if (!pause || !at)
+        return 0;
+    r = redisCommand(rc, "HGET %s %s", RM_PAUSED_KEY, field);
+    if (!r || rc->err)
+        return lost(rc, r, "read when a projection was paused", e);
+    if (r->type == REDIS_REPLY_STRING)
+        snprintf(at, 40, "%s", r->str);
+    freeReplyObject(r);
+    return 0;
 }
 
 int rm_build_checkpoint_get(redisContext *rc, const char *projection, int version, long build,

@@ -99,6 +99,23 @@ struct reg;
 int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], long *builds,
                        struct err *e);
 
+/* Paused projections: hash cqrsd:paused, field "<name>:v<version>", value
+ * the RFC 3339 time it was paused. The live runner of every instance skips
+ * them (their checkpoint stays, queries answer from what they hold) until
+ * they are resumed; a rebuild is not held back. */
+#define RM_PAUSED_KEY "cqrsd:paused"
+
+/* For each projection of r: paused_at[i] gets the time it was paused, ""
+ * when it is not (paused_at has r->nprojs entries). Returns 0 or
+ * ERR_UNAVAILABLE. */
+int rm_paused_get(redisContext *rc, const struct reg *r, char (*paused_at)[40], struct err *e);
+
+/* Pauses (pause 1: the time is now, kept when already paused) or resumes
+ * (pause 0) a projection version. at (may be NULL) gets the time it is
+ * paused since, "" when resumed. Returns 0 or ERR_UNAVAILABLE. */
+int rm_pause_set(redisContext *rc, const char *projection, int version, int pause,
+                 char at[40], struct err *e);
+
 /* Reads the checkpoint of one given build (rebuilds) into buf ("" when none,
  * "retired" for a build switched out). Returns 0 or ERR_UNAVAILABLE. */
 int rm_build_checkpoint_get(redisContext *rc, const char *projection, int version, long build,

@@ -3,6 +3,7 @@
 
 #include "core/err.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -265,11 +266,35 @@ static void json_escape(char *line, size_t n, size_t *w, const char *s)
     }
 }
 
+/* the ring of log_recent */
+static struct {
+    pthread_mutex_t mu;
+    struct {
+        char time[40];
+        enum log_level level;
+        char msg[512];
+    } r[LOG_RECENT];
+    size_t next, n;
+} R = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+void log_recent(void (*fn)(void *arg, const char *time, const char *level, const char *msg),
+                void *arg)
+{
+    pthread_mutex_lock(&R.mu);
+    for (size_t k = 1; k <= R.n; k++) {
+        size_t i = (R.next + LOG_RECENT - k) % LOG_RECENT;
+        fn(arg, R.r[i].time, level_names[R.r[i].level], R.r[i].msg);
+    }
+    pthread_mutex_unlock(&R.mu);
+}
+
 static void vlog(enum log_level lvl, const struct log_field *f, size_t nf, const char *fmt,
                  va_list ap)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    if (lvl < min_level)
+    const char *const *names = level_names;
+    if (lvl < min_level && lvl < LOG_WARN)
         return;
     char msg[2048], line[4096], ts[40];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -279,6 +304,25 @@ static void vlog(enum log_level lvl, const struct log_field *f, size_t nf, const
     gmtime_r(&now.tv_sec, &tm);
     size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + tl, sizeof ts - tl, ".%03ld+00:00", now.tv_nsec / 1000000);
+    if (lvl >= LOG_WARN) {
+        pthread_mutex_lock(&R.mu);
+        snprintf(R.r[R.next].time, sizeof R.r[R.next].time, "%s", ts);
+        R.r[R.next].level = lvl;
+        size_t cut = strlen(msg);
+        if (cut >= sizeof R.r[R.next].msg) { /* cut at a character boundary */
+            cut = sizeof R.r[R.next].msg - 1;
+            while (cut > 0 && ((unsigned char)msg[cut] & 0xc0) == 0x80)
+                cut--;
+        }
+        memcpy(R.r[R.next].msg, msg, cut);
+        R.r[R.next].msg[cut] = '\0';
+        R.next = (R.next + 1) % LOG_RECENT;
+        if (R.n < LOG_RECENT)
+            R.n++;
+        pthread_mutex_unlock(&R.mu);
+        if (lvl < min_level)
+            return;
+    }
     struct log_field all[24];
     size_t na = 0;
     for (size_t i = 0; i < nf && na < 22; i++)

@@ -92,6 +92,13 @@ void log_with(enum log_level lvl, const struct log_field *f, size_t nf, const ch
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* 1 when records of lvl are written (to skip building an access record). */
 int log_enabled(enum log_level lvl);
+
+/* The last warn and error records (at most LOG_RECENT, whatever the level
+ * written), newest first, for GET /admin/errors: fn is called with each
+ * time, level and msg (valid during the call only), under a lock. */
+#define LOG_RECENT 50
+void log_recent(void (*fn)(void *arg, const char *time, const char *level, const char *msg),
+                void *arg);
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

@@ -9,8 +9,10 @@ PKGS=(gcc make pkg-config
       libpq-dev libmicrohttpd-dev libjansson-dev libhiredis-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev zlib1g-dev libcsv-dev
       postgresql-15 postgresql-client-15 redis-server redis-tools
-      tzdata curl ca-certificates procps
-      jq)  # jq: tests/http/test_config.sh reads the JSON logs
+      tzdata curl ca-certificates procps)
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--extra" ]; then
+  PKGS+=(jq chromium)  # the tests read JSON logs (jq) and render GET /admin (chromium)
+fi
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)
 elif [ "${1:-}" = "--bench" ]; then
