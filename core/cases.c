@@ -673,7 +673,7 @@ static void check_read_case(const struct tcase *tc, const struct reg_projection 
     }
     json_t *out = NULL;
     struct err e = {0};
-    int rc = query_call(R, rq->q, RC, ns, names, values, n, &out, &e);
+    int rc = query_call(R, rq->q, RC, ns, names, values, n, &out, NULL, &e);
     free(names);
     free(values);
     if (then) {

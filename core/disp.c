@@ -224,7 +224,49 @@ const char *disp_param(const struct disp_job *job, const char *name)
     return NULL;
 }
 
-static void run_query(struct disp_job *job, redisContext *rc)
+/* The oldest checkpoint known here of the projections of r in mask (bit i:
+ * r->projs[i]) into out ("" when one has none, or mask is 0); *which gets
+ * the index of that projection. */
+static void reflected(const struct reg *r, uint64_t mask, char out[33], size_t *which)
+{
+    out[0] = '\0';
+    int any = 0;
+    for (size_t i = 0; i < r->nprojs; i++) {
+        if (!(mask >> (i < 63 ? i : 63) & 1))
+            continue;
+        char cp[33];
+        rm_live_checkpoint(r->projs[i].live, cp);
+        if (!any || strcmp(cp, out) < 0) {
+            memcpy(out, cp, 33);
+            *which = i;
+        }
+        any = 1;
+    }
+}
+
+/* Reads the checkpoints from Redis when this instance's copy is older than
+ * RM_LIVE_REFRESH_MS (an instance whose runner is not the one applying the
+ * events learns them so), or always when force. */
+static void refresh_checkpoints(const struct reg *r, redisContext *rc, int force)
+{
+    if (!rc || r->nprojs == 0)
+        return;
+    long long oldest = -1;
+    for (size_t i = 0; i < r->nprojs; i++) {
+        char cp[33];
+        long long at = rm_live_checkpoint(r->projs[i].live, cp);
+        if (oldest < 0 || at < oldest)
+            oldest = at;
+    }
+    if (!force && util_now_ms() - oldest <= RM_LIVE_REFRESH_MS)
+        return;
+    char(*cps)[33] = xcalloc(r->nprojs, sizeof *cps);
+    struct err e = {0};
+    rm_checkpoints_get(rc, r, cps, NULL, &e); /* raises the copies; a failure keeps them */
+    free(cps);
+}
+
+static void run_query(struct disp_job *job, PGconn *pg, redisContext *rc)
 {
     const char **names = xcalloc(job->nparams + 1, sizeof *names);
     const char **values = xcalloc(job->nparams + 1, sizeof *values);
@@ -232,9 +274,70 @@ static void run_query(struct disp_job *job, redisContext *rc)
         names[i] = job->params[i].name;
         values[i] = job->params[i].value;
     }
+    const struct reg *r = job->reg;
+    int64_t deadline = util_now_ms() + job->wait_ms;
     json_t *out = NULL;
     struct err e = {0};
-    int code = query_call(job->reg, job->query->q, rc, NULL, names, values, job->nparams, &out, &e);
+    int code;
+    for (;;) {
+        refresh_checkpoints(r, rc, 0);
+        /* what the read models held before the query read them: a lower
+         * bound of what its reply reflects */
+        char(*before)[33] = xcalloc(r->nprojs + 1, sizeof *before);
+        for (size_t i = 0; i < r->nprojs; i++)
+            rm_live_checkpoint(r->projs[i].live, before[i]);
+        uint64_t read = 0;
+        code = query_call(r, job->query->q, rc, NULL, names, values, job->nparams, &out, &read,
+                          &e);
+        char pos[33] = "";
+        size_t which = 0;
+        int any = 0;
+        for (size_t i = 0; i < r->nprojs; i++)
+            if (read >> (i < 63 ? i : 63) & 1) {
+                if (!any || strcmp(before[i], pos) < 0) {
+                    memcpy(pos, before[i], 33);
+                    which = i;
+                }
+                any = 1;
+            }
+        free(before);
+        memcpy(job->position, pos, 33);
+        /* a 404 from read models behind is what read-your-writes is for: any
+         * answer of the function waits; a store that failed does not */
+        if (code == ERR_UNAVAILABLE || code == ERR_INTERNAL || !job->min_position[0] || !any ||
+            strcmp(pos, job->min_position) >= 0)
+            break;
+        /* behind the position asked for: wait until the projections read pass
+         * it, then read again */
+        json_decref(out);
+        out = NULL;
+        code = 0;
+        err_clear(&e);
+        char now[33];
+        for (;;) {
+            refresh_checkpoints(r, rc, 1);
+            reflected(r, read, now, &which);
+            if (strcmp(now, job->min_position) >= 0 || util_now_ms() >= deadline)
+                break;
+            poll(NULL, 0, 5);
+        }
+        if (strcmp(now, job->min_position) >= 0)
+            continue;
+        const struct fn_projection *p = r->projs[which].p;
+        long long lag = 0;
+        double secs = 0;
+        struct err le = {0};
+        char behind[120] = "";
+        if (pg && es_lag(pg, now, &lag, &secs, &le) == 0)
+            snprintf(behind, sizeof behind, ", %lld event%s behind the newest (%.1f s)", lag,
+                     lag == 1 ? "" : "s", secs);
+        code = err_set(&e, ERR_TIMEOUT,
+                       "projection %s v%d has not reached position %s within %d ms: it is at "
+                       "%s%s",
+                       p->name, p->version, job->min_position, job->wait_ms,
+                       *now ? now : "(no event yet)", behind);
+        break;
+    }
     free(names);
     free(values);
     if (code)
@@ -247,7 +350,7 @@ void disp_run(struct disp_job *job, PGconn *pg, redisContext *redis)
 {
     switch (job->kind) {
     case DISP_COMMAND: cmd_run(job, pg); break;
-    case DISP_QUERY: run_query(job, redis); break;
+    case DISP_QUERY: run_query(job, pg, redis); break;
     case DISP_BUILTIN: builtin_run(job, pg, redis); break;
     }
     if (!job->body && !job->text)

@@ -44,6 +44,12 @@ struct disp_job {
     struct disp_param *params;        /* owned */
     size_t nparams;
     char *request_id;                 /* owned, may be NULL: for the logs (core/http.h) */
+    /* DISP_QUERY: read-your-writes. With min_position set, the query is
+     * answered once every projection it reads has passed it, after waiting
+     * at most wait_ms (then 504). */
+    char min_position[33];
+    int wait_ms;
+    char position[33]; /* result: the position the reply reflects ("" unknown) */
 
     /* result, set by the worker before done() */
     int status;        /* HTTP status */

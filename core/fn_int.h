@@ -79,6 +79,7 @@ struct fn_query_ctx {
     const struct reg *reg; /* the generation whose projections are read; borrowed */
     const char *ns;        /* put before every key read ("" for the read models) */
     struct arena arena;    /* what the reads return; freed after the query */
+    uint64_t read;         /* bit i: it read projection i of reg (all bits past 63) */
 };
 
 #endif

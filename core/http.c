@@ -160,7 +160,7 @@ static int request_id_ok(const char *h)
  * as JSON (a problem when problem is set). */
 static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, const char *text,
                                   const char *ctype, int problem, int retry_after,
-                                  const char *allow)
+                                  const char *allow, const char *position)
 {
     char *txt;
     size_t len;
@@ -188,6 +188,8 @@ static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, cons
     MHD_add_response_header(r, "X-Request-Id", rq->request_id);
     if (rq->close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (position && *position)
+        MHD_add_response_header(r, HTTP_POSITION, position);
     enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -196,14 +198,15 @@ static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, cons
 static enum MHD_Result send_job(struct req *rq, const struct disp_job *job)
 {
     return send_reply(rq, job->status, job->body, job->text, job->content_type, job->problem,
-                      job->retry_after, NULL);
+                      job->retry_after, NULL, job->kind == DISP_QUERY ? job->position : NULL);
 }
 
 static enum MHD_Result send_problem(struct req *rq, int code, const char *msg, const char *allow)
 {
     struct disp_job j = {0};
     disp_problem(&j, code, msg);
-    enum MHD_Result ret = send_reply(rq, j.status, j.body, NULL, NULL, 1, j.retry_after, allow);
+    enum MHD_Result ret =
+        send_reply(rq, j.status, j.body, NULL, NULL, 1, j.retry_after, allow, NULL);
     json_decref(j.body);
     return ret;
 }
@@ -373,6 +376,33 @@ static int build_command(struct req *rq, const char *method, const char *url,
     }
     return parse_expected(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Expected-Version"),
                           &job->expected, e);
+}
+
+/* A query's Cqrsd-Min-Position and Prefer: wait=N (http.h). */
+static int read_after(struct req *rq, struct disp_job *job, struct err *e)
+{
+    const char *mp = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, HTTP_MIN_POSITION);
+    job->wait_ms = H.cfg.read_wait_ms;
+    if (!mp)
+        return 0;
+    if (!*mp || !es_position_valid(mp))
+        return err_set(e, ERR_INVALID,
+                       HTTP_MIN_POSITION " must be a position token (the \"position\" of a "
+                                         "command's reply: 32 hex digits), got \"%.40s\"",
+                       mp);
+    snprintf(job->min_position, sizeof job->min_position, "%s", mp);
+    const char *prefer = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Prefer");
+    const char *w = prefer ? strcasestr(prefer, "wait=") : NULL;
+    if (w) { /* RFC 7240 §4.3: seconds; a shorter wait than the server's bound */
+        char *end;
+        long sec = strtol(w + 5, &end, 10);
+        if (end == w + 5 || sec < 0)
+            return err_set(e, ERR_INVALID, "Prefer: wait= must be a number of seconds, got "
+                                           "\"%.40s\"", prefer);
+        if (sec * 1000 < job->wait_ms)
+            job->wait_ms = (int)sec * 1000;
+    }
+    return 0;
 }
 
 static int json_content_type(const char *ct)
@@ -553,7 +583,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rc = build_command(rq, method, url, job, &e);
     } else {
         job->query = route->kind == REG_QUERY ? route->target : NULL;
-        if (takes_body(route))
+        if (job->query)
+            rc = read_after(rq, job, &e);
+        if (!rc && takes_body(route))
             rc = parse_body(rq, &job->cmd, &e);
         if (!rc)
             rc = take_params(rq, job, &e);

@@ -21,6 +21,7 @@ struct http_config {
                              * kernel spreads connections); 0: a port in use is an error */
     int access_log;         /* 1: a record per request at info (method, path, route,
                              * status, duration_ms, request_id, stream) */
+    int read_wait_ms;       /* the longest a query waits for Cqrsd-Min-Position */
 };
 
 /* Every request has an id: its X-Request-Id header when that is 1 to 128
@@ -28,6 +29,15 @@ struct http_config {
  * UUID (RFC 9562 version 4). The reply echoes it in X-Request-Id; the access
  * record and every record of the worker serving it carry it. */
 #define HTTP_REQUEST_ID_MAX 128
+
+/* Read-your-writes (README "Read your writes"): a query may carry
+ * `Cqrsd-Min-Position: <position token>` (a command reply's "position"); it
+ * is answered once every projection it reads has passed it, waiting at most
+ * read_wait_ms (a `Prefer: wait=<seconds>` header, RFC 7240 §4.3, may ask
+ * for less), else 504. Every query reply carries `Cqrsd-Position`: the
+ * position its read models had reached at least. */
+#define HTTP_MIN_POSITION "Cqrsd-Min-Position"
+#define HTTP_POSITION "Cqrsd-Position"
 
 /* Starts listening. Returns 0, ERR_INVALID (bad addr) or ERR_UNAVAILABLE
  * (cannot bind) with a message. */

@@ -75,6 +75,7 @@ static int usage(FILE *f, int code)
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
           "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1), CQRSD_SHUTDOWN_TIMEOUT (30 s),\n"
+          "  CQRSD_READ_WAIT_MS (5000),\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
           "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
@@ -242,6 +243,7 @@ static int cmd_serve(void)
         .threads = 2,
         .reuse_port = env_int("CQRSD_HTTP_REUSEPORT", 0, 0, 1),
         .access_log = env_int("CQRSD_ACCESS_LOG", 1, 0, 1),
+        .read_wait_ms = env_int("CQRSD_READ_WAIT_MS", 5000, 0, 60000),
     };
     int shutdown_s = env_int("CQRSD_SHUTDOWN_TIMEOUT", 30, 1, 3600);
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};

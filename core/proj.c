@@ -198,8 +198,13 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
     free(moves);
     if (rcode == 0)
         for (size_t i = 0; i < n; i++)
-            if (parts[i].in_step)
+            if (parts[i].in_step) {
                 part_stored(book, &parts[i]);
+                /* what queries of this instance reflect (Cqrsd-Position) */
+                struct rm_live *live = parts[i].rp->live;
+                if (live && parts[i].build == atomic_load(&live->build))
+                    rm_live_raise(live, parts[i].now, 0);
+            }
     if (rcode == ERR_INTERNAL) {
         log_warn("projections: %s; finding the event, one at a time", e->msg);
         rcode = apply_one_by_one(pg, rc, book, parts, n, &evs, e);

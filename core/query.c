@@ -44,6 +44,8 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
         err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection);
         return NULL;
     }
+    size_t idx = (size_t)(p - q->reg->projs);
+    q->read |= idx < 64 ? (uint64_t)1 << idx : ~(uint64_t)0;
     /* the scratch namespace of the case runner has no builds */
     const char *ns = q->ns ? q->ns : "";
     long build = *ns ? 0 : rm_live_build(q->redis, p->p->name, p->p->version, p->live);
@@ -390,13 +392,15 @@ int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, i
 
 int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *rc, const char *ns,
                const char *const *names, const char *const *values, size_t n, json_t **out,
-               struct err *e)
+               uint64_t *read, struct err *e)
 {
-    struct fn_query_ctx q = {rc, 0, names, values, n, reg, ns ? ns : "", {0}};
+    struct fn_query_ctx q = {rc, 0, names, values, n, reg, ns ? ns : "", {0}, 0};
     *out = NULL;
     err_clear(e);
     int code = fq->run(&q, out, e);
     arena_free(&q.arena);
+    if (read)
+        *read = q.read;
     if (q.redis_failed) {
         json_decref(*out);
         *out = NULL;

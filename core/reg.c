@@ -113,7 +113,7 @@ static void unload(struct reg *r)
     free(r->cmds);
     free(r->queries);
     for (size_t i = 0; i < r->nprojs; i++)
-        free(r->projs[i].live);
+        rm_live_free(r->projs[i].live);
     free(r->projs);
     free(r->reactors);
     free(r->timers);
@@ -758,7 +758,7 @@ static int collect_module(struct build *b, const struct reg_module *m)
             return rc;
         r->projs = xrealloc(r->projs, (r->nprojs + 1) * sizeof *r->projs);
         r->projs[r->nprojs++] = (struct reg_projection){
-            p, m, fn_record(p->name, REG_PROJECTION), p->limits, xcalloc(1, sizeof(struct rm_live))};
+            p, m, fn_record(p->name, REG_PROJECTION), p->limits, rm_live_new()};
     }
     for (size_t i = 0; d->reactors && d->reactors[i]; i++) {
         const struct fn_reactor *x = d->reactors[i];

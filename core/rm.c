@@ -438,6 +438,7 @@ int rm_checkpoints_get(redisContext *rc, const struct reg *r, char (*cps)[33], l
         if (!code && live) {
             atomic_store(&live->build, b[i]);
             atomic_store(&live->checked_ms, now);
+            rm_live_raise(live, cps[i], 1);
         }
         if (builds)
             builds[i] = b[i];
@@ -681,6 +682,44 @@ int rm_switch(redisContext *rc, const char *projection, int version, long from, 
                        projection, version, to);
     freeReplyObject(r);
     return code;
+}
+
+struct rm_live *rm_live_new(void)
+{
+    struct rm_live *l = xcalloc(1, sizeof *l);
+    pthread_mutex_init(&l->mu, NULL);
+    return l;
+}
+
+void rm_live_free(struct rm_live *live)
+{
+    if (!live)
+        return;
+    pthread_mutex_destroy(&live->mu);
+    free(live);
+}
+
+void rm_live_raise(struct rm_live *live, const char *cp, int from_redis)
+{
+    if (!live || !cp || !*cp)
+        return;
+    pthread_mutex_lock(&live->mu);
+    if (strcmp(cp, live->checkpoint) > 0)
+        snprintf(live->checkpoint, sizeof live->checkpoint, "%s", cp);
+    pthread_mutex_unlock(&live->mu);
+    if (from_redis)
+        atomic_store(&live->checkpoint_ms, util_now_ms());
+}
+
+long long rm_live_checkpoint(struct rm_live *live, char buf[33])
+{
+    buf[0] = '\0';
+    if (!live)
+        return 0;
+    pthread_mutex_lock(&live->mu);
+    memcpy(buf, live->checkpoint, 33);
+    pthread_mutex_unlock(&live->mu);
+    return atomic_load(&live->checkpoint_ms);
 }
 
 long rm_live_build(redisContext *rc, const char *projection, int version, struct rm_live *live)

@@ -23,6 +23,7 @@
 #define CQRSD_RM_H
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/err.h"
@@ -168,7 +169,24 @@ struct rm_live {
     atomic_long build;
     atomic_llong checked_ms; /* util_now_ms() of the last read; 0: never */
     atomic_int refreshing;
+    /* a lower bound of the live build's checkpoint: raised by the local
+     * runner after each batch it stores and by every read of the
+     * checkpoints (rm_checkpoints_get); under mu */
+    pthread_mutex_t mu;
+    char checkpoint[33];
+    atomic_llong checkpoint_ms; /* when a read of Redis last raised it; 0: never */
 };
+
+/* A new cache (build 0, no checkpoint); free with rm_live_free. */
+struct rm_live *rm_live_new(void);
+void rm_live_free(struct rm_live *live);
+
+/* Raises live's checkpoint to cp when cp is newer ("" or NULL: no-op);
+ * from_redis: cp was just read from Redis (stamps checkpoint_ms). */
+void rm_live_raise(struct rm_live *live, const char *cp, int from_redis);
+
+/* live's checkpoint into buf ("" when none known); returns checkpoint_ms. */
+long long rm_live_checkpoint(struct rm_live *live, char buf[33]);
 
 /* The build queries of the projection version read: live's, read again
  * through rc (may be NULL: the cached one) when older than

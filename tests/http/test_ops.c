@@ -17,11 +17,19 @@
  *                     status, the duration histogram's count); a 404 counts
  *                     under route ""; every projection has its lag, state and
  *                     parked gauges
+ *   read_your_writes  (point 5) a query with Cqrsd-Min-Position: the command's
+ *                     position answers at once when the read models have
+ *                     it; with cart_view paused it waits, 504 past Prefer:
+ *                     wait=1 naming the projection and how far behind it
+ *                     is, and 200 with the new cart once cart_view is
+ *                     resumed during the wait; every query reply carries
+ *                     Cqrsd-Position; a malformed token is a 400
  *   oldest_append     cqrsd_oldest_append_seconds: 0 with a stranger's
  *                     transaction open in another database, the age of an
  *                     open appender's transaction while one is open, 0 again
  *                     after it ends
  */
+#include <pthread.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -286,6 +295,156 @@ static void metrics_count(void **state)
     free(after);
 }
 
+/* ---------- read your writes ---------- */
+
+struct got {
+    long status;
+    char position[64];
+    char *body;
+    size_t len;
+};
+
+static size_t got_header(char *d, size_t sz, size_t n, void *u)
+{
+    struct got *g = u;
+    size_t l = sz * n;
+    if (l > 16 && !strncasecmp(d, "Cqrsd-Position:", 15)) {
+        const char *v = d + 15;
+        while (*v == ' ')
+            v++;
+        snprintf(g->position, sizeof g->position, "%.*s", (int)strcspn(v, "\r\n"), v);
+    }
+    return l;
+}
+
+static size_t got_body(char *d, size_t sz, size_t n, void *u)
+{
+    struct got *g = u;
+    g->body = xrealloc(g->body, g->len + sz * n + 1);
+    memcpy(g->body + g->len, d, sz * n);
+    g->len += sz * n;
+    g->body[g->len] = '\0';
+    return sz * n;
+}
+
+/* GET BASE/path with the headers h1, h2 (NULL: none). */
+static struct got get_with(const char *path, const char *h1, const char *h2)
+{
+    struct got g = {0};
+    CURL *c = curl_easy_init();
+    char u[512];
+    snprintf(u, sizeof u, "%s%s", BASE, path);
+    struct curl_slist *hs = NULL;
+    if (h1)
+        hs = curl_slist_append(hs, h1);
+    if (h2)
+        hs = curl_slist_append(hs, h2);
+    curl_easy_setopt(c, CURLOPT_URL, u);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, got_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &g);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, got_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &g.status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+    if (!g.body)
+        g.body = xstrdup("");
+    return g;
+}
+
+/* POST /carts for cart id on BASE; its reply's position into pos. */
+static void open_cart_at(const char *id, char pos[64])
+{
+    json_t *b = NULL;
+    char body[128];
+    snprintf(body, sizeof body, "{\"cart_id\":\"%s\"}", id);
+    assert_int_equal(th_call_json(BASE, "POST", "/carts", body, &b), 201);
+    snprintf(pos, 64, "%s", json_string_value(json_object_get(b, "position")));
+    json_decref(b);
+    assert_int_equal(strlen(pos), 32);
+}
+
+struct waiter {
+    pthread_t t;
+    char path[128], header[128];
+    struct got g;
+};
+
+static void *wait_main(void *arg)
+{
+    struct waiter *w = arg;
+    w->g = get_with(w->path, w->header, NULL);
+    return NULL;
+}
+
+static void read_your_writes(void **state)
+{
+    (void)state;
+    char c1[64], c2[64], pos[64], hdr[128], path[128];
+    snprintf(c1, sizeof c1, "ryw1-%s", run);
+    snprintf(c2, sizeof c2, "ryw2-%s", run);
+
+    /* caught up (or about to be): answered with the cart */
+    open_cart_at(c1, pos);
+    snprintf(hdr, sizeof hdr, "Cqrsd-Min-Position: %s", pos);
+    snprintf(path, sizeof path, "/carts/%s", c1);
+    struct got g = get_with(path, hdr, NULL);
+    if (g.status != 200 || strcmp(g.position, pos) < 0)
+        fail_msg("GET %s after %s: %ld, Cqrsd-Position \"%s\": %s", path, pos, g.status,
+                 g.position, g.body);
+    free(g.body);
+
+    /* behind: 504 past the wait asked for, saying how far behind */
+    assert_int_equal(th_call_json(BASE, "POST", "/admin/projections/cart_view/pause", NULL, NULL),
+                     200);
+    open_cart_at(c2, pos);
+    snprintf(hdr, sizeof hdr, "Cqrsd-Min-Position: %s", pos);
+    snprintf(path, sizeof path, "/carts/%s", c2);
+    int64_t t0 = util_now_ms();
+    g = get_with(path, hdr, "Prefer: wait=1");
+    int64_t took = util_now_ms() - t0;
+    char want[200];
+    snprintf(want, sizeof want, "projection cart_view v1 has not reached position %s within 1000 ms",
+             pos);
+    if (g.status != 504 || !strstr(g.body, want) || !strstr(g.body, "1 event behind the newest") ||
+        took < 900)
+        fail_msg("GET %s behind: %ld after %lld ms: %s", path, g.status, (long long)took, g.body);
+    if (strlen(g.position) != 32 || strcmp(g.position, pos) >= 0)
+        fail_msg("the 504 says it reflects %s, not a position before %s", g.position, pos);
+    free(g.body);
+    /* without the header: the stale read model answers at once, 404 */
+    g = get_with(path, NULL, NULL);
+    assert_int_equal(g.status, 404);
+    free(g.body);
+
+    /* resumed during the wait: answered with the new cart */
+    struct waiter w = {0};
+    snprintf(w.path, sizeof w.path, "%s", path);
+    snprintf(w.header, sizeof w.header, "%s", hdr);
+    pthread_create(&w.t, NULL, wait_main, &w);
+    usleep(400000);
+    assert_int_equal(th_call_json(BASE, "POST", "/admin/projections/cart_view/resume", NULL, NULL),
+                     200);
+    pthread_join(w.t, NULL);
+    if (w.g.status != 200 || !strstr(w.g.body, c2) || strcmp(w.g.position, pos) < 0)
+        fail_msg("GET %s waiting through the resume: %ld, Cqrsd-Position \"%s\": %s", path,
+                 w.g.status, w.g.position, w.g.body);
+    free(w.g.body);
+
+    /* every query says what it reflects; a bad token is refused */
+    g = get_with("/stats/summary", NULL, NULL);
+    assert_int_equal(g.status, 200);
+    assert_int_equal(strlen(g.position), 32);
+    free(g.body);
+    g = get_with(path, "Cqrsd-Min-Position: 12ab", NULL);
+    if (g.status != 400 || !strstr(g.body, "Cqrsd-Min-Position must be a position token"))
+        fail_msg("a bad token: %ld %s", g.status, g.body);
+    free(g.body);
+}
+
 static void oldest_append(void **state)
 {
     (void)state;
@@ -351,6 +510,7 @@ int main(void)
         cmocka_unit_test(readiness),
         cmocka_unit_test(metrics_format),
         cmocka_unit_test(metrics_count),
+        cmocka_unit_test(read_your_writes),
         cmocka_unit_test(oldest_append),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);

@@ -383,7 +383,7 @@ static int vrun(const char *name, json_t **out, struct err *e, va_list ap)
         values[n++] = va_arg(ap, const char *);
     }
     const struct fn_query *fq = find_query(name);
-    int rc = query_call(R, fq, redis, NULL, names, values, n, out, e);
+    int rc = query_call(R, fq, redis, NULL, names, values, n, out, NULL, e);
     if (rc) {
         assert_null(*out);
         assert_int_equal(e->code, rc);
@@ -877,12 +877,12 @@ static void test_redis_unreachable(void **state)
     const char *names[] = {"sku"}, *values[] = {"85123A"};
     struct err e;
     json_t *out = NULL;
-    assert_int_equal(query_call(R, find_query("product.get"), NULL, NULL, names, values, 1, &out, &e),
+    assert_int_equal(query_call(R, find_query("product.get"), NULL, NULL, names, values, 1, &out, NULL, &e),
                      ERR_UNAVAILABLE);
     assert_null(out);
-    assert_int_equal(query_call(R, find_query("stats.summary"), NULL, NULL, NULL, NULL, 0, &out, &e),
+    assert_int_equal(query_call(R, find_query("stats.summary"), NULL, NULL, NULL, NULL, 0, &out, NULL, &e),
                      ERR_UNAVAILABLE);
-    assert_int_equal(query_call(R, find_query("stats.countries"), NULL, NULL, NULL, NULL, 0, &out, &e),
+    assert_int_equal(query_call(R, find_query("stats.countries"), NULL, NULL, NULL, NULL, 0, &out, NULL, &e),
                      ERR_UNAVAILABLE);
     assert_null(out);
 }
