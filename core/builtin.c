@@ -15,6 +15,7 @@
 #include "core/gc.h"
 #include "core/metrics.h"
 #include "core/migrate.h"
+#include "core/openapi.h"
 #include "core/hook.h"
 #include "core/fn_int.h"
 #include "core/park.h"
@@ -23,6 +24,8 @@
 #include "core/rebuild.h"
 #include "core/rm.h"
 #include "core/util.h"
+
+int builtin_auth_on;
 
 static int parse_count(const char *s, long long lo, long long hi, long long *out)
 {
@@ -687,6 +690,25 @@ static void builtin_errors(struct disp_job *job)
     disp_reply(job, 200, json_pack("{s:o}", "errors", arr));
 }
 
+/* GET /problems/{name}: what a problem type means. */
+static void builtin_problem(struct disp_job *job)
+{
+    char *html;
+    const char *name = disp_param(job, "name");
+    if (openapi_problem_page(name ? name : "", &html)) {
+        struct err e = {0};
+        err_set(&e, ERR_NOT_FOUND, "no problem type \"%.60s\"", name ? name : "");
+        return disp_fail(job, &e);
+    }
+    disp_reply_text(job, 200, html, "text/html; charset=utf-8");
+}
+
+/* GET /openapi.json: the generation's routes (core/openapi.h). */
+static void builtin_openapi(struct disp_job *job)
+{
+    disp_reply(job, 200, openapi_document(job->reg, builtin_auth_on));
+}
+
 /* GET /admin: core/admin.html, embedded by the Makefile. */
 extern const char builtin_admin_html[];
 
@@ -910,6 +932,8 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
     case REG_RESUME: builtin_pause(job, rc, 0); break;
     case REG_ADMIN_PAGE: builtin_admin_page(job); break;
     case REG_ERRORS: builtin_errors(job); break;
+    case REG_PROBLEM: builtin_problem(job); break;
+    case REG_OPENAPI: builtin_openapi(job); break;
     case REG_FUNCTIONS: builtin_functions(job); break;
     case REG_PARKED: builtin_parked(job, pg); break;
     case REG_PARKED_RETRY: builtin_parked_retry(job, pg, rc); break;
@@ -928,5 +952,5 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc)
 int builtin_inline(enum reg_builtin b)
 {
     return b == REG_FUNCTIONS || b == REG_RELOAD || b == REG_MODULES || b == REG_HEALTH ||
-           b == REG_ADMIN_PAGE || b == REG_ERRORS;
+           b == REG_ADMIN_PAGE || b == REG_ERRORS || b == REG_PROBLEM || b == REG_OPENAPI;
 }

@@ -24,4 +24,7 @@ void builtin_run(struct disp_job *job, PGconn *pg, redisContext *rc);
  * is busy. */
 int builtin_inline(enum reg_builtin b);
 
+/* 1 when the server requires API keys (CQRSD_AUTH): GET /openapi.json says so. */
+extern int builtin_auth_on;
+
 #endif

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/auth.h"
 #include "core/builtin.h"
 #include "core/cmd.h"
 #include "core/disp.h"
@@ -143,7 +144,25 @@ struct req {
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char path[256];   /* the URL as received, cut, for the access record */
     int close;        /* answer with Connection: close */
+    int challenge;    /* a 401: answer with WWW-Authenticate */
 };
+
+/* The scope route needs (core/auth.h), 0 for none. */
+static int route_scope(const struct reg_route *r)
+{
+    if (r->kind == REG_COMMAND)
+        return AUTH_COMMAND;
+    if (r->kind == REG_QUERY)
+        return AUTH_QUERY;
+    switch (r->builtin) {
+    case REG_HEALTH:
+    case REG_READY:
+    case REG_ADMIN_PAGE:
+    case REG_PROBLEM:
+    case REG_OPENAPI: return 0;
+    default: return AUTH_ADMIN;
+    }
+}
 
 /* 1 when h may serve as a request id (http.h). */
 static int request_id_ok(const char *h)
@@ -190,6 +209,8 @@ static enum MHD_Result send_reply(struct req *rq, int status, json_t *body, cons
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (position && *position)
         MHD_add_response_header(r, HTTP_POSITION, position);
+    if (rq->challenge) /* RFC 6750 §3 */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"cqrsd\"");
     enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -507,6 +528,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (rq->m.route) /* copied: the generation may be gone when the metrics count it */
             snprintf(rq->route, sizeof rq->route, "%s", rq->m.route->pattern);
+        int scope = rq->m.route && !rq->early_code && H.cfg.auth ? route_scope(rq->m.route) : 0;
+        if (scope) {
+            struct err ae = {0};
+            int arc = auth_check(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+                                 scope, NULL, &ae);
+            if (arc) {
+                rq->early_code = arc;
+                rq->challenge = arc == ERR_UNAUTHORIZED;
+                snprintf(rq->early_msg, sizeof rq->early_msg, "%.390s", ae.msg);
+            }
+        }
         /* A response queued before the body is read makes libmicrohttpd close
          * the connection: right for a body we refuse, not for a bodiless
          * request, which gets its error on the next call, keeping alive. */
@@ -723,19 +755,38 @@ int http_start(const struct http_config *cfg, struct err *e)
     sa.sin_port = htons((uint16_t)port);
     if (*end || port < 1 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return err_set(e, ERR_INVALID, "CQRSD_HTTP_ADDR \"%s\" is not IPv4-address:port", cfg->addr);
+    /* the options that depend on the configuration, as one array */
+    struct MHD_OptionItem extra[4];
+    size_t nx = 0;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_EPOLL | MHD_USE_ITC;
+    if (cfg->tls_cert_pem) { /* libmicrohttpd's GnuTLS support: PEM in memory */
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return err_set(e, ERR_INVALID, "CQRSD_TLS_CERT is set but this libmicrohttpd was "
+                                           "built without TLS");
+        flags |= MHD_USE_TLS;
+        extra[nx++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                              (void *)cfg->tls_cert_pem};
+        extra[nx++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
+                                              (void *)cfg->tls_key_pem};
+    }
+    /* without it (the default) SO_REUSEADDR only, so a second server on a
+     * port in use fails instead of sharing it unnoticed */
+    if (cfg->reuse_port)
+        extra[nx++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    extra[nx] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     H.d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_EPOLL | MHD_USE_ITC,
-        (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+        flags, (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 1,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         NULL, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, 1000,
-        /* last: without it (the default) SO_REUSEADDR only, so a second server
-         * on a port in use fails instead of sharing it unnoticed */
-        cfg->reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1,
-        MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, 1000, MHD_OPTION_ARRAY, extra, MHD_OPTION_END);
+    if (!H.d && cfg->tls_cert_pem)
+        return err_set(e, ERR_INVALID,
+                       "could not serve TLS on %s: is CQRSD_TLS_CERT a PEM certificate and "
+                       "CQRSD_TLS_KEY its PEM private key? (or the port is in use)",
+                       cfg->addr);
     if (!H.d)
         return err_set(e, ERR_UNAVAILABLE, "could not listen on %s (is the port in use?)", cfg->addr);
     return 0;

@@ -22,6 +22,11 @@ struct http_config {
     int access_log;         /* 1: a record per request at info (method, path, route,
                              * status, duration_ms, request_id, stream) */
     int read_wait_ms;       /* the longest a query waits for Cqrsd-Min-Position */
+    const char *tls_cert_pem; /* NULL: plain HTTP; else HTTPS with this PEM certificate */
+    const char *tls_key_pem;  /* and this PEM private key (both borrowed) */
+    int auth;               /* 1: API keys required (core/auth.h): commands need scope
+                             * command, queries query, the built-in routes admin, but
+                             * for /healthz, /readyz, /admin (the page) and /problems */
 };
 
 /* Every request has an id: its X-Request-Id header when that is 1 to 128

@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "core/auth.h"
+#include "core/builtin.h"
 #include "core/cases.h"
 #include "core/disp.h"
 #include "core/es.h"
@@ -69,13 +71,15 @@ static int usage(FILE *f, int code)
           "                         (DIR: cases)\n"
           "  new NAME [DIR]         write a new module folder (a command, a projection, a\n"
           "                         query, their cases, a Makefile)\n"
+          "  keys create --scope command,query,admin [--name NAME] | list | revoke ID\n"
+          "                         API keys (CQRSD_AUTH=on)\n"
           "\n"
           "`cqrsd COMMAND --help` shows the usage of one.\n"
           "environment: DATABASE_URL, REDIS_URL, CQRSD_MODULES (modules/ecommerce.so beside\n"
           "  this binary), CQRSD_HTTP_ADDR (127.0.0.1:8080), CQRSD_HTTP_REUSEPORT (0),\n"
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
           "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1), CQRSD_SHUTDOWN_TIMEOUT (30 s),\n"
-          "  CQRSD_READ_WAIT_MS (5000),\n"
+          "  CQRSD_READ_WAIT_MS (5000), CQRSD_AUTH (on), CQRSD_TLS_CERT, CQRSD_TLS_KEY,\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
           "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
@@ -147,6 +151,31 @@ static int cmd_migrate(void)
     else
         printf("database is up to date\n");
     return 0;
+}
+
+/* The whole of a file, NUL-terminated, or NULL with errno set. */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t len = 0, cap = 4096;
+    char *buf = xmalloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap)
+            buf = xrealloc(buf, cap *= 2);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || len > (1 << 20)) {
+        free(buf);
+        errno = bad ? EIO : EFBIG;
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
 }
 
 /* Refuses to serve a database with migrations not yet applied. */
@@ -246,6 +275,30 @@ static int cmd_serve(void)
         .read_wait_ms = env_int("CQRSD_READ_WAIT_MS", 5000, 0, 60000),
     };
     int shutdown_s = env_int("CQRSD_SHUTDOWN_TIMEOUT", 30, 1, 3600);
+    const char *auth = env_or("CQRSD_AUTH", "on");
+    if (strcmp(auth, "on") && strcmp(auth, "off")) {
+        fprintf(stderr, "cqrsd: CQRSD_AUTH must be on or off, got \"%.40s\"\n", auth);
+        return 2;
+    }
+    hc.auth = builtin_auth_on = !strcmp(auth, "on");
+    char *tls_cert = NULL, *tls_key = NULL;
+    const char *cert_path = getenv("CQRSD_TLS_CERT"), *key_path = getenv("CQRSD_TLS_KEY");
+    if (!!(cert_path && *cert_path) != !!(key_path && *key_path)) {
+        fprintf(stderr, "cqrsd: CQRSD_TLS_CERT and CQRSD_TLS_KEY go together: set both or "
+                        "neither\n");
+        return 2;
+    }
+    if (cert_path && *cert_path) {
+        if (!(tls_cert = read_file(cert_path)) || !(tls_key = read_file(key_path))) {
+            fprintf(stderr, "cqrsd: cannot read %s (%s): %s\n",
+                    tls_cert ? key_path : cert_path, tls_cert ? "CQRSD_TLS_KEY" : "CQRSD_TLS_CERT",
+                    strerror(errno));
+            free(tls_cert);
+            return 2;
+        }
+        hc.tls_cert_pem = tls_cert;
+        hc.tls_key_pem = tls_key;
+    }
     struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
     struct hook_config kc = {
         .database_url = dc.database_url,
@@ -253,6 +306,8 @@ static int cmd_serve(void)
         .attempts = env_int("CQRSD_WEBHOOK_ATTEMPTS", 12, 1, 100),
         .backoff_ms = env_int("CQRSD_WEBHOOK_BACKOFF_MS", 2000, 10, 3600000),
     };
+    if (hc.auth)
+        auth_start(dc.database_url, &e);
     if (disp_start(&dc, &e) || http_start(&hc, &e)) {
         fprintf(stderr, "cqrsd: %s\n", e.msg);
         return e.code == ERR_INVALID ? 2 : 1; /* 2: a setting to fix */
@@ -263,7 +318,9 @@ static int cmd_serve(void)
     struct react_config xc = {dc.database_url, 500, 500};
     react_start(&xc, &e);
     hook_start(&kc, &e);
-    log_info("cqrsd serving on http://%s (%d workers)", hc.addr, dc.workers);
+    log_info("cqrsd serving on %s://%s (%d workers, API keys %s)", tls_cert ? "https" : "http",
+             hc.addr, dc.workers,
+             hc.auth ? "required: CQRSD_AUTH=on" : "not required: CQRSD_AUTH=off");
     int sig = 0;
     for (;;) {
         sigwait(&set, &sig);
@@ -295,8 +352,13 @@ static int cmd_serve(void)
     rebuild_stop_all();
     proj_stop();
     http_stop();
+    auth_stop();
     reg_set_current(NULL);
     reg_set_spec(NULL);
+    if (tls_key)
+        memset(tls_key, 0, strlen(tls_key));
+    free(tls_cert);
+    free(tls_key);
     log_info("stopped in %lld ms: the projections at the end of their batch in flight, the "
              "reactors, timers and webhook deliveries at their last step",
              (long long)(util_now_ms() - t0));
@@ -553,6 +615,15 @@ int main(int argc, char **argv)
         return cmd_cases(argc - 1, argv + 1);
     if (!strcmp(c, "new"))
         return new_main(argc - 1, argv + 1);
+    if (!strcmp(c, "keys")) {
+        for (int k = 2; k < argc; k++)
+            if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h"))
+                return auth_keys_main(NULL, argc - 1, argv + 1);
+        PGconn *pg = connect_pg_or_die();
+        int st = auth_keys_main(pg, argc - 1, argv + 1);
+        PQfinish(pg);
+        return st;
+    }
     if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h"))
         return usage(stdout, 0);
     fprintf(stderr, "cqrsd: unknown command \"%s\"\n", c);

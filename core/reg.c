@@ -1121,6 +1121,10 @@ static int build(struct reg_module *mods, size_t nmods, struct reg **out, struct
                   "the built-in admin page");
         add_route(&b, "GET", "/admin/errors", REG_BUILTIN, NULL, REG_ERRORS,
                   "the built-in list of recent errors");
+        add_route(&b, "GET", "/problems/{name}", REG_BUILTIN, NULL, REG_PROBLEM,
+                  "the built-in problem pages");
+        add_route(&b, "GET", "/openapi.json", REG_BUILTIN, NULL, REG_OPENAPI,
+                  "the built-in OpenAPI document");
         add_route(&b, "POST", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_CREATE,
                   "the built-in webhook registration");
         add_route(&b, "GET", "/admin/webhooks", REG_BUILTIN, NULL, REG_HOOK_LIST,

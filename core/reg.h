@@ -134,6 +134,8 @@ enum reg_builtin {
     REG_RESUME,
     REG_ADMIN_PAGE,
     REG_ERRORS,
+    REG_PROBLEM,
+    REG_OPENAPI,
 };
 
 struct reg_route {

@@ -11,7 +11,9 @@ PKGS=(gcc make pkg-config
       postgresql-15 postgresql-client-15 redis-server redis-tools
       tzdata curl ca-certificates procps)
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--extra" ]; then
-  PKGS+=(jq chromium)  # the tests read JSON logs (jq) and render GET /admin (chromium)
+  # the tests read JSON (jq), render GET /admin (chromium), make a TLS
+  # certificate (openssl) and check replies against /openapi.json (jsonschema)
+  PKGS+=(jq chromium openssl python3-jsonschema)
 fi
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)

@@ -14,6 +14,7 @@ DIR=.run/dev
 PGPORT=${CQRSD_PG_PORT:-55432}
 REDISPORT=${CQRSD_REDIS_PORT:-56379}
 export CQRSD_HTTP_ADDR=${CQRSD_HTTP_ADDR:-127.0.0.1:8080}
+export CQRSD_AUTH=${CQRSD_AUTH:-off}   # a server on localhost for one developer: no API keys
 URL="http://$CQRSD_HTTP_ADDR"
 
 if curl -fsS -m 2 "$URL/healthz" >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ export CQRSD_MODULES=${CQRSD_MODULES:-$CQRSD_ECOMMERCE_MODULE}
 export CQRSD_TEST_MODULES="$PWD/$BUILD/tests/modules"   # fixtures of tests/modules/
 export CQRSD_LOYALTY_MODULE="$PWD/$BUILD/examples/loyalty/loyalty.so"
 export CQRSD_LOG_LEVEL=${CQRSD_LOG_LEVEL:-warn}
+export CQRSD_AUTH=${CQRSD_AUTH:-off}   # the tests that check API keys start servers with it on
 export CQRSD_BODY_TIMEOUT=${CQRSD_BODY_TIMEOUT:-3}   # test_hostile trickles a body past it
 
 # CQRSD_VALGRIND=1: every test program and the server run under valgrind
@@ -58,6 +59,7 @@ run() { # name, command...
 }
 
 export CQRSD_SERVER_PIDFILE="$PWD/$DIR/server.pid" CQRSD_SERVER_LOG="$PWD/$DIR/server.log"
+export CQRSD_API_RECORD="$PWD/$DIR/api_record.jsonl"   # test_api writes, test_openapi.sh checks
 # outage tests stop and start one service:
 #   bash "$CQRSD_SERVICES" stop-pg|start-pg|stop-redis|start-redis $CQRSD_SERVICES_ARGS
 export CQRSD_SERVICES="$PWD/tools/services.sh" CQRSD_SERVICES_ARGS="$PWD/$DIR $PGPORT $REDISPORT"

@@ -265,11 +265,35 @@ static void finish(CURL *h, CURLcode rc, struct resp *r)
     }
 }
 
+/* With CQRSD_API_RECORD set, each exchange is appended to that file as a
+ * JSON line {method, path, status, content_type, body}: test_openapi.sh
+ * checks them against GET /openapi.json. */
+static void record(const struct rq *q, const struct resp *r)
+{
+    const char *file = getenv("CQRSD_API_RECORD");
+    if (!file || !*file || r->rc != CURLE_OK)
+        return;
+    FILE *f = fopen(file, "a");
+    if (!f)
+        return;
+    json_t *body = r->body ? json_stringn(r->body, r->len) : json_string("");
+    json_t *line = json_pack("{s:s, s:s, s:I, s:s, s:o}", "method", q->method, "path", q->path,
+                             "status", (json_int_t)r->status, "content_type", r->ctype, "body",
+                             body ? body : json_string("(not UTF-8)"));
+    char *txt = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    if (txt)
+        fprintf(f, "%s\n", txt);
+    free(txt);
+    json_decref(line);
+    fclose(f);
+}
+
 static struct resp *send_at(const char *file, int line, CURL *h, const struct rq *q)
 {
     struct resp *r = resp_new();
     setup(h, q, r);
     finish(h, curl_easy_perform(h), r);
+    record(q, r);
     if (r->rc != CURLE_OK)
         die(file, line, "%s %s: curl failed: %s (%s)", q->method, q->path,
             curl_easy_strerror(r->rc), r->curl_err);

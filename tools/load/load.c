@@ -1584,6 +1584,18 @@ static long worker_command(struct load_worker *w, const char *invoice_no,
         }
         headers = h;
     }
+    if (getenv("CQRSD_API_KEY") && *getenv("CQRSD_API_KEY")) {
+        /* a server with CQRSD_AUTH=on: a key with the command scope */
+        char auth[300];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %.200s", getenv("CQRSD_API_KEY"));
+        h = curl_slist_append(headers, auth);
+        if (h == NULL) {
+            curl_slist_free_all(headers);
+            free(payload);
+            return CMD_NOBODY;
+        }
+        headers = h;
+    }
 
     for (int attempt = 0;; attempt++) {
         long wait;
@@ -1849,6 +1861,11 @@ static int wait_for_read_models(struct load_run *run, const char *position)
         return -1;
     }
     headers = curl_slist_append(NULL, "Accept: application/json");
+    if (getenv("CQRSD_API_KEY") && *getenv("CQRSD_API_KEY")) {
+        char auth[300];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %.200s", getenv("CQRSD_API_KEY"));
+        headers = curl_slist_append(headers, auth);
+    }
     if (!run->opts->quiet)
         run_message(run, "waiting for projections to reach position %s",
                     position[0] ? position : "(none)");
