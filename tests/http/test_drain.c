@@ -88,6 +88,18 @@ static void wait_held(void)
     fail_msg("the held command never got in flight");
 }
 
+/* Opens cart "<prefix>-<run>", holds its row and sends an add_item that waits
+ * on it, from h's thread; returns once the command is in flight. */
+static void hold_command(PGconn *pg, const char *prefix, struct held *h)
+{
+    char cart[64];
+    snprintf(cart, sizeof cart, "%s-%s", prefix, run);
+    open_and_hold(pg, cart);
+    snprintf(h->path, sizeof h->path, "/carts/%s/items", cart);
+    pthread_create(&h->t, NULL, post_held, h);
+    wait_held();
+}
+
 /* waitpid with a bound: the exit status, or fails after seconds. *took_ms
  * gets the time it took. */
 static int wait_exit(pid_t pid, int seconds, long *took_ms)
@@ -133,11 +145,8 @@ static void drain_finishes_in_flight(void **state)
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
     char cart[64];
     snprintf(cart, sizeof cart, "drain-%s", run);
-    open_and_hold(pg, cart);
     struct held h;
-    snprintf(h.path, sizeof h.path, "/carts/%s/items", cart);
-    pthread_create(&h.t, NULL, post_held, &h);
-    wait_held();
+    hold_command(pg, "drain", &h);
     CURL *open = curl_easy_init(); /* a keep-alive connection opened before the signal */
     struct th_reply r = th_call(open, BASE, "GET", "/healthz", NULL, NULL, 5);
     assert_int_equal(r.status, 200);
@@ -181,13 +190,8 @@ static void drain_past_the_timeout(void **state)
     pid_t server = start(2);
     PGconn *pg = PQconnectdb(dburl);
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    char cart[64];
-    snprintf(cart, sizeof cart, "stuck-%s", run);
-    open_and_hold(pg, cart);
     struct held h;
-    snprintf(h.path, sizeof h.path, "/carts/%s/items", cart);
-    pthread_create(&h.t, NULL, post_held, &h);
-    wait_held();
+    hold_command(pg, "stuck", &h);
     assert_int_equal(kill(server, SIGTERM), 0);
     long took;
     int code = wait_exit(server, 10, &took);

@@ -349,6 +349,26 @@ static void bad_strings(void **st)
                  SIZE_MAX, 400, 400, "malformed JSON", "an encoded surrogate 0xed 0xa0 0x80");
 }
 
+/* A raw TCP connection to the server of url (for what curl will not send):
+ * the socket, with a receive timeout of timeout_s (0: none); host gets the
+ * host part of url, for the Host header. */
+static int open_raw(char host[64], int timeout_s)
+{
+    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+    snprintf(host, 64, "%.*s", (int)strcspn(hp, ":/"), hp);
+    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    if (timeout_s > 0) {
+        struct timeval tv = {timeout_s, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    return fd;
+}
+
 static char *big_body(size_t size)
 {
     char *b = xcalloc(1, size + 1);
@@ -383,17 +403,8 @@ static void too_large(void **st)
     free(b);
 
     /* refused before it is read: only the headers are sent, the 413 comes */
-    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
     char host[64];
-    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
-    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = open_raw(host, 5);
     char *hd = xasprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                          "Content-Length: 2000000\r\n\r\n",
                          p, host);
@@ -664,20 +675,15 @@ static void large_but_legal(void **st)
 static void slow_body(void **st)
 {
     (void)st;
-    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
     char host[64];
-    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
-    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
     int fds[8];
+    fds[0] = open_raw(host, 0);
     char *hd = xasprintf("POST /carts HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                          "Content-Length: 20\r\n\r\n{\"car",
                          host);
     for (int i = 0; i < 8; i++) { /* more slow clients than the server has threads */
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fds[i] >= 0);
-        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        if (i)
+            fds[i] = open_raw(host, 0);
         assert_int_equal(send(fds[i], hd, strlen(hd), 0), (ssize_t)strlen(hd));
     }
     free(hd);
@@ -700,24 +706,12 @@ static void slow_body(void **st)
         close(fds[i]);
 }
 
-/* A body trickling in, a byte every 0.5 s, never trips the idle timeout;
- * the server drops it once CQRSD_BODY_TIMEOUT has passed (tools/test.sh
- * sets 3 s), and goes on serving others. */
 /* Sends text on a new connection to the server and reads until the server
  * closes it or 3 s pass: the bytes read (owned), *eof 1 when it closed. */
 static char *raw_exchange(const char *text, int *eof)
 {
-    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
     char host[64];
-    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
-    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = open_raw(host, 3);
     assert_int_equal(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
     size_t len = 0, cap = 65536;
     char *out = xmalloc(cap);
@@ -785,6 +779,9 @@ static void strict_bodies(void **st)
     free(body);
 }
 
+/* A body trickling in, a byte every 0.5 s, never trips the idle timeout;
+ * the server drops it once CQRSD_BODY_TIMEOUT has passed (tools/test.sh
+ * sets 3 s), and goes on serving others. */
 static void trickled_body_is_cut_off(void **st)
 {
     (void)st;
@@ -794,15 +791,8 @@ static void trickled_body_is_cut_off(void **st)
         print_message("CQRSD_BODY_TIMEOUT is %d s: too long to wait for here\n", limit);
         skip();
     }
-    const char *hp = strstr(url, "://") ? strstr(url, "://") + 3 : url;
     char host[64];
-    snprintf(host, sizeof host, "%.*s", (int)strcspn(hp, ":/"), hp);
-    int port = hp[strcspn(hp, ":/")] == ':' ? atoi(hp + strcspn(hp, ":/") + 1) : 80;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int fd = open_raw(host, 0);
     char *hd = xasprintf("POST /carts HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                          "Content-Length: 200\r\n\r\n",
                          host);
