@@ -80,6 +80,7 @@ static int usage(FILE *f, int code)
           "  CQRSD_WORKERS (16), CQRSD_READ_WORKERS (4), CQRSD_LOG_LEVEL (info),\n"
           "  CQRSD_LOG_FORMAT (json), CQRSD_ACCESS_LOG (1), CQRSD_SHUTDOWN_TIMEOUT (30 s),\n"
           "  CQRSD_READ_WAIT_MS (5000), CQRSD_AUTH (on), CQRSD_TLS_CERT, CQRSD_TLS_KEY,\n"
+          "  CQRSD_PROJECTION_LEASE_MS (5000),\n"
           "  CQRSD_TIMEZONE (Europe/London), CQRSD_MAX_BODY (1048576 bytes), CQRSD_QUEUE (1024),\n"
           "  CQRSD_STATE_CACHE (10000), CQRSD_REBUILD_MEMORY_MB (1024),\n "
           " CQRSD_HTTP_TIMEOUT (30 s), CQRSD_BODY_TIMEOUT (30 s),\n"
@@ -299,7 +300,8 @@ static int cmd_serve(void)
         hc.tls_cert_pem = tls_cert;
         hc.tls_key_pem = tls_key;
     }
-    struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000};
+    struct proj_config pc = {dc.database_url, dc.redis_url, 1000, 1000,
+                             env_int("CQRSD_PROJECTION_LEASE_MS", 5000, 1000, 600000)};
     struct hook_config kc = {
         .database_url = dc.database_url,
         .timeout_ms = env_int("CQRSD_WEBHOOK_TIMEOUT_MS", 10000, 100, 600000),

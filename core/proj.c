@@ -13,11 +13,13 @@
  * moves past the parked event. Checkpoints are read
  * from Redis at every step, so a reset (cqrsd replay) or a second runner is
  * seen at once; rm_apply's check makes a stale or retried batch a no-op.
- * One instance at a time runs the projections: the runner holds a session
- * advisory lock (the lease) on its PostgreSQL connection; the runners of other
- * instances stand by and take over when that connection ends. The lease is an
- * economy, not the safety: two runners (or `cqrsd replay` beside a server)
- * are still exact, since rm_apply checks the checkpoint a batch started from.
+ * Every instance runs a runner, and each projection version is stepped by the
+ * instance holding its lease (migrations/0006_projection_leases.sql): leases
+ * are renewed every LEASE_RENEW_MS, spread so that each instance holds at most
+ * its share, and taken over when their holder stops renewing them. The lease
+ * is an economy, not the safety: two runners (or `cqrsd replay` beside a
+ * server) are still exact, since rm_apply checks the checkpoint a batch
+ * started from.
  * Wake-up: LISTEN cqrsd_events, and a poll every poll_ms, so a lost
  * notification only delays. Appends do not NOTIFY in their own transaction
  * (that serialises commits); they poke the notifier thread, which sends one
@@ -41,8 +43,7 @@
 #include "core/rm.h"
 #include "core/util.h"
 
-/* pg_advisory_lock key of the projection lease (DESIGN.md §7) */
-#define PROJ_LEASE_KEY "7203119411"
+#define LEASE_RENEW_MS 1000
 
 /* One projection's part of a step. */
 struct part {
@@ -215,8 +216,11 @@ static int step_group(PGconn *pg, redisContext *rc, struct park_book *book, stru
     return rcode;
 }
 
-int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
-                     struct park_book *book, int batch_size, int *applied, struct err *e)
+/* proj_step_builds, the live builds (only NULL) restricted to the projections
+ * i with mine[i] set (mine NULL: all). */
+static int step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                       const unsigned char *mine, struct park_book *book, int batch_size,
+                       int *applied, struct err *e)
 {
     size_t n = r->nprojs;
     *applied = 0;
@@ -232,7 +236,7 @@ int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const lo
         if (!rcode)
             rcode = rm_paused_get(rc, r, paused, e);
         for (size_t i = 0; i < n && !rcode; i++)
-            if (paused[i][0])
+            if (paused[i][0] || (mine && !mine[i]))
                 builds[i] = -1;
         free(paused);
     }
@@ -272,6 +276,12 @@ int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const lo
     free(builds);
     free(cp);
     return rcode;
+}
+
+int proj_step_builds(PGconn *pg, redisContext *rc, const struct reg *r, const long *only,
+                     struct park_book *book, int batch_size, int *applied, struct err *e)
+{
+    return step_builds(pg, rc, r, only, NULL, book, batch_size, applied, e);
 }
 
 int proj_step(PGconn *pg, redisContext *rc, const struct reg *r, struct park_book *book,
@@ -376,6 +386,160 @@ static void *notifier(void *arg)
     return NULL;
 }
 
+/* ---------- leases ---------- */
+
+/* The leases this instance holds, as "<name>:v<version>". */
+struct leases {
+    char me[37];
+    char **held;
+    size_t nheld;
+    int64_t next_ms; /* when to renew */
+    int instances;   /* seen at the last renewal */
+};
+
+static int leases_has(const struct leases *l, const char *name)
+{
+    for (size_t i = 0; i < l->nheld; i++)
+        if (!strcmp(l->held[i], name))
+            return 1;
+    return 0;
+}
+
+static void leases_clear(struct leases *l)
+{
+    for (size_t i = 0; i < l->nheld; i++)
+        free(l->held[i]);
+    l->nheld = 0;
+}
+
+/* mine[i] = 1 for the projections of r this instance holds. */
+static void leases_mask(const struct leases *l, const struct reg *r, unsigned char *mine)
+{
+    for (size_t i = 0; i < r->nprojs; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "%s:v%d", r->projs[i].p->name, r->projs[i].p->version);
+        mine[i] = (unsigned char)leases_has(l, name);
+    }
+}
+
+/* Renews, gives up and takes leases for the projection versions of r and
+ * src (may be NULL), every LEASE_RENEW_MS. On a PostgreSQL failure the held
+ * set is emptied (the leases may be lost by now): nothing is stepped until a
+ * renewal succeeds. */
+static void leases_refresh(PGconn *pg, struct leases *l, const struct reg *r,
+                           const struct reg *src, int lease_ms)
+{
+    int64_t now = util_now_ms();
+    if (now < l->next_ms)
+        return;
+    l->next_ms = now + LEASE_RENEW_MS;
+    char ms[24];
+    snprintf(ms, sizeof ms, "%d milliseconds", lease_ms);
+    const char *p2[] = {l->me, ms};
+    size_t before = l->nheld;
+    char was[600] = "";
+    for (size_t i = 0; i < l->nheld; i++)
+        snprintf(was + strlen(was), sizeof was - strlen(was), "%s%s", i ? "," : "", l->held[i]);
+    leases_clear(l);
+    PGresult *res = es_exec(pg, "INSERT INTO cqrsd_instances (id, seen_at) VALUES ($1, now()) "
+                                "ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                            1, p2);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (ok) /* instances gone long ago (each start is a new id) */
+        PQclear(PQexec(pg, "DELETE FROM cqrsd_instances WHERE seen_at < now() - interval '1 hour'"));
+    res = ok ? es_exec(pg, "SELECT count(*) FROM cqrsd_instances "
+                           "WHERE seen_at > now() - $2::interval AND $1 = $1",
+                       2, p2)
+             : NULL;
+    ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    l->instances = ok ? atoi(PQgetvalue(res, 0, 0)) : 1;
+    PQclear(res);
+    res = ok ? es_exec(pg, "UPDATE projection_leases SET expires_at = now() + $2::interval "
+                           "WHERE owner = $1 RETURNING projection",
+                       2, p2)
+             : NULL;
+    ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    /* the projection versions to run: those of r, and of src (its queries' source) */
+    char **want = NULL;
+    size_t nwant = 0;
+    for (int g = 0; g < 2; g++) {
+        const struct reg *x = g ? src : r;
+        for (size_t i = 0; x && i < x->nprojs; i++) {
+            char *name = xasprintf("%s:v%d", x->projs[i].p->name, x->projs[i].p->version);
+            int dup = 0;
+            for (size_t k = 0; k < nwant && !dup; k++)
+                dup = !strcmp(want[k], name);
+            if (dup) {
+                free(name);
+                continue;
+            }
+            want = xrealloc(want, (nwant + 1) * sizeof *want);
+            want[nwant++] = name;
+        }
+    }
+    for (int i = 0; ok && i < PQntuples(res); i++) {
+        l->held = xrealloc(l->held, (l->nheld + 1) * sizeof *l->held);
+        l->held[l->nheld++] = xstrdup(PQgetvalue(res, i, 0));
+    }
+    PQclear(res);
+    size_t share = l->instances > 0 ? (nwant + (size_t)l->instances - 1) / (size_t)l->instances
+                                    : nwant;
+    /* over my share (another instance came): give up the last ones */
+    while (ok && l->nheld > share) {
+        const char *p3[] = {l->me, l->held[l->nheld - 1]};
+        PQclear(es_exec(pg, "DELETE FROM projection_leases WHERE owner = $1 AND projection = $2",
+                        2, p3));
+        free(l->held[--l->nheld]);
+    }
+    /* under it: take those free or expired */
+    for (size_t k = 0; ok && k < nwant && l->nheld < share; k++) {
+        if (leases_has(l, want[k]))
+            continue;
+        const char *p3[] = {l->me, ms, want[k]};
+        res = es_exec(pg, "INSERT INTO projection_leases (projection, owner, expires_at) "
+                          "VALUES ($3, $1, now() + $2::interval) ON CONFLICT (projection) DO "
+                          "UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at "
+                          "WHERE projection_leases.expires_at < now() RETURNING projection",
+                      3, p3);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            l->held = xrealloc(l->held, (l->nheld + 1) * sizeof *l->held);
+            l->held[l->nheld++] = xstrdup(want[k]);
+        } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            ok = 0;
+        }
+        PQclear(res);
+    }
+    for (size_t k = 0; k < nwant; k++)
+        free(want[k]);
+    free(want);
+    if (!ok) {
+        leases_clear(l);
+        log_warn("projections: could not renew the leases (%s); running none until then",
+                 PQerrorMessage(pg));
+        return;
+    }
+    char is[600] = "";
+    for (size_t i = 0; i < l->nheld; i++)
+        snprintf(is + strlen(is), sizeof is - strlen(is), "%s%s", i ? "," : "", l->held[i]);
+    if (strcmp(is, was) || before != l->nheld)
+        log_info("projections: this instance runs %s (%zu of %zu, %d instance%s)",
+                 *is ? is : "none", l->nheld, nwant, l->instances, l->instances == 1 ? "" : "s");
+}
+
+/* Gives up every lease (a clean stop): others take them at once. */
+static void leases_release(PGconn *pg, struct leases *l)
+{
+    if (pg && PQstatus(pg) == CONNECTION_OK) {
+        const char *p1[] = {l->me};
+        PQclear(es_exec(pg, "DELETE FROM projection_leases WHERE owner = $1", 1, p1));
+        PQclear(es_exec(pg, "DELETE FROM cqrsd_instances WHERE id = $1", 1, p1));
+    }
+    leases_clear(l);
+    free(l->held);
+    l->held = NULL;
+}
+
 /* 1 when every projection r rebuilds has reached the head. */
 static int rebuilt(PGconn *pg, redisContext *rc, const struct reg *r)
 {
@@ -420,7 +584,9 @@ static void *runner(void *arg)
     redisContext *rc = NULL;
     struct park_book book = {0};
     struct err e = {0};
-    int warned = 0, leader = 0, standby = 0;
+    int warned = 0;
+    struct leases leases = {.next_ms = 0};
+    util_uuid4(leases.me);
     while (!atomic_load(&P.stop)) {
         if (pg && PQstatus(pg) != CONNECTION_OK) {
             PQfinish(pg);
@@ -437,24 +603,7 @@ static void *runner(void *arg)
                 pg = NULL;
             }
             PQclear(r);
-            leader = 0;
-        }
-        if (pg && !leader) {
-            /* the lease: a session advisory lock, released by PostgreSQL when
-             * this connection ends (the instance died or lost its network) */
-            PGresult *r = PQexec(pg, "SELECT pg_try_advisory_lock(" PROJ_LEASE_KEY ")");
-            leader = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
-            PQclear(r);
-            if (!leader) {
-                if (!standby++)
-                    log_info("projections: another instance holds the lease; standing by");
-                for (int i = 0; i < 20 && !atomic_load(&P.stop); i++)
-                    poll(NULL, 0, 100);
-                continue;
-            }
-            if (standby)
-                log_info("projections: took over the lease");
-            standby = 0;
+            leases.next_ms = 0; /* a new connection: renew (or take) at once */
         }
         if (!rc)
             rc = rm_connect(P.cfg.redis_url, 30000, &e); /* a batch script may run long */
@@ -474,9 +623,19 @@ static void *runner(void *arg)
         /* while r rebuilds new projection versions, the generation serving its
          * queries keeps its own read models current too */
         struct reg *src = r ? reg_query_source(r) : NULL;
-        int code = src ? proj_step(pg, rc, src, &book, P.cfg.batch_size, &m, &e) : 0;
+        leases_refresh(pg, &leases, r, src, P.cfg.lease_ms);
+        unsigned char *mine_src = src ? xcalloc(src->nprojs + 1, 1) : NULL;
+        unsigned char *mine = r ? xcalloc(r->nprojs + 1, 1) : NULL;
+        if (src)
+            leases_mask(&leases, src, mine_src);
+        if (r)
+            leases_mask(&leases, r, mine);
+        int code = src ? step_builds(pg, rc, src, NULL, mine_src, &book, P.cfg.batch_size, &m, &e)
+                       : 0;
         if (!code && r)
-            code = proj_step(pg, rc, r, &book, P.cfg.batch_size, &n, &e);
+            code = step_builds(pg, rc, r, NULL, mine, &book, P.cfg.batch_size, &n, &e);
+        free(mine_src);
+        free(mine);
         if (!code && src && rebuilt(pg, rc, r))
             reg_queries_switch(r);
         n += m;
@@ -503,6 +662,7 @@ static void *runner(void *arg)
             es_wait_notify(pg, book.head ? 100 : P.cfg.poll_ms, &P.stop);
     }
     park_book_free(&book);
+    leases_release(pg, &leases);
     if (pg)
         PQfinish(pg);
     if (rc)
@@ -514,6 +674,8 @@ int proj_start(const struct proj_config *cfg, struct err *e)
 {
     (void)e;
     P.cfg = *cfg;
+    if (P.cfg.lease_ms <= 0)
+        P.cfg.lease_ms = 5000;
     atomic_store(&P.stop, 0);
     pthread_create(&P.thread, NULL, runner, NULL);
     pthread_create(&P.notifier, NULL, notifier, NULL);

@@ -17,6 +17,7 @@ struct proj_config {
     const char *redis_url;
     int batch_size;    /* events read per batch */
     int poll_ms;       /* wait for a notification at most this long, then poll */
+    int lease_ms;      /* a projection lease lasts this long unless renewed (0: 5000) */
 };
 
 /* Starts the runner thread. */

@@ -40,7 +40,7 @@ refused CQRSD_WORKERS=0 'CQRSD_WORKERS must be an integer from 1 to 256, got "0"
 refused CQRSD_ACCESS_LOG=yes 'CQRSD_ACCESS_LOG must be an integer from 0 to 1'
 
 # 2. a Redis that wants a password, and servers on it
-rport=56402
+rport=18110  # below the ephemeral range (a client socket could hold a port in it)
 redis-server --port $rport --bind 127.0.0.1 --save '' --appendonly no --requirepass 's3cr@t' \
   --daemonize no >"$tmp/redis.log" 2>&1 &
 pids+=($!)
