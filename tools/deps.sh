@@ -12,8 +12,9 @@ PKGS=(gcc make pkg-config
       tzdata curl ca-certificates procps)
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--extra" ]; then
   # the tests read JSON (jq), render GET /admin (chromium), make a TLS
-  # certificate (openssl) and check replies against /openapi.json (jsonschema)
-  PKGS+=(jq chromium openssl python3-jsonschema)
+  # certificate (openssl), check replies against /openapi.json (jsonschema)
+  # and parse deploy/k8s (yaml)
+  PKGS+=(jq chromium openssl python3-jsonschema python3-yaml)
 fi
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)
