@@ -13,8 +13,9 @@ PKGS=(gcc make pkg-config
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--extra" ]; then
   # the tests read JSON (jq), render GET /admin (chromium), make a TLS
   # certificate (openssl), check replies against /openapi.json (jsonschema)
-  # and parse deploy/k8s (yaml)
-  PKGS+=(jq chromium openssl python3-jsonschema python3-yaml)
+  # parse deploy/k8s and docker/compose.yaml (yaml) and run the compose
+  # proxy's configuration (haproxy)
+  PKGS+=(jq chromium openssl python3-jsonschema python3-yaml haproxy)
 fi
 if [ "${1:-}" = "--extra" ]; then
   PKGS+=(clang valgrind libclang-rt-14-dev)
