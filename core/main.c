@@ -310,13 +310,24 @@ static int cmd_serve(void)
     };
     if (hc.auth)
         auth_start(dc.database_url, &e);
-    if (disp_start(&dc, &e) || http_start(&hc, &e)) {
+    /* read before any thread starts: a bad value exits, and exit() beside a
+     * thread inside libpq (the keys' reader) aborts in its libraries' cleanup */
+    size_t rebuild_memory = (size_t)env_int("CQRSD_REBUILD_MEMORY_MB", 1024, 0, 1 << 20) << 20;
+    int rc = disp_start(&dc, &e), dispatching = rc == 0;
+    if (!rc)
+        rc = http_start(&hc, &e);
+    if (rc) {
         fprintf(stderr, "cqrsd: %s\n", e.msg);
+        /* the threads already running stop first (see above) */
+        if (dispatching)
+            disp_stop();
+        auth_stop();
+        free(tls_cert);
+        free(tls_key);
         return e.code == ERR_INVALID ? 2 : 1; /* 2: a setting to fix */
     }
     proj_start(&pc, &e);
-    rebuild_configure(dc.database_url, dc.redis_url,
-                      (size_t)env_int("CQRSD_REBUILD_MEMORY_MB", 1024, 0, 1 << 20) << 20);
+    rebuild_configure(dc.database_url, dc.redis_url, rebuild_memory);
     struct react_config xc = {dc.database_url, 500, 500};
     react_start(&xc, &e);
     hook_start(&kc, &e);

@@ -187,9 +187,10 @@ void load_usage(FILE *f)
         "                     else a line every 5 s)\n"
         "  --help             show this text\n"
         "\n"
-        "FILE may be \"-\" for standard input. Exit status: 0 when every\n"
-        "command succeeded and the read models caught up, 1 otherwise,\n"
-        "2 on bad arguments.\n",
+        "FILE may be \"-\" for standard input. A server with CQRSD_AUTH=on\n"
+        "needs a key of scopes command,query in CQRSD_API_KEY. Exit status: 0\n"
+        "when every command succeeded and the read models caught up, 1\n"
+        "otherwise, 2 on bad arguments.\n",
         LOAD_DEFAULT_URL, LOAD_MAX_CONCURRENCY, LOAD_DEFAULT_CONCURRENCY);
 }
 
