@@ -12,6 +12,7 @@
 #include <sys/random.h>
 
 #include "core/es.h"
+#include "core/reg.h"
 #include "core/util.h"
 
 #define KEY_PREFIX "cqrsd_"
@@ -38,6 +39,22 @@ static struct {
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *scope_names[] = {"command", "query", "admin"};
+
+int auth_route_scope(const struct reg_route *r)
+{
+    if (r->kind == REG_COMMAND)
+        return AUTH_COMMAND;
+    if (r->kind == REG_QUERY)
+        return AUTH_QUERY;
+    switch (r->builtin) {
+    case REG_HEALTH:
+    case REG_READY:
+    case REG_ADMIN_PAGE:
+    case REG_PROBLEM:
+    case REG_OPENAPI: return 0;
+    default: return AUTH_ADMIN;
+    }
+}
 
 int auth_scopes_parse(const char *list, int *scopes, struct err *e)
 {

@@ -21,6 +21,13 @@
 /* Scopes, as bits. */
 enum { AUTH_COMMAND = 1, AUTH_QUERY = 2, AUTH_ADMIN = 4 };
 
+struct reg_route;
+
+/* The scope a route needs (one AUTH_* bit), 0 for the routes open to all:
+ * /healthz, /readyz, /admin (the page), /problems/{name}, /openapi.json.
+ * Commands need AUTH_COMMAND, queries AUTH_QUERY, other built-ins AUTH_ADMIN. */
+int auth_route_scope(const struct reg_route *r);
+
 /* Parses "command,query,admin" (any of them, comma-separated) into bits.
  * Returns 0, or ERR_INVALID naming the word. */
 int auth_scopes_parse(const char *list, int *scopes, struct err *e);

@@ -210,8 +210,7 @@ void disp_reply(struct disp_job *job, int status, json_t *body)
 
 void disp_reply_text(struct disp_job *job, int status, char *text, const char *content_type)
 {
-    disp_reply(job, status, NULL);
-    free(job->text);
+    disp_reply(job, status, NULL); /* frees a text set before */
     job->text = text;
     job->content_type = content_type;
 }
@@ -224,24 +223,31 @@ const char *disp_param(const struct disp_job *job, const char *name)
     return NULL;
 }
 
-/* The oldest checkpoint known here of the projections of r in mask (bit i:
- * r->projs[i]) into out ("" when one has none, or mask is 0); *which gets
- * the index of that projection. */
-static void reflected(const struct reg *r, uint64_t mask, char out[33], size_t *which)
+/* The oldest of cps[i] over the projections i of r in mask (bit i:
+ * r->projs[i], query_call's read mask) into out; *which gets its index.
+ * Returns 0 when mask holds none of them (out is then ""). */
+static int oldest_read(const struct reg *r, const char (*cps)[33], uint64_t mask,
+                       char out[33], size_t *which)
 {
     out[0] = '\0';
     int any = 0;
     for (size_t i = 0; i < r->nprojs; i++) {
         if (!(mask >> (i < 63 ? i : 63) & 1))
             continue;
-        char cp[33];
-        rm_live_checkpoint(r->projs[i].live, cp);
-        if (!any || strcmp(cp, out) < 0) {
-            memcpy(out, cp, 33);
+        if (!any || strcmp(cps[i], out) < 0) {
+            memcpy(out, cps[i], 33);
             *which = i;
         }
         any = 1;
     }
+    return any;
+}
+
+/* The checkpoints known here of every projection of r into cps. */
+static void known_checkpoints(const struct reg *r, char (*cps)[33])
+{
+    for (size_t i = 0; i < r->nprojs; i++)
+        rm_live_checkpoint(r->projs[i].live, cps[i]);
 }
 
 /* Reads the checkpoints from Redis when this instance's copy is older than
@@ -283,30 +289,22 @@ static void run_query(struct disp_job *job, PGconn *pg, redisContext *rc)
         refresh_checkpoints(r, rc, 0);
         /* what the read models held before the query read them: a lower
          * bound of what its reply reflects */
-        char(*before)[33] = xcalloc(r->nprojs + 1, sizeof *before);
-        for (size_t i = 0; i < r->nprojs; i++)
-            rm_live_checkpoint(r->projs[i].live, before[i]);
+        char(*cps)[33] = xcalloc(r->nprojs + 1, sizeof *cps);
+        known_checkpoints(r, cps);
         uint64_t read = 0;
         code = query_call(r, job->query->q, rc, NULL, names, values, job->nparams, &out, &read,
                           &e);
-        char pos[33] = "";
+        char pos[33];
         size_t which = 0;
-        int any = 0;
-        for (size_t i = 0; i < r->nprojs; i++)
-            if (read >> (i < 63 ? i : 63) & 1) {
-                if (!any || strcmp(before[i], pos) < 0) {
-                    memcpy(pos, before[i], 33);
-                    which = i;
-                }
-                any = 1;
-            }
-        free(before);
+        int any = oldest_read(r, (const char(*)[33])cps, read, pos, &which);
         memcpy(job->position, pos, 33);
         /* a 404 from read models behind is what read-your-writes is for: any
          * answer of the function waits; a store that failed does not */
         if (code == ERR_UNAVAILABLE || code == ERR_INTERNAL || !job->min_position[0] || !any ||
-            strcmp(pos, job->min_position) >= 0)
+            strcmp(pos, job->min_position) >= 0) {
+            free(cps);
             break;
+        }
         /* behind the position asked for: wait until the projections read pass
          * it, then read again */
         json_decref(out);
@@ -316,11 +314,13 @@ static void run_query(struct disp_job *job, PGconn *pg, redisContext *rc)
         char now[33];
         for (;;) {
             refresh_checkpoints(r, rc, 1);
-            reflected(r, read, now, &which);
+            known_checkpoints(r, cps);
+            oldest_read(r, (const char(*)[33])cps, read, now, &which);
             if (strcmp(now, job->min_position) >= 0 || util_now_ms() >= deadline)
                 break;
             poll(NULL, 0, 5);
         }
+        free(cps);
         if (strcmp(now, job->min_position) >= 0)
             continue;
         const struct fn_projection *p = r->projs[which].p;

@@ -147,23 +147,6 @@ struct req {
     int challenge;    /* a 401: answer with WWW-Authenticate */
 };
 
-/* The scope route needs (core/auth.h), 0 for none. */
-static int route_scope(const struct reg_route *r)
-{
-    if (r->kind == REG_COMMAND)
-        return AUTH_COMMAND;
-    if (r->kind == REG_QUERY)
-        return AUTH_QUERY;
-    switch (r->builtin) {
-    case REG_HEALTH:
-    case REG_READY:
-    case REG_ADMIN_PAGE:
-    case REG_PROBLEM:
-    case REG_OPENAPI: return 0;
-    default: return AUTH_ADMIN;
-    }
-}
-
 /* 1 when h may serve as a request id (http.h). */
 static int request_id_ok(const char *h)
 {
@@ -528,7 +511,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (rq->m.route) /* copied: the generation may be gone when the metrics count it */
             snprintf(rq->route, sizeof rq->route, "%s", rq->m.route->pattern);
-        int scope = rq->m.route && !rq->early_code && H.cfg.auth ? route_scope(rq->m.route) : 0;
+        int scope = rq->m.route && !rq->early_code && H.cfg.auth ? auth_route_scope(rq->m.route) : 0;
         if (scope) {
             struct err ae = {0};
             int arc = auth_check(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/auth.h"
 #include "core/err.h"
 #include "core/util.h"
 
@@ -253,7 +254,7 @@ static const int BUILTIN_ERRORS[] = {ERR_INVALID,     ERR_NOT_FOUND, ERR_STATE_C
                                      ERR_MEDIA_TYPE,  ERR_UNAVAILABLE, ERR_TIMEOUT,
                                      ERR_INTERNAL,    0};
 
-static json_t *builtin_op(const struct reg_route *r, int auth)
+static json_t *builtin_op(const struct reg_route *r)
 {
     for (size_t i = 0; i < sizeof BUILTINS / sizeof *BUILTINS; i++) {
         if (BUILTINS[i].b != r->builtin)
@@ -273,8 +274,6 @@ static json_t *builtin_op(const struct reg_route *r, int auth)
                                 json_response("not ready", object_with(BUILTINS[i].required)));
         if (r->builtin != REG_HEALTH)
             problems(responses, BUILTIN_ERRORS);
-        if (auth)
-            problems(responses, AUTH_ERRORS);
         json_t *op = json_pack("{s:s, s:o, s:o}", "summary", BUILTINS[i].summary, "parameters",
                                path_params(r->pattern), "responses", responses);
         if (r->builtin == REG_HOOK_CREATE)
@@ -301,12 +300,8 @@ json_t *openapi_document(const struct reg *r, int auth)
         }
         json_t *op = rt->kind == REG_COMMAND ? command_op(rt->target)
                      : rt->kind == REG_QUERY ? query_op(rt->target)
-                                             : builtin_op(rt, auth);
-        int open = rt->kind == REG_BUILTIN &&
-                   (rt->builtin == REG_HEALTH || rt->builtin == REG_READY ||
-                    rt->builtin == REG_ADMIN_PAGE || rt->builtin == REG_PROBLEM ||
-                    rt->builtin == REG_OPENAPI);
-        if (auth && !open) {
+                                             : builtin_op(rt);
+        if (auth && auth_route_scope(rt)) {
             json_object_set_new(op, "security", json_pack("[{s:[]}]", "bearer"));
             problems(json_object_get(op, "responses"), AUTH_ERRORS);
         }
