@@ -280,6 +280,29 @@ int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, i
               struct err *e);
 
 /*
+ * Pipelined reads (Redis pipelining, https://redis.io/docs/latest/develop/use/pipelining/):
+ * between fn_pipeline_begin and fn_pipeline_end every read above is sent
+ * without waiting for its reply, so a query that needs several reads pays one
+ * round trip to Redis for all of them. Inside a pipeline a read returns 0 at
+ * once (or ERR_INVALID for an unknown projection, ERR_UNAVAILABLE when Redis
+ * is unreachable) and its outputs are filled when fn_pipeline_end returns 0;
+ * they must stay valid until then. fn_pipeline_end returns the first error of
+ * any read in the pipeline, met when it was sent or in its reply, as that read
+ * would have returned it (all replies are read; on an error the outputs are
+ * unspecified), or ERR_INTERNAL without a begin.
+ * Pipelines nest: only the outermost end sends. A query that returns with a
+ * pipeline open has its replies dropped. A read cannot depend on another's
+ * result in the same pipeline. So the reads' own returns may be ignored:
+ *
+ *   fn_pipeline_begin(q);
+ *   fn_hgetall(q, "cart_view", key, &cart, e);
+ *   fn_zrange(q, "cart_view", pkey, 0, -1, 0, &prices, e);
+ *   if ((rc = fn_pipeline_end(q, e))) return rc;
+ */
+void fn_pipeline_begin(struct fn_query_ctx *q);
+int fn_pipeline_end(struct fn_query_ctx *q, struct err *e);
+
+/*
  * A query function: answers GET route from read models. Returns 0 and sets
  * *out (a new reference, sent as the 200 body), or ERR_NOT_FOUND /
  * ERR_INVALID / ERR_UNAVAILABLE / ERR_INTERNAL with a message.

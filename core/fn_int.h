@@ -70,6 +70,23 @@ void fn_batch_clear(struct fn_batch *b);
 /* Empties b for the next event, keeping its prefix and its memory. */
 void fn_batch_reset(struct fn_batch *b);
 
+/* A read sent in a pipeline, waiting for its reply (core/query.c). */
+enum fn_pending_kind {
+    PENDING_HASH,    /* HGETALL into struct fn_hash */
+    PENDING_VALUES,  /* HMGET into const char *[n] */
+    PENDING_MEMBERS, /* ZRANGE, ZREVRANGE, SMEMBERS into struct fn_members */
+    PENDING_SCORED,  /* the same WITHSCORES */
+    PENDING_COUNT,   /* ZCARD, SCARD into int64_t */
+    PENDING_EXISTS,  /* EXISTS into int */
+};
+struct fn_pending {
+    enum fn_pending_kind kind;
+    const char *cmd; /* static */
+    const char *key; /* the full key, in the arena */
+    void *out;       /* the caller's */
+    size_t n;        /* PENDING_VALUES: how many */
+};
+
 struct fn_query_ctx {
     redisContext *redis; /* borrowed; may be NULL */
     int redis_failed;    /* set when a read found Redis unreachable */
@@ -80,6 +97,10 @@ struct fn_query_ctx {
     const char *ns;        /* put before every key read ("" for the read models) */
     struct arena arena;    /* what the reads return; freed after the query */
     uint64_t read;         /* bit i: it read projection i of reg (all bits past 63) */
+    int depth;             /* fn_pipeline_begin calls not ended yet */
+    struct fn_pending *pending; /* reads sent in the pipeline, in order; owned */
+    size_t npending, cap_pending;
+    struct err pipe_err;   /* the first error met in the pipeline */
 };
 
 #endif

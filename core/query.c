@@ -34,6 +34,8 @@ const char *fn_param(const struct fn_query_ctx *q, const char *name)
     return NULL;
 }
 
+static int noted(struct fn_query_ctx *q, int rc, const struct err *e);
+
 /* The full key of projection's relative key, in the arena; NULL and
  * ERR_INVALID for a projection the generation lacks. */
 static char *full_key(struct fn_query_ctx *q, const char *projection, const char *key,
@@ -41,14 +43,19 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
 {
     const struct reg_projection *p = q->reg ? reg_projection_find(q->reg, projection) : NULL;
     if (!p) {
-        err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection);
+        noted(q, err_set(e, ERR_INVALID, "no projection \"%.100s\" is loaded", projection), e);
         return NULL;
     }
     size_t idx = (size_t)(p - q->reg->projs);
     q->read |= idx < 64 ? (uint64_t)1 << idx : ~(uint64_t)0;
     /* the scratch namespace of the case runner has no builds */
     const char *ns = q->ns ? q->ns : "";
-    long build = *ns ? 0 : rm_live_build(q->redis, p->p->name, p->p->version, p->live);
+    /* the live build's refresh is a command of its own on the connection:
+     * never while pipelined reads wait for their replies, or it would take
+     * the first of them for its own (the cached build serves meanwhile) */
+    long build = *ns ? 0
+                     : rm_live_build(q->npending ? NULL : q->redis, p->p->name, p->p->version,
+                                     p->live);
     char *space = rm_keyspace(p->p->name, p->p->version, build);
     size_t nl = strlen(ns), sl = strlen(space), kl = strlen(key);
     char *out = arena_alloc(&q->arena, nl + sl + kl + 1);
@@ -61,10 +68,10 @@ static char *full_key(struct fn_query_ctx *q, const char *projection, const char
 
 #define WANT(type) (1u << (type))
 
-/* Checks reply r of command argv (argv[1] the full key) against want; frees r
- * and sets e when it does not fit. */
+/* Checks reply r of cmd on key (the full key) against want; frees r and sets
+ * e when it does not fit. */
 static int check(struct fn_query_ctx *q, unsigned want, redisReply *r, struct err *e,
-                 const char **argv)
+                 const char *cmd, const char *key)
 {
     if (!r || q->redis->err) {
         if (r)
@@ -74,7 +81,7 @@ static int check(struct fn_query_ctx *q, unsigned want, redisReply *r, struct er
     }
     if (r->type == REDIS_REPLY_ERROR) {
         int code = r->str && !strncmp(r->str, "WRONGTYPE", 9) ? ERR_INTERNAL : ERR_UNAVAILABLE;
-        err_set(e, code, "redis failed %s on key \"%.200s\": %.200s", argv[0], argv[1],
+        err_set(e, code, "redis failed %s on key \"%.200s\": %.200s", cmd, key,
                 r->str ? r->str : "");
         if (code == ERR_UNAVAILABLE)
             q->redis_failed = 1;
@@ -83,7 +90,7 @@ static int check(struct fn_query_ctx *q, unsigned want, redisReply *r, struct er
     }
     if (r->type < 0 || r->type >= 32 || !(want & WANT(r->type))) {
         err_set(e, ERR_INTERNAL, "redis answered %s on key \"%.200s\" with a reply of type %d",
-                argv[0], argv[1], r->type);
+                cmd, key, r->type);
         freeReplyObject(r);
         return ERR_INTERNAL;
     }
@@ -96,17 +103,12 @@ static int unavailable(struct fn_query_ctx *q, struct err *e)
     return err_set(e, ERR_UNAVAILABLE, "the read-model store is unavailable");
 }
 
-/* Runs argv (argv[1] the full key) and checks the reply type against want. */
-static int exec(struct fn_query_ctx *q, unsigned want, redisReply **out, struct err *e, int argc,
-                const char **argv)
+/* Keeps the first error met inside a pipeline (fn_pipeline_end returns it);
+ * returns rc. */
+static int noted(struct fn_query_ctx *q, int rc, const struct err *e)
 {
-    *out = NULL;
-    if (!q->redis || q->redis->err)
-        return unavailable(q, e);
-    redisReply *r = redisCommandArgv(q->redis, argc, argv, NULL);
-    int rc = check(q, want, r, e, argv);
-    if (!rc)
-        *out = r;
+    if (rc && q->depth && !q->pipe_err.code)
+        q->pipe_err = *e;
     return rc;
 }
 
@@ -154,6 +156,139 @@ static int decode_hash(struct fn_query_ctx *q, redisReply *r, const char *k, str
     return 0;
 }
 
+/* A score as Redis writes it ("12", "-3", "1e+20") into an int64; scores
+ * the ABI writes are integers, so anything else is a damaged read model. */
+static int parse_score(const redisReply *s, int64_t *out)
+{
+    if (!is_str(s))
+        return -1;
+    if (fn_parse_int(s->str, s->len, out) == 0)
+        return 0;
+    char *end;
+    double d = strtod(s->str, &end);
+    if (*end || !isfinite(d) || d != floor(d) || d >= 9.2233720368547758e18 ||
+        d < -9.2233720368547758e18)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* Copies and frees a member list (with scores when scores) from r into out. */
+static int members(struct fn_query_ctx *q, redisReply *r, int scores, const char *cmd,
+                   const char *key, struct fn_members *out, struct err *e)
+{
+    size_t step = scores ? 2 : 1;
+    if (r->elements % step) {
+        freeReplyObject(r);
+        return err_set(e, ERR_INTERNAL, "redis answered %s on key \"%.200s\" with %zu elements",
+                       cmd, key, r->elements);
+    }
+    size_t n = r->elements / step;
+    struct fn_member *m = arena_alloc(&q->arena, (n ? n : 1) * sizeof *m);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *mem = r->element[i * step];
+        if (!is_str(mem) || (scores && parse_score(r->element[i * step + 1], &m[i].score))) {
+            freeReplyObject(r);
+            return err_set(e, ERR_INTERNAL,
+                           "redis answered %s on key \"%.200s\" with a malformed member or score",
+                           cmd, key);
+        }
+        m[i].member = arena_strndup(&q->arena, mem->str, mem->len);
+        m[i].len = mem->len;
+    }
+    freeReplyObject(r);
+    out->m = m;
+    out->n = n;
+    return 0;
+}
+
+/* Decodes reply r of read p into p's output, and frees r. */
+static int finish(struct fn_query_ctx *q, const struct fn_pending *p, redisReply *r,
+                  struct err *e)
+{
+    int integer = p->kind == PENDING_COUNT || p->kind == PENDING_EXISTS;
+    int rc = check(q, integer ? WANT(REDIS_REPLY_INTEGER) : WANT(REDIS_REPLY_ARRAY), r, e, p->cmd,
+                   p->key);
+    if (rc)
+        return rc;
+    switch (p->kind) {
+    case PENDING_HASH: return decode_hash(q, r, p->key, p->out, e);
+    case PENDING_MEMBERS: return members(q, r, 0, p->cmd, p->key, p->out, e);
+    case PENDING_SCORED: return members(q, r, 1, p->cmd, p->key, p->out, e);
+    case PENDING_VALUES: {
+        const char **values = p->out;
+        for (size_t i = 0; i < p->n; i++) {
+            const redisReply *v = i < r->elements ? r->element[i] : NULL;
+            values[i] = is_str(v) ? arena_strndup(&q->arena, v->str, v->len) : NULL;
+        }
+        break;
+    }
+    case PENDING_COUNT: *(int64_t *)p->out = (int64_t)r->integer; break;
+    case PENDING_EXISTS: *(int *)p->out = r->integer > 0; break;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Sends read p (argv: the command, argv[1] its full key): in a pipeline it
+ * is queued and its reply read by fn_pipeline_end; else it runs now. */
+static int issue(struct fn_query_ctx *q, const struct fn_pending *p, int argc, const char **argv,
+                 struct err *e)
+{
+    if (!q->redis || q->redis->err)
+        return noted(q, unavailable(q, e), e);
+    if (!q->depth)
+        return finish(q, p, redisCommandArgv(q->redis, argc, argv, NULL), e);
+    if (redisAppendCommandArgv(q->redis, argc, argv, NULL) != REDIS_OK)
+        return noted(q, unavailable(q, e), e);
+    if (q->npending == q->cap_pending) {
+        q->cap_pending = q->cap_pending ? 2 * q->cap_pending : 8;
+        q->pending = xrealloc(q->pending, q->cap_pending * sizeof *q->pending);
+    }
+    q->pending[q->npending++] = *p;
+    return 0;
+}
+
+void fn_pipeline_begin(struct fn_query_ctx *q)
+{
+    q->depth++;
+}
+
+/* Reads the replies of the queued reads: decoded into their outputs, or
+ * (discard) only freed, for a query that returned with a pipeline open,
+ * whose outputs may be gone. Returns the first error met. */
+static int pipeline_read(struct fn_query_ctx *q, int discard, struct err *e)
+{
+    int rc = q->pipe_err.code;
+    if (rc)
+        *e = q->pipe_err;
+    q->pipe_err = (struct err){0};
+    for (size_t i = 0; i < q->npending; i++) {
+        void *v = NULL;
+        if (!q->redis || redisGetReply(q->redis, &v) != REDIS_OK) {
+            /* the connection is broken (hiredis marks it): nothing more to read */
+            if (!rc)
+                rc = unavailable(q, e);
+            break;
+        }
+        if (rc || discard)
+            freeReplyObject(v);
+        else
+            rc = finish(q, &q->pending[i], v, e);
+    }
+    q->npending = 0;
+    return rc;
+}
+
+int fn_pipeline_end(struct fn_query_ctx *q, struct err *e)
+{
+    if (q->depth == 0)
+        return err_set(e, ERR_INTERNAL, "fn_pipeline_end without fn_pipeline_begin");
+    if (--q->depth)
+        return 0;
+    return pipeline_read(q, 0, e);
+}
+
 int fn_hgetall(struct fn_query_ctx *q, const char *projection, const char *key,
                struct fn_hash *out, struct err *e)
 {
@@ -167,29 +302,15 @@ int fn_hgetall_many(struct fn_query_ctx *q, const char *projection, const char *
     for (size_t i = 0; i < n; i++)
         if (!(out[i].key = full_key(q, projection, keys[i], e)))
             return ERR_INVALID;
-    if (!q->redis || q->redis->err)
-        return unavailable(q, e);
-    /* one round trip: every command sent, then every reply read (all of
-     * them, even after a bad one, so the connection stays in step) */
+    if (n == 1) /* one read: no pipeline needed */
+        return issue(q, &(struct fn_pending){PENDING_HASH, "HGETALL", out[0].key, out, 0}, 2,
+                     (const char *[]){"HGETALL", out[0].key}, e);
+    fn_pipeline_begin(q);
     for (size_t i = 0; i < n; i++)
-        if (redisAppendCommandArgv(q->redis, 2, (const char *[]){"HGETALL", out[i].key}, NULL) !=
-            REDIS_OK)
-            return unavailable(q, e);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        void *v = NULL;
-        if (redisGetReply(q->redis, &v) != REDIS_OK)
-            return unavailable(q, e);
-        redisReply *r = v;
-        if (rc) {
-            freeReplyObject(r);
-            continue;
-        }
-        rc = check(q, WANT(REDIS_REPLY_ARRAY), r, e, (const char *[]){"HGETALL", out[i].key});
-        if (!rc)
-            rc = decode_hash(q, r, out[i].key, &out[i], e);
-    }
-    return rc;
+        if (issue(q, &(struct fn_pending){PENDING_HASH, "HGETALL", out[i].key, &out[i], 0}, 2,
+                  (const char *[]){"HGETALL", out[i].key}, e))
+            break;
+    return fn_pipeline_end(q, e);
 }
 
 const char *fn_hash_get(const struct fn_hash *h, const char *field)
@@ -233,6 +354,8 @@ int fn_hash_int(const struct fn_hash *h, const char *field, int64_t *out, struct
 int fn_hmget(struct fn_query_ctx *q, const char *projection, const char *key, size_t n,
              const char *const *fields, const char **values, struct err *e)
 {
+    for (size_t i = 0; i < n; i++)
+        values[i] = NULL;
     char *k = full_key(q, projection, key, e);
     if (!k)
         return ERR_INVALID;
@@ -243,63 +366,10 @@ int fn_hmget(struct fn_query_ctx *q, const char *projection, const char *key, si
     argv[1] = k;
     for (size_t i = 0; i < n; i++)
         argv[i + 2] = fields[i];
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, (int)n + 2, argv);
+    int rc = issue(q, &(struct fn_pending){PENDING_VALUES, "HMGET", k, values, n}, (int)n + 2,
+                   argv, e);
     free(argv);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *v = i < r->elements ? r->element[i] : NULL;
-        values[i] = is_str(v) ? arena_strndup(&q->arena, v->str, v->len) : NULL;
-    }
-    freeReplyObject(r);
-    return 0;
-}
-
-/* A score as Redis writes it ("12", "-3", "1e+20") into an int64; scores
- * the ABI writes are integers, so anything else is a damaged read model. */
-static int parse_score(const redisReply *s, int64_t *out)
-{
-    if (!is_str(s))
-        return -1;
-    if (fn_parse_int(s->str, s->len, out) == 0)
-        return 0;
-    char *end;
-    double d = strtod(s->str, &end);
-    if (*end || !isfinite(d) || d != floor(d) || d >= 9.2233720368547758e18 ||
-        d < -9.2233720368547758e18)
-        return -1;
-    *out = (int64_t)d;
-    return 0;
-}
-
-/* Copies a member list (with scores when scores) from r into out. */
-static int members(struct fn_query_ctx *q, redisReply *r, int scores, const char *cmd,
-                   const char *key, struct fn_members *out, struct err *e)
-{
-    size_t step = scores ? 2 : 1;
-    if (r->elements % step) {
-        freeReplyObject(r);
-        return err_set(e, ERR_INTERNAL, "redis answered %s on key \"%.200s\" with %zu elements",
-                       cmd, key, r->elements);
-    }
-    size_t n = r->elements / step;
-    struct fn_member *m = arena_alloc(&q->arena, (n ? n : 1) * sizeof *m);
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *mem = r->element[i * step];
-        if (!is_str(mem) || (scores && parse_score(r->element[i * step + 1], &m[i].score))) {
-            freeReplyObject(r);
-            return err_set(e, ERR_INTERNAL,
-                           "redis answered %s on key \"%.200s\" with a malformed member or score",
-                           cmd, key);
-        }
-        m[i].member = arena_strndup(&q->arena, mem->str, mem->len);
-        m[i].len = mem->len;
-    }
-    freeReplyObject(r);
-    out->m = m;
-    out->n = n;
-    return 0;
+    return rc;
 }
 
 int fn_zrange(struct fn_query_ctx *q, const char *projection, const char *key, int64_t start,
@@ -313,10 +383,10 @@ int fn_zrange(struct fn_query_ctx *q, const char *projection, const char *key, i
     snprintf(a, sizeof a, "%" PRId64, start);
     snprintf(b, sizeof b, "%" PRId64, stop);
     const char *cmd = flags & FN_DESC ? "ZREVRANGE" : "ZRANGE";
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, flags & FN_SCORES ? 5 : 4,
-                  (const char *[]){cmd, k, a, b, "WITHSCORES"});
-    return rc ? rc : members(q, r, flags & FN_SCORES, cmd, k, out, e);
+    int scores = flags & FN_SCORES;
+    return issue(q,
+                 &(struct fn_pending){scores ? PENDING_SCORED : PENDING_MEMBERS, cmd, k, out, 0},
+                 scores ? 5 : 4, (const char *[]){cmd, k, a, b, "WITHSCORES"}, e);
 }
 
 int fn_zrangebyscore(struct fn_query_ctx *q, const char *projection, const char *key,
@@ -332,10 +402,9 @@ int fn_zrangebyscore(struct fn_query_ctx *q, const char *projection, const char 
     snprintf(hi, sizeof hi, "%" PRId64, max);
     snprintf(off, sizeof off, "%" PRId64, offset);
     snprintf(cnt, sizeof cnt, "%" PRId64, count);
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 8,
-                  (const char *[]){"ZRANGEBYSCORE", k, lo, hi, "WITHSCORES", "LIMIT", off, cnt});
-    return rc ? rc : members(q, r, 1, "ZRANGEBYSCORE", k, out, e);
+    return issue(q, &(struct fn_pending){PENDING_SCORED, "ZRANGEBYSCORE", k, out, 0}, 8,
+                 (const char *[]){"ZRANGEBYSCORE", k, lo, hi, "WITHSCORES", "LIMIT", off, cnt},
+                 e);
 }
 
 int fn_smembers(struct fn_query_ctx *q, const char *projection, const char *key,
@@ -345,47 +414,41 @@ int fn_smembers(struct fn_query_ctx *q, const char *projection, const char *key,
     char *k = full_key(q, projection, key, e);
     if (!k)
         return ERR_INVALID;
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_ARRAY), &r, e, 2, (const char *[]){"SMEMBERS", k});
-    return rc ? rc : members(q, r, 0, "SMEMBERS", k, out, e);
+    return issue(q, &(struct fn_pending){PENDING_MEMBERS, "SMEMBERS", k, out, 0}, 2,
+                 (const char *[]){"SMEMBERS", k}, e);
 }
 
-/* An integer-replying command on one key. */
+/* An integer-replying command on one key, into *out (int64_t, or int for
+ * EXISTS). */
 static int count(struct fn_query_ctx *q, const char *cmd, const char *projection,
-                 const char *key, int64_t *n, struct err *e)
+                 const char *key, void *out, struct err *e)
 {
-    *n = 0;
     char *k = full_key(q, projection, key, e);
     if (!k)
         return ERR_INVALID;
-    redisReply *r;
-    int rc = exec(q, WANT(REDIS_REPLY_INTEGER), &r, e, 2, (const char *[]){cmd, k});
-    if (rc)
-        return rc;
-    *n = (int64_t)r->integer;
-    freeReplyObject(r);
-    return 0;
+    enum fn_pending_kind kind = strcmp(cmd, "EXISTS") ? PENDING_COUNT : PENDING_EXISTS;
+    return issue(q, &(struct fn_pending){kind, cmd, k, out, 0}, 2, (const char *[]){cmd, k}, e);
 }
 
 int fn_zcard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
              struct err *e)
 {
+    *n = 0;
     return count(q, "ZCARD", projection, key, n, e);
 }
 
 int fn_scard(struct fn_query_ctx *q, const char *projection, const char *key, int64_t *n,
              struct err *e)
 {
+    *n = 0;
     return count(q, "SCARD", projection, key, n, e);
 }
 
 int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, int *exists,
               struct err *e)
 {
-    int64_t n;
-    int rc = count(q, "EXISTS", projection, key, &n, e);
-    *exists = n > 0;
-    return rc;
+    *exists = 0;
+    return count(q, "EXISTS", projection, key, exists, e);
 }
 
 /* ---------- running a query ---------- */
@@ -394,10 +457,23 @@ int query_call(const struct reg *reg, const struct fn_query *fq, redisContext *r
                const char *const *names, const char *const *values, size_t n, json_t **out,
                uint64_t *read, struct err *e)
 {
-    struct fn_query_ctx q = {rc, 0, names, values, n, reg, ns ? ns : "", {0}, 0};
+    struct fn_query_ctx q = {.redis = rc,
+                             .names = names,
+                             .values = values,
+                             .nparams = n,
+                             .reg = reg,
+                             .ns = ns ? ns : ""};
     *out = NULL;
     err_clear(e);
     int code = fq->run(&q, out, e);
+    if (q.npending) {
+        /* returned with a pipeline open (on an error, most likely): its
+         * replies are read and dropped, so the connection stays in step for
+         * the next query; the outputs they were for may be gone */
+        struct err de = {0};
+        pipeline_read(&q, 1, &de);
+    }
+    free(q.pending);
     arena_free(&q.arena);
     if (read)
         *read = q.read;

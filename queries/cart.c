@@ -30,19 +30,20 @@ static int cart_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     char *keys[NHASH];
     for (int i = 0; i < NHASH; i++)
         keys[i] = proj_key("cart:", id, suffix[i]);
-    rc = fn_hgetall_many(q, PROJ_CART, (const char *const *)keys, NHASH, h, e);
+    /* the distinct prices of each sku: members "<sku>\x1f<price>" */
+    char *pkey = proj_key("cart:", id, ":prices");
+    /* one round trip for the six reads */
+    fn_pipeline_begin(q);
+    fn_hgetall_many(q, PROJ_CART, (const char *const *)keys, NHASH, h, e);
+    fn_zrange(q, PROJ_CART, pkey, 0, -1, 0, &prices, e);
+    rc = fn_pipeline_end(q, e);
     for (int i = 0; i < NHASH; i++)
         free(keys[i]);
+    free(pkey);
     if (rc)
         return rc;
     if (h[CART].n == 0)
         return err_set(e, ERR_NOT_FOUND, "no cart \"%.200s\"", id);
-    /* the distinct prices of each sku: members "<sku>\x1f<price>" */
-    char *pkey = proj_key("cart:", id, ":prices");
-    rc = fn_zrange(q, PROJ_CART, pkey, 0, -1, 0, &prices, e);
-    free(pkey);
-    if (rc)
-        return rc;
 
     json_t *lines = json_array();
     /* h[QTY] is sorted by sku: the lines come out in sku order */

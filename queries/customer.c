@@ -15,23 +15,19 @@
 #define CUSTOMER_ORDERS_LIMIT_MAX 100
 #define CUSTOMER_ORDERS_OFFSET_MAX 1000000000
 
-/* Sets *out to order_view's placed_at of the order at the start (rev = 0) or
- * the end (rev = 1) of the customer's zset (borrowed from the query's arena),
- * or NULL when the zset is empty or the order is not in order_view yet. */
-static int customer_edge_order_time(struct fn_query_ctx *q, const char *zkey, int rev,
-                                    const char **out, struct err *e)
+/* Reads order_view's placed_at of the one order in m (the first or the last
+ * of the customer's zset) into *at (in a pipeline: filled at its end); none
+ * when m is empty. */
+static int customer_order_time(struct fn_query_ctx *q, const struct fn_members *m,
+                               const char **at, struct err *e)
 {
-    struct fn_members m;
-    *out = NULL;
-    int rc = fn_zrange(q, PROJ_CUSTOMER, zkey, 0, 0, rev ? FN_DESC : 0, &m, e);
-    if (rc || m.n != 1)
-        return rc;
-    char *okey = proj_key("order:", m.m[0].member, "");
-    const char *field = "placed_at", *at = NULL;
-    rc = fn_hmget(q, PROJ_ORDER, okey, 1, &field, &at, e);
+    static const char *const field = "placed_at";
+    *at = NULL;
+    if (m->n != 1)
+        return 0;
+    char *okey = proj_key("order:", m->m[0].member, "");
+    int rc = fn_hmget(q, PROJ_ORDER, okey, 1, &field, at, e);
     free(okey);
-    if (!rc && at && *at)
-        *out = at;
     return rc;
 }
 
@@ -59,16 +55,31 @@ static int customer_get(struct fn_query_ctx *q, json_t **out, struct err *e)
     if ((rc = query_param_id(q, "customer_id", &id, e)))
         return rc;
     char *key = proj_key("customer:", id, "");
-    rc = fn_hgetall(q, PROJ_CUSTOMER, key, &h, e);
+    zkey = proj_key("customer:", id, ":orders");
+    /* the customer, its first and its last order: one round trip; then
+     * when those orders were placed: another */
+    struct fn_members edge[2];
+    fn_pipeline_begin(q);
+    fn_hgetall(q, PROJ_CUSTOMER, key, &h, e);
+    fn_zrange(q, PROJ_CUSTOMER, zkey, 0, 0, 0, &edge[0], e);
+    fn_zrange(q, PROJ_CUSTOMER, zkey, 0, 0, FN_DESC, &edge[1], e);
+    rc = fn_pipeline_end(q, e);
     free(key);
     if (rc)
-        return rc;
-    if (h.n == 0)
-        return err_set(e, ERR_NOT_FOUND, "no customer \"%.200s\"", id);
-    zkey = proj_key("customer:", id, ":orders");
-    if ((rc = customer_edge_order_time(q, zkey, 0, &first, e)) ||
-        (rc = customer_edge_order_time(q, zkey, 1, &last, e)))
         goto done;
+    if (h.n == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "no customer \"%.200s\"", id);
+        goto done;
+    }
+    fn_pipeline_begin(q);
+    customer_order_time(q, &edge[0], &first, e);
+    customer_order_time(q, &edge[1], &last, e);
+    if ((rc = fn_pipeline_end(q, e)))
+        goto done;
+    if (first && !*first)
+        first = NULL;
+    if (last && !*last)
+        last = NULL;
 
     o = json_object();
     json_object_set_new(o, "customer_id", json_string(id));
@@ -97,18 +108,24 @@ const struct fn_query query_customer_get = {
     .run = customer_get,
 };
 
-/* One order of the list: `{order_id, status, total, placed_at}` from
- * order_view, nulls while order_view lags. Sets *out (new reference). */
-static int customer_order_entry(struct fn_query_ctx *q, const struct fn_member *member,
-                                json_t **out, struct err *e)
+/* Reads order_view's status, total and placed_at of the order into f (in a
+ * pipeline: filled at its end). */
+static int customer_order_fields(struct fn_query_ctx *q, const struct fn_member *member,
+                                 const char *f[3], struct err *e)
 {
     static const char *const fields[] = {"status", "total", "placed_at"};
-    const char *f[3];
     char *okey = proj_key("order:", member->member, "");
     int rc = fn_hmget(q, PROJ_ORDER, okey, 3, fields, f, e);
     free(okey);
-    if (rc)
-        return rc;
+    return rc;
+}
+
+/* One order of the list: `{order_id, status, total, placed_at}` from its
+ * fields f (customer_order_fields), nulls while order_view lags. Sets *out
+ * (new reference). */
+static int customer_order_entry(const struct fn_member *member, const char *const f[3],
+                                json_t **out, struct err *e)
+{
     int64_t total;
     if (f[1] && fn_parse_int(f[1], strlen(f[1]), &total))
         return err_set(e, ERR_INTERNAL, "order \"%.200s\" holds a malformed total",
@@ -142,35 +159,44 @@ static int customer_orders(struct fn_query_ctx *q, json_t **out, struct err *e)
         (rc = query_param_int(q, "offset", 0, 0, CUSTOMER_ORDERS_OFFSET_MAX, &offset, e)))
         return rc;
     char *zkey = proj_key("customer:", id, ":orders");
+    char *key = proj_key("customer:", id, "");
     json_t *list = json_array();
-    if ((rc = fn_zcard(q, PROJ_CUSTOMER, zkey, &count, e)))
+    const char *(*f)[3] = NULL;
+    struct fn_members m;
+    int exists;
+    /* the page, its count and whether the customer exists: one round trip */
+    fn_pipeline_begin(q);
+    fn_zcard(q, PROJ_CUSTOMER, zkey, &count, e);
+    fn_exists(q, PROJ_CUSTOMER, key, &exists, e);
+    fn_zrange(q, PROJ_CUSTOMER, zkey, offset, offset + limit - 1, FN_DESC, &m, e);
+    if ((rc = fn_pipeline_end(q, e)))
         goto done;
-    if (count == 0) {
-        char *key = proj_key("customer:", id, "");
-        int exists;
-        rc = fn_exists(q, PROJ_CUSTOMER, key, &exists, e);
-        free(key);
-        if (!rc && !exists)
-            rc = err_set(e, ERR_NOT_FOUND, "no customer \"%.200s\"", id);
-        if (rc)
-            goto done;
+    if (count == 0 && !exists) {
+        rc = err_set(e, ERR_NOT_FOUND, "no customer \"%.200s\"", id);
+        goto done;
     }
-    if (offset < count) {
-        struct fn_members m;
-        if ((rc = fn_zrange(q, PROJ_CUSTOMER, zkey, offset, offset + limit - 1, FN_DESC, &m, e)))
+    /* every order's fields: one round trip */
+    f = calloc(m.n + 1, sizeof *f);
+    if (!f)
+        abort();
+    fn_pipeline_begin(q);
+    for (size_t i = 0; i < m.n; i++)
+        customer_order_fields(q, &m.m[i], f[i], e);
+    if ((rc = fn_pipeline_end(q, e)))
+        goto done;
+    for (size_t i = 0; i < m.n; i++) {
+        json_t *entry = NULL;
+        if ((rc = customer_order_entry(&m.m[i], f[i], &entry, e)))
             goto done;
-        for (size_t i = 0; i < m.n; i++) {
-            json_t *entry = NULL;
-            if ((rc = customer_order_entry(q, &m.m[i], &entry, e)))
-                goto done;
-            json_array_append_new(list, entry);
-        }
+        json_array_append_new(list, entry);
     }
     *out = json_pack("{s:s, s:I, s:O}", "customer_id", id, "total", (json_int_t)count, "orders",
                      list);
 done:
     json_decref(list);
+    free(f);
     free(zkey);
+    free(key);
     return rc;
 }
 

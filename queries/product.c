@@ -141,18 +141,22 @@ static int product_top(struct fn_query_ctx *q, json_t **out, struct err *e)
     }
     qsort(v, n, sizeof *v, product_ranked_cmp);
 
+    /* every product's hash in one round trip */
+    struct fn_hash h[PRODUCT_TOP_LIMIT_MAX];
+    fn_pipeline_begin(q);
+    for (size_t i = 0; i < n; i++) {
+        char *key = proj_key("product:", v[i].member, "");
+        fn_hgetall(q, PROJ_PRODUCT, key, &h[i], e);
+        free(key);
+    }
+    if ((rc = fn_pipeline_end(q, e)))
+        return rc;
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++) {
-        struct fn_hash h;
-        char *key = proj_key("product:", v[i].member, "");
-        rc = fn_hgetall(q, PROJ_PRODUCT, key, &h, e);
-        free(key);
-        if (!rc) {
-            json_t *p = json_object();
-            json_object_set_new(p, "sku", json_stringn(v[i].member, v[i].len));
-            rc = product_fields(p, &h, 0, e);
-            json_array_append_new(list, p);
-        }
+        json_t *p = json_object();
+        json_object_set_new(p, "sku", json_stringn(v[i].member, v[i].len));
+        rc = product_fields(p, &h[i], 0, e);
+        json_array_append_new(list, p);
         if (rc) {
             json_decref(list);
             return rc;

@@ -85,23 +85,35 @@ static int stats_daily(struct fn_query_ctx *q, json_t **out, struct err *e)
                        to - from + 1, fn_param(q, "from"), fn_param(q, "to"),
                        QUERY_DAILY_MAX_DAYS);
 
-    json_t *days = json_array();
-    for (int64_t day = from; day <= to; day++) {
+    /* every day's hash in one round trip */
+    size_t ndays = (size_t)(to - from + 1);
+    struct fn_hash *h = calloc(ndays, sizeof *h);
+    if (!h)
+        abort();
+    fn_pipeline_begin(q);
+    for (size_t i = 0; i < ndays; i++) {
         char date[11], rel[16];
-        struct fn_hash h;
-        rtime_format_date(day, date);
+        rtime_format_date(from + (int64_t)i, date);
         snprintf(rel, sizeof rel, "day:%s", date);
-        rc = fn_hgetall(q, PROJ_STATS, rel, &h, e);
-        if (!rc) {
-            json_t *d = json_object();
-            json_object_set_new(d, "date", json_string(date));
-            rc = query_put_fields(d, &h, fields, STATS_NFIELDS(fields), e);
-            json_array_append_new(days, d);
-        }
-        if (rc) {
-            json_decref(days);
-            return rc;
-        }
+        fn_hgetall(q, PROJ_STATS, rel, &h[i], e);
+    }
+    if ((rc = fn_pipeline_end(q, e))) {
+        free(h);
+        return rc;
+    }
+    json_t *days = json_array();
+    for (size_t i = 0; i < ndays && !rc; i++) {
+        char date[11];
+        rtime_format_date(from + (int64_t)i, date);
+        json_t *d = json_object();
+        json_object_set_new(d, "date", json_string(date));
+        rc = query_put_fields(d, &h[i], fields, STATS_NFIELDS(fields), e);
+        json_array_append_new(days, d);
+    }
+    free(h);
+    if (rc) {
+        json_decref(days);
+        return rc;
     }
     json_t *o = json_object();
     json_object_set_new(o, "from", json_string(fn_param(q, "from")));
@@ -158,23 +170,25 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
     if (rc)
         return rc;
     struct stats_country *v = calloc(m.n + 1, sizeof *v);
+    struct fn_hash *h = calloc(m.n + 1, sizeof *h);
+    int64_t *customers = calloc(m.n + 1, sizeof *customers);
     size_t n = 0;
-    if (!v)
+    if (!v || !h || !customers)
         abort();
+    /* every country's hash and customer count in one round trip */
+    fn_pipeline_begin(q);
+    for (size_t i = 0; i < m.n; i++) {
+        char *ckey = proj_key("country:", m.m[i].member, "");
+        char *rel = proj_key("country:", m.m[i].member, ":customers");
+        fn_hgetall(q, PROJ_STATS, ckey, &h[i], e);
+        fn_scard(q, PROJ_STATS, rel, &customers[i], e);
+        free(ckey);
+        free(rel);
+    }
+    rc = fn_pipeline_end(q, e);
     for (size_t i = 0; i < m.n && !rc; i++) {
         const char *name = m.m[i].member;
-        struct fn_hash h;
-        int64_t customers = 0;
-        char *ckey = proj_key("country:", name, "");
-        rc = fn_hgetall(q, PROJ_STATS, ckey, &h, e);
-        free(ckey);
-        if (!rc) {
-            char *rel = proj_key("country:", name, ":customers");
-            rc = fn_scard(q, PROJ_STATS, rel, &customers, e);
-            free(rel);
-        }
-        if (!rc)
-            rc = fn_hash_int(&h, "revenue", &v[n].revenue, e);
+        rc = fn_hash_int(&h[i], "revenue", &v[n].revenue, e);
         if (!rc) {
             json_t *o = json_object();
             json_object_set_new(o, "country", json_stringn(name, m.m[i].len));
@@ -182,8 +196,8 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
             v[n].len = m.m[i].len;
             v[n].o = o;
             n++;
-            if (!(rc = query_put_fields(o, &h, fields, STATS_NFIELDS(fields), e)))
-                json_object_set_new(o, "customers", json_integer((json_int_t)customers));
+            if (!(rc = query_put_fields(o, &h[i], fields, STATS_NFIELDS(fields), e)))
+                json_object_set_new(o, "customers", json_integer((json_int_t)customers[i]));
         }
     }
     if (!rc) {
@@ -196,6 +210,8 @@ static int stats_countries(struct fn_query_ctx *q, json_t **out, struct err *e)
     for (size_t i = 0; i < n; i++)
         json_decref(v[i].o);
     free(v);
+    free(h);
+    free(customers);
     return rc;
 }
 

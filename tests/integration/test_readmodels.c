@@ -12,6 +12,7 @@
  * before each test; whatever database REDIS_URL names is ignored, so db 0 is
  * never touched. Without REDIS_URL the program skips (exit 77).
  */
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "core/fn_int.h"
 #include "core/query.h"
 #include "core/reg.h"
+#include "core/rm.h"
 #include "projections/keys.h"
 
 #define TEST_DB 9
@@ -887,6 +889,147 @@ static void test_redis_unreachable(void **state)
     assert_null(out);
 }
 
+/* ---------- pipelined reads (fn_pipeline_begin/end) ---------- */
+
+/* What the pipeline test functions saw, for the test to check. */
+static struct {
+    struct fn_hash h;
+    struct fn_members z, m;
+    const char *v[2];
+    int64_t zcard;
+    int exists;
+    size_t z_n_inside; /* fn_members.n right after the zrange was queued */
+    int end_rc;
+} PL;
+
+static const char *const pl_fields[] = {"status", "nope"};
+
+/* Six reads of several kinds in one pipeline, nested once. */
+static int pl_all(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    (void)out;
+    fn_pipeline_begin(q);
+    fn_hgetall(q, PROJ_CART, "pl:h", &PL.h, e);
+    fn_pipeline_begin(q); /* nested: only the outer end sends */
+    fn_zrange(q, PROJ_CART, "pl:z", 0, -1, FN_SCORES, &PL.z, e);
+    PL.z_n_inside = PL.z.n;
+    fn_pipeline_end(q, e);
+    PL.z_n_inside += PL.z.n; /* still nothing: the outer pipeline is open */
+    fn_hmget(q, PROJ_CART, "pl:h", 2, pl_fields, PL.v, e);
+    fn_zcard(q, PROJ_CART, "pl:z", &PL.zcard, e);
+    fn_exists(q, PROJ_CART, "pl:h", &PL.exists, e);
+    fn_smembers(q, PROJ_CART, "pl:s", &PL.m, e);
+    return PL.end_rc = fn_pipeline_end(q, e);
+}
+
+/* A read of a key of the wrong type between two good ones. */
+static int pl_wrongtype(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    (void)out;
+    fn_pipeline_begin(q);
+    fn_hgetall(q, PROJ_CART, "pl:h", &PL.h, e);
+    fn_zrange(q, PROJ_CART, "pl:h", 0, -1, 0, &PL.z, e); /* a hash */
+    fn_smembers(q, PROJ_CART, "pl:s", &PL.m, e);
+    return fn_pipeline_end(q, e);
+}
+
+/* A projection the generation lacks, inside a pipeline. */
+static int pl_unknown(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    (void)out;
+    fn_pipeline_begin(q);
+    fn_smembers(q, PROJ_CART, "pl:s", &PL.m, e);
+    fn_smembers(q, "no_such_projection", "pl:s", &PL.m, e);
+    return fn_pipeline_end(q, e);
+}
+
+/* Returns with its pipeline open: the platform must drop the replies. */
+static int pl_left_open(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    (void)out;
+    struct fn_members local; /* gone when this returns: never written after */
+    fn_pipeline_begin(q);
+    fn_smembers(q, PROJ_CART, "pl:s", &local, e);
+    fn_zrange(q, PROJ_CART, "pl:z", 0, -1, 0, &local, e);
+    return err_set(e, ERR_NOT_FOUND, "gave up");
+}
+
+static int pl_end_alone(struct fn_query_ctx *q, json_t **out, struct err *e)
+{
+    (void)out;
+    return fn_pipeline_end(q, e);
+}
+
+static int pl_run(int (*run)(struct fn_query_ctx *, json_t **, struct err *), struct err *e)
+{
+    const struct fn_query fq = {FN_ABI_VERSION, "test.pipeline", "/test", run, {0}};
+    json_t *out = NULL;
+    int rc = query_call(R, &fq, redis, NULL, NULL, NULL, 0, &out, NULL, e);
+    json_decref(out);
+    return rc;
+}
+
+static void test_pipeline(void **state)
+{
+    (void)state;
+    char *h = key_of(PROJ_CART, "pl:h"), *z = key_of(PROJ_CART, "pl:z"),
+         *m = key_of(PROJ_CART, "pl:s");
+    test_redis("HSET %s status open total 1250", h);
+    test_redis("ZADD %s 3 c 1 a 2 b", z);
+    test_redis("SADD %s only", m);
+    struct err e = {0};
+    memset(&PL, 0, sizeof PL);
+    assert_int_equal(pl_run(pl_all, &e), 0);
+    assert_int_equal(PL.end_rc, 0);
+    assert_int_equal(PL.z_n_inside, 0); /* queued, not read, until the end */
+    assert_int_equal(PL.h.n, 2);
+    assert_string_equal(fn_hash_get(&PL.h, "total"), "1250");
+    assert_int_equal(PL.z.n, 3);
+    assert_string_equal(PL.z.m[0].member, "a");
+    assert_int_equal(PL.z.m[2].score, 3);
+    assert_string_equal(PL.v[0], "open");
+    assert_null(PL.v[1]);
+    assert_int_equal(PL.zcard, 3);
+    assert_int_equal(PL.exists, 1);
+    assert_int_equal(PL.m.n, 1);
+    assert_string_equal(PL.m.m[0].member, "only");
+
+    /* the first error is returned; every reply is read, so the connection
+     * stays in step for the next query */
+    assert_int_equal(pl_run(pl_wrongtype, &e), ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "WRONGTYPE"));
+    assert_non_null(strstr(e.msg, h));
+    assert_int_equal(pl_run(pl_unknown, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "no_such_projection"));
+    assert_int_equal(pl_run(pl_left_open, &e), ERR_NOT_FOUND);
+    assert_int_equal(pl_run(pl_end_alone, &e), ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "without fn_pipeline_begin"));
+    memset(&PL, 0, sizeof PL);
+    assert_int_equal(pl_run(pl_all, &e), 0);
+    assert_int_equal(PL.h.n, 2);
+    assert_int_equal(PL.z.n, 3);
+    assert_int_equal(PL.m.n, 1);
+    /* a live-build pointer that never parses is read again at every key the
+     * query names: inside a pipeline that read must wait, or it takes a
+     * pipelined reply for its own */
+    char *live = xasprintf("cqrsd:live:%s:v%d", PROJ_CART, reg_projection_find(R, PROJ_CART)->p->version);
+    test_redis("SET %s not-a-build", live);
+    poll(NULL, 0, RM_LIVE_REFRESH_MS + 100); /* the cached build is due for a refresh */
+    memset(&PL, 0, sizeof PL);
+    assert_int_equal(pl_run(pl_all, &e), 0);
+    assert_int_equal(PL.h.n, 2);
+    assert_int_equal(PL.z.n, 3);
+    assert_int_equal(PL.zcard, 3);
+    assert_int_equal(PL.m.n, 1);
+    test_redis("DEL %s", live);
+    free(live);
+    /* and the queries of the module still read right after all that */
+    expect_code(ERR_NOT_FOUND, "cart.get", "cart_id", "nobody", NULL);
+    free(h);
+    free(z);
+    free(m);
+}
+
 static void test_registries(void **state)
 {
     (void)state;
@@ -948,6 +1091,7 @@ int main(void)
         cmocka_unit_test_setup(test_hostile_ids, flush_db),
         cmocka_unit_test_setup(test_damaged_read_model, load_fixture),
         cmocka_unit_test(test_redis_unreachable),
+        cmocka_unit_test_setup(test_pipeline, flush_db),
     };
     int failed = cmocka_run_group_tests_name("readmodels", tests, NULL, flush_db);
     redisFree(redis);
