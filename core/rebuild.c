@@ -312,6 +312,7 @@ struct bcmd {
     char **argv;
     uint64_t kh; /* util_fnv1a of the key */
     uint32_t fh; /* hash32 of the field of a hash write */
+    struct obj *o; /* the key's object when check_event found one (objects never move) */
 };
 
 /* The commands of b. */
@@ -320,7 +321,8 @@ static size_t batch_cmds(const struct fn_batch *b, struct bcmd *out, size_t max)
     size_t n = 0, a = 0;
     while (a < b->argc && n < max) {
         int c = atoi(b->argv[a]);
-        out[n] = (struct bcmd){c > 0 ? op_of(b->argv[a + 1]) : OP_OTHER, c, b->argv + a + 1, 0, 0};
+        out[n] = (struct bcmd){c > 0 ? op_of(b->argv[a + 1]) : OP_OTHER, c, b->argv + a + 1, 0, 0,
+                               NULL};
         if (out[n].op != OP_OTHER && c != OP_ARGC[out[n].op])
             out[n].op = OP_OTHER; /* not as core/fn.c writes it */
         if (c > 1)
@@ -337,6 +339,7 @@ static size_t batch_cmds(const struct fn_batch *b, struct bcmd *out, size_t max)
 struct ck_key {
     const char *key;
     uint64_t h;
+    struct obj *o; /* in the model before the event; NULL: absent */
     int type, deleted;
 };
 struct ck_field {
@@ -359,12 +362,16 @@ static int ent_int(const struct ent *x, int64_t *v)
 /*
  * The batch script's checks (core/rm.c) for one event's n commands against
  * the model, without writing: 0, or -1 and why. Like the script, a key's
- * type within the event is the one its last write gave it.
+ * type within the event is the one its last write gave it. Sets each
+ * command's o (its key's object, for apply_cmd).
  */
-static int check_event(struct model *m, const struct bcmd *c, size_t n, char *why, size_t wl)
+#define CK_STACK 32
+static int check_event(struct model *m, struct bcmd *c, size_t n, char *why, size_t wl)
 {
-    struct ck_key *ks = xcalloc(n + 1, sizeof *ks);
-    struct ck_field *fs = xcalloc(n + 1, sizeof *fs);
+    struct ck_key ks_stack[CK_STACK];
+    struct ck_field fs_stack[CK_STACK];
+    struct ck_key *ks = n <= CK_STACK ? ks_stack : xcalloc(n, sizeof *ks);
+    struct ck_field *fs = n <= CK_STACK ? fs_stack : xcalloc(n, sizeof *fs);
     size_t nk = 0, nf = 0;
     int bad = 0;
     for (size_t i = 0; i < n && !bad; i++) {
@@ -375,10 +382,11 @@ static int check_event(struct model *m, const struct bcmd *c, size_t n, char *wh
             if (ks[j].h == c[i].kh && !strcmp(ks[j].key, key))
                 k = &ks[j];
         if (!k) {
-            const struct obj *o = model_get(m, key, c[i].kh, 0);
+            struct obj *o = model_get(m, key, c[i].kh, 0);
             k = &ks[nk++];
-            *k = (struct ck_key){key, c[i].kh, o ? o->type : T_NONE, 0};
+            *k = (struct ck_key){key, c[i].kh, o, o ? o->type : T_NONE, 0};
         }
+        c[i].o = k->o;
         if (op == OP_DEL) {
             k->type = T_NONE;
             k->deleted = 1;
@@ -416,7 +424,7 @@ static int check_event(struct model *m, const struct bcmd *c, size_t n, char *wh
         if (!f) {
             f = &fs[nf++];
             *f = (struct ck_field){key, field, c[i].kh, c[i].fh, 0, 0};
-            const struct obj *o = k->deleted ? NULL : model_get(m, key, c[i].kh, 0);
+            const struct obj *o = k->deleted ? NULL : k->o;
             const struct ent *x = o && o->type == T_HASH ? obj_find(o, field, c[i].fh) : NULL;
             if (x)
                 f->state = ent_int(x, &f->v) ? 1 : 2;
@@ -443,8 +451,10 @@ static int check_event(struct model *m, const struct bcmd *c, size_t n, char *wh
             f->state = 0;
         }
     }
-    free(ks);
-    free(fs);
+    if (ks != ks_stack)
+        free(ks);
+    if (fs != fs_stack)
+        free(fs);
     return bad ? -1 : 0;
 }
 
@@ -458,7 +468,7 @@ static struct ent *field_of(struct model *m, struct obj *o, const char *name, ui
 static void apply_cmd(struct model *m, const struct bcmd *c)
 {
     char *const *a = c->argv;
-    struct obj *o = model_get(m, a[1], c->kh, 1);
+    struct obj *o = c->o ? c->o : model_get(m, a[1], c->kh, 1);
     if (c->op == OP_DEL) {
         obj_clear(m, o);
         return;
@@ -699,15 +709,30 @@ static int park_now(PGconn *pg, const struct job *j, const struct es_event *ev, 
  * connection of its own while the fold runs over the one before. */
 #define FOLD_BATCH 5000
 
+/* The read-ahead thread. It also frees the batches the fold is done with
+ * (used): their events were allocated on it, and glibc's free of another
+ * thread's memory takes that arena's lock and consolidates there, which
+ * measured a third of the fold's time when the fold freed them. */
 struct reader {
     PGconn *pg;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct es_events slot; /* the next batch, when full */
+    struct es_events used; /* the last batch the fold took, to free */
     int full, end, quit, code;
     struct err e;
 };
+
+/* Frees the batch the fold gave back, on the reader's thread. */
+static void reader_free_used(struct reader *rd)
+{
+    pthread_mutex_lock(&rd->mu);
+    struct es_events used = rd->used;
+    rd->used = (struct es_events){0};
+    pthread_mutex_unlock(&rd->mu);
+    es_events_clear(&used);
+}
 
 static void *reader_main(void *arg)
 {
@@ -716,12 +741,15 @@ static void *reader_main(void *arg)
     for (;;) {
         struct es_events evs = {0};
         struct err e = {0};
+        reader_free_used(rd);
         int code = es_read_all(rd->pg, after, FOLD_BATCH, &evs, &e);
         if (!code && evs.n)
             memcpy(after, evs.ev[evs.n - 1].position, sizeof after);
         pthread_mutex_lock(&rd->mu);
         while (rd->full && !rd->quit)
             pthread_cond_wait(&rd->cv, &rd->mu);
+        struct es_events used = rd->used; /* given back while this one waited */
+        rd->used = (struct es_events){0};
         int quit = rd->quit;
         if (!quit) {
             rd->slot = evs;
@@ -733,11 +761,28 @@ static void *reader_main(void *arg)
         }
         int end = quit || rd->end;
         pthread_mutex_unlock(&rd->mu);
+        es_events_clear(&used);
         if (quit)
             es_events_clear(&evs);
         if (end)
             return NULL;
     }
+}
+
+/* Hands a batch the fold is done with to the reader to free (without one:
+ * frees it here). */
+static void give_back(struct reader *rd, struct es_events *evs)
+{
+    if (!rd) {
+        es_events_clear(evs);
+        return;
+    }
+    pthread_mutex_lock(&rd->mu);
+    struct es_events old = rd->used; /* not freed yet (the reader is reading): freed here */
+    rd->used = *evs;
+    pthread_mutex_unlock(&rd->mu);
+    *evs = (struct es_events){0};
+    es_events_clear(&old);
 }
 
 /* The next batch into *evs: from the reader thread when there is one, else
@@ -793,6 +838,7 @@ static void reader_stop(struct reader *rd)
     pthread_mutex_unlock(&rd->mu);
     pthread_join(rd->thread, NULL);
     es_events_clear(&rd->slot);
+    es_events_clear(&rd->used);
     PQfinish(rd->pg);
     pthread_mutex_destroy(&rd->mu);
     pthread_cond_destroy(&rd->cv);
@@ -870,7 +916,7 @@ static int fold(PGconn *pg, struct job *jobs, size_t nj, struct model *m, struct
             }
         }
         size_t got = evs.n;
-        es_events_clear(&evs);
+        give_back(rd, &evs);
         report(ck, REBUILD_FOLD, st->events, total > st->events ? total : st->events, 0);
         if (got == 0 || st->bounded || code)
             break;
