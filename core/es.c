@@ -114,6 +114,18 @@ PGresult *es_exec(PGconn *pg, const char *sql, int n, const char *const *params)
     return r;
 }
 
+/* libpq's notices (a WARNING the server sends, e.g. "terminating connection
+ * due to immediate shutdown command") as log records, not raw lines on
+ * stderr among the JSON ones. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    size_t n = strlen(message);
+    while (n && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    log_warn("PostgreSQL: %.*s", (int)n, message);
+}
+
 PGconn *es_connect(const char *url, struct err *e)
 {
     const char *keys[] = {"dbname", "options", "connect_timeout", "application_name", NULL};
@@ -129,6 +141,7 @@ PGconn *es_connect(const char *url, struct err *e)
         PQfinish(pg);
         return NULL;
     }
+    PQsetNoticeProcessor(pg, notice_to_log, NULL);
     return pg;
 }
 
