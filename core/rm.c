@@ -197,10 +197,27 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
         snprintf(shown, sizeof shown, "%.*s:***%.200s", (int)(scolon - url), url, sat);
     else
         snprintf(shown, sizeof shown, "%.200s", url ? url : "");
-    if (!url || strncmp(url, "redis://", 8))
-        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is not redis://host:port[/db]",
+    int sentinel = url && !strncmp(url, "redis-sentinel://", 17);
+    if (!url || (strncmp(url, "redis://", 8) && !sentinel))
+        return err_set(e, ERR_INVALID,
+                       "REDIS_URL \"%s\" is not redis://host:port[/db] or "
+                       "redis-sentinel://host:port[,host:port...][/db]#master",
                        shown);
-    const char *p = url + 8, *at = strrchr(p, '@');
+    char rest[1024]; /* after the scheme, without the #master of a Sentinel set */
+    snprintf(rest, sizeof rest, "%s", url + (sentinel ? 17 : 8));
+    if (sentinel) {
+        u->sentinel = 1;
+        u->port = 26379;
+        char *hash = strrchr(rest, '#');
+        if (!hash || !hash[1] || strlen(hash + 1) >= sizeof u->master)
+            return err_set(e, ERR_INVALID,
+                           "REDIS_URL \"%s\" names no master: end it with #<name of the "
+                           "Sentinel set's master>",
+                           shown);
+        snprintf(u->master, sizeof u->master, "%s", hash + 1);
+        *hash = '\0';
+    }
+    const char *p = rest, *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
@@ -213,19 +230,37 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
         u->has_password = 1;
         p = at + 1;
     }
-    size_t hl = strcspn(p, ":/");
-    if (hl == 0 || hl >= sizeof u->host)
-        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has no host", shown);
-    memcpy(u->host, p, hl);
-    p += hl;
-    if (*p == ':') {
-        char *end;
-        long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v < 1 || v > 65535 || (*end && *end != '/'))
-            return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad port", shown);
-        u->port = (int)v;
-        p = end;
+    int default_port = u->port;
+    for (;;) { /* host[:port], and for a Sentinel set more after commas */
+        if (u->nhosts == RM_SENTINELS_MAX)
+            return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" names more than %d Sentinels",
+                           shown, RM_SENTINELS_MAX);
+        size_t hl = strcspn(p, ":/,");
+        if (hl == 0 || hl >= sizeof u->host)
+            return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has no host", shown);
+        memcpy(u->hosts[u->nhosts].host, p, hl);
+        u->hosts[u->nhosts].port = default_port;
+        p += hl;
+        if (*p == ':') {
+            char *end;
+            long v = strtol(p + 1, &end, 10);
+            if (end == p + 1 || v < 1 || v > 65535 || (*end && *end != '/' && *end != ','))
+                return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" has a bad port", shown);
+            u->hosts[u->nhosts].port = (int)v;
+            p = end;
+        }
+        u->nhosts++;
+        if (*p != ',')
+            break;
+        if (!sentinel)
+            return err_set(e, ERR_INVALID,
+                           "REDIS_URL \"%s\" names several hosts: that is a Sentinel set, "
+                           "written redis-sentinel://host:port,host:port/db#master",
+                           shown);
+        p++;
     }
+    snprintf(u->host, sizeof u->host, "%s", u->hosts[0].host);
+    u->port = u->hosts[0].port;
     if (*p == '/' && p[1]) {
         char *end;
         long v = strtol(p + 1, &end, 10);
@@ -239,12 +274,62 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
     return 0;
 }
 
+/* The address of the master of u's Sentinel set into u->host/port, from the
+ * first Sentinel that knows it and whose answer calls itself master. */
+static int sentinel_master(struct rm_url *u, struct timeval tv, struct err *e)
+{
+    char why[300] = "";
+    for (int i = 0; i < u->nhosts; i++) {
+        redisContext *s = redisConnectWithTimeout(u->hosts[i].host, u->hosts[i].port, tv);
+        if (!s || s->err) {
+            snprintf(why, sizeof why, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
+                     s ? s->errstr : "out of memory");
+            if (s)
+                redisFree(s);
+            continue;
+        }
+        redisSetTimeout(s, tv);
+        redisReply *r = redisCommand(s, "SENTINEL GET-MASTER-ADDR-BY-NAME %s", u->master);
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+            snprintf(u->host, sizeof u->host, "%s", r->element[0]->str);
+            u->port = atoi(r->element[1]->str);
+            freeReplyObject(r);
+            redisFree(s);
+            return 0;
+        }
+        snprintf(why, sizeof why, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
+                 !r ? s->errstr
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                                                : "it knows no master of that name");
+        if (r)
+            freeReplyObject(r);
+        redisFree(s);
+    }
+    return err_set(e, ERR_UNAVAILABLE, "no Sentinel of REDIS_URL named the master of \"%s\" (%s)",
+                   u->master, why);
+}
+
+/* 1 when the node rc reaches is a master (ROLE), as a Sentinel's answer may
+ * lag a failover by a moment. */
+static int is_master(redisContext *rc)
+{
+    redisReply *r = redisCommand(rc, "ROLE");
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
 {
     struct rm_url u;
     if (rm_url_parse(url, &u, e))
         return NULL;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    if (u.sentinel && sentinel_master(&u, tv, e))
+        return NULL;
     redisContext *rc = redisConnectWithTimeout(u.host, u.port, tv);
     if (!rc || rc->err) {
         err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", u.host, u.port,
@@ -270,6 +355,14 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
         }
         freeReplyObject(r);
     }
+    if (u.sentinel && !is_master(rc)) {
+        err_set(e, ERR_UNAVAILABLE,
+                "Redis at %s:%d, named by the Sentinels as the master of \"%s\", is not a "
+                "master (yet): a failover is under way",
+                u.host, u.port, u.master);
+        redisFree(rc);
+        return NULL;
+    }
     if (u.db) {
         redisReply *r = redisCommand(rc, "SELECT %d", u.db);
         int ok = r && r->type == REDIS_REPLY_STATUS;
@@ -282,6 +375,20 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
         }
     }
     return rc;
+}
+
+int rm_error_transient(const char *msg)
+{
+    /* Redis's error codes for a node that cannot take writes now (it is a
+     * replica, or its master is down, or it is loading or busy, or out of
+     * memory); a script passes the code of the command that failed in it on
+     * (Redis 7), hence anywhere in the message */
+    static const char *const codes[] = {"LOADING",    "BUSY",     "READONLY", "MASTERDOWN",
+                                        "NOREPLICAS", "TRYAGAIN", "OOM "};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
+        if (msg && strstr(msg, codes[i]))
+            return 1;
+    return 0;
 }
 
 static int lost(redisContext *rc, redisReply *r, const char *what, struct err *e)
@@ -365,7 +472,7 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
     if (r->type == REDIS_REPLY_ERROR) {
         if (strstr(r->str, "CHECKPOINT "))
             rcode = err_set(e, ERR_CONFLICT, "checkpoint moved: %s", r->str);
-        else if (!strncmp(r->str, "LOADING", 7) || !strncmp(r->str, "BUSY", 4))
+        else if (rm_error_transient(r->str))
             rcode = err_set(e, ERR_UNAVAILABLE, "Redis is not ready: %s", r->str);
         else /* REFUSED: nothing was written */
             rcode = err_set(e, ERR_INTERNAL, "projection batch refused by Redis: %s", r->str);

@@ -33,11 +33,30 @@
  * scheme, IANA provisional registration; userinfo percent-decoded as RFC
  * 3986 §2.1 says): port 6379 and database 0 when absent; db 0 to 15 (Redis's
  * default `databases 16`); user "" means the default user. */
+#define RM_SENTINELS_MAX 8
+
+/*
+ * REDIS_URL, one of:
+ *   redis://[[user]:password@]host[:port][/db]              one Redis (port 6379)
+ *   redis-sentinel://[[user]:password@]host[:port][,host[:port]...][/db]#master
+ *       a Sentinel set (port 26379, at most RM_SENTINELS_MAX) that names the
+ *       current master of the set called master (the form of Lettuce's
+ *       Redis URIs); the credentials are the master's, the Sentinels are
+ *       asked without any (https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/)
+ * db is 0 to 15; user and password are percent-decoded.
+ */
 struct rm_url {
-    char host[256];
+    char host[256]; /* redis://: the host; redis-sentinel://: the first Sentinel's */
     int port, db;
     char user[128], password[256];
     int has_password;
+    int sentinel;      /* 1: hosts are Sentinels, master names the set */
+    char master[128];
+    int nhosts;
+    struct {
+        char host[256];
+        int port;
+    } hosts[RM_SENTINELS_MAX];
 };
 
 /* Parses url into *u. Returns 0, or ERR_INVALID with e naming REDIS_URL and
@@ -46,10 +65,19 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e);
 
 /* Connects to url (rm_url_parse) with a connect/command timeout of
  * timeout_ms, authenticates (AUTH [user] password) when it has a password,
- * and selects its database. Returns NULL and sets e (ERR_INVALID for a bad
- * URL, ERR_UNAVAILABLE otherwise, with Redis's reply when AUTH is refused).
- * Caller frees with redisFree. */
+ * and selects its database. With a Sentinel set: asks each Sentinel in turn
+ * for the set's master (SENTINEL GET-MASTER-ADDR-BY-NAME) and takes the first
+ * answer whose node calls itself master (ROLE), so a connection made after a
+ * failover goes to the promoted replica. Returns NULL and sets e
+ * (ERR_INVALID for a bad URL, ERR_UNAVAILABLE otherwise, with Redis's reply
+ * when AUTH is refused). Caller frees with redisFree. */
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e);
+
+/* 1 when a Redis error reply msg says the node cannot serve now but will
+ * (LOADING, BUSY, READONLY: a replica, MASTERDOWN, NOREPLICAS, TRYAGAIN, OOM):
+ * the writer waits and reconnects (through the Sentinels, after a failover)
+ * instead of taking the write for a bad one. */
+int rm_error_transient(const char *msg);
 
 /* The key prefix of a build of a projection version (above), e.g.
  * "cart_view:v1:" or "cart_view:v1@2:". Caller frees. */

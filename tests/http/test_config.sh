@@ -36,6 +36,9 @@ refused REDIS_URL=redis://127.0.0.1:6379/99 'REDIS_URL "redis://127.0.0.1:6379/9
 refused REDIS_URL=redis://:topsecret@127.0.0.1:6379/99 'REDIS_URL "redis://:***@127.0.0.1:6379/99" has a bad database number'
 refused REDIS_URL=http://127.0.0.1:6379 'REDIS_URL "http://127.0.0.1:6379" is not redis://'
 refused REDIS_URL=redis://user@127.0.0.1:6379 'REDIS_URL has a user but no password'
+refused REDIS_URL=redis-sentinel://127.0.0.1:26379/0 'names no master: end it with #'
+refused REDIS_URL=redis://a:6379,b:6379/0 'names several hosts: that is a Sentinel set'
+refused REDIS_URL=redis-sentinel://:pw@a,b,c,d,e,f,g,h,i/0#m 'names more than 8 Sentinels'
 refused CQRSD_WORKERS=0 'CQRSD_WORKERS must be an integer from 1 to 256, got "0"'
 refused CQRSD_ACCESS_LOG=yes 'CQRSD_ACCESS_LOG must be an integer from 0 to 1'
 
