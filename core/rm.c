@@ -377,16 +377,31 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
     return rc;
 }
 
+/* 1 when the error at p is code: the code, then a space or the end */
+static int code_is(const char *p, const char *code)
+{
+    size_t n = strlen(code);
+    return strncmp(p, code, n) == 0 && (p[n] == ' ' || p[n] == '\0');
+}
+
 int rm_error_transient(const char *msg)
 {
     /* Redis's error codes for a node that cannot take writes now (it is a
      * replica, or its master is down, or it is loading or busy, or out of
-     * memory); a script passes the code of the command that failed in it on
-     * (Redis 7), hence anywhere in the message */
+     * memory). An error reply starts with its code; Redis 7 passes the code
+     * of a command that failed inside a script on as the reply's own, and
+     * Redis 6 wraps it as "ERR Error running script ...: -CODE ...". A code
+     * anywhere else is text (a key named in a REFUSED reply), not a code. */
     static const char *const codes[] = {"LOADING",    "BUSY",     "READONLY", "MASTERDOWN",
-                                        "NOREPLICAS", "TRYAGAIN", "OOM "};
+                                        "NOREPLICAS", "TRYAGAIN", "OOM"};
+    static const char wrapped[] = "ERR Error running script";
+    if (!msg)
+        return 0;
+    const char *inner = NULL;
+    if (strncmp(msg, wrapped, sizeof wrapped - 1) == 0 && (inner = strstr(msg, ": -")))
+        inner += 3;
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
-        if (msg && strstr(msg, codes[i]))
+        if (code_is(msg, codes[i]) || (inner && code_is(inner, codes[i])))
             return 1;
     return 0;
 }
@@ -470,7 +485,7 @@ int rm_apply(redisContext *rc, const struct fn_batch *b, const struct rm_checkpo
         return lost(rc, r, "apply a projection batch", e);
     int rcode = 0;
     if (r->type == REDIS_REPLY_ERROR) {
-        if (strstr(r->str, "CHECKPOINT "))
+        if (code_is(r->str, "CHECKPOINT"))
             rcode = err_set(e, ERR_CONFLICT, "checkpoint moved: %s", r->str);
         else if (rm_error_transient(r->str))
             rcode = err_set(e, ERR_UNAVAILABLE, "Redis is not ready: %s", r->str);

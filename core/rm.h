@@ -76,7 +76,10 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e);
 /* 1 when a Redis error reply msg says the node cannot serve now but will
  * (LOADING, BUSY, READONLY: a replica, MASTERDOWN, NOREPLICAS, TRYAGAIN, OOM):
  * the writer waits and reconnects (through the Sentinels, after a failover)
- * instead of taking the write for a bad one. */
+ * instead of taking the write for a bad one. The code counts only where Redis
+ * puts one: at the start of msg, or after "ERR Error running script ...: -"
+ * (Redis 6's wrapping of a command failed in a script); a code inside a
+ * REFUSED reply's text is not one. msg may be NULL (0). */
 int rm_error_transient(const char *msg);
 
 /* The key prefix of a build of a projection version (above), e.g.

@@ -340,9 +340,11 @@ static void redis_refusals_are_parked(void **state)
 {
     (void)state;
     char key[200], body[200];
-    snprintf(key, sizeof key, "notes:v1:note:%s-wrong", run);
+    /* the key holds BUSY, a Redis error code: a refusal that quotes it is
+     * still a refusal (parked), not a busy Redis (waited on for ever) */
+    snprintf(key, sizeof key, "notes:v1:note:%s-BUSY-wrong", run);
     redis("SET %s not-a-hash", key);
-    snprintf(body, sizeof body, "{\"note_id\":\"%s-wrong\",\"text\":\"x\"}", run);
+    snprintf(body, sizeof body, "{\"note_id\":\"%s-BUSY-wrong\",\"text\":\"x\"}", run);
     assert_int_equal(post(BASE_A, "/notes", body), 201);
     snprintf(body, sizeof body, "{\"note_id\":\"%s-later\",\"text\":\"y\"}", run);
     assert_int_equal(post(BASE_A, "/notes", body), 201);
@@ -372,7 +374,7 @@ static void redis_refusals_are_parked(void **state)
     retry(pid, 422, "still fails");
     redis("DEL %s", key);
     retry(pid, 200, "\"state\":\"resolved\"");
-    n = get(BASE_A, "/notes/%s-%s", "wrong");
+    n = get(BASE_A, "/notes/%s-%s", "BUSY-wrong");
     assert_int_equal(json_integer_value(json_object_get(n, "seen")), 1);
     json_decref(n);
 }

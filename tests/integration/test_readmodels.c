@@ -1051,6 +1051,42 @@ static void test_pipeline(void **state)
     free(m);
 }
 
+/* The error replies a writer waits on, and the ones it must not: shapes as
+ * Redis 7 and Redis 6 send them, and our scripts' REFUSED replies quoting a
+ * code inside a key */
+static void test_transient_errors(void **state)
+{
+    (void)state;
+    static const char *const wait[] = {
+        "LOADING Redis is loading the dataset in memory",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+        "READONLY You can't write against a read only replica. script: 1a2b, on @user_script:1.",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        "NOREPLICAS Not enough good replicas to write.",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "ERR Error running script (call to f_1a2b): @user_script:12: -READONLY You can't write "
+        "against a read only replica.",
+    };
+    static const char *const refuse[] = {
+        "REFUSED HINCRBY on notes:v1:note:x-BUSY-wrong, a string",
+        "REFUSED HINCRBY on c:v1:BUSY LOADING, not an integer",
+        "CHECKPOINT c:v1 is \"OOM 3\", batch expected \"2\"",
+        "ERR Error running script (call to f_1a2b): @user_script:3: Script attempted to access "
+        "nonexistent global variable 'BUSY'",
+        "BUSYKEY Target key name already exists.",
+        "ERR unknown command 'READONLY'",
+        "",
+    };
+    for (size_t i = 0; i < sizeof wait / sizeof *wait; i++)
+        if (!rm_error_transient(wait[i]))
+            fail_msg("taken as permanent: %s", wait[i]);
+    for (size_t i = 0; i < sizeof refuse / sizeof *refuse; i++)
+        if (rm_error_transient(refuse[i]))
+            fail_msg("taken as transient: %s", refuse[i]);
+    assert_int_equal(rm_error_transient(NULL), 0);
+}
+
 static void test_registries(void **state)
 {
     (void)state;
@@ -1099,6 +1135,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registries),
+        cmocka_unit_test(test_transient_errors),
         cmocka_unit_test_setup(test_empty_read_models, flush_db),
         cmocka_unit_test_setup(test_cart, load_fixture),
         cmocka_unit_test_setup(test_cart_guest_and_readd, flush_db),
