@@ -274,52 +274,85 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
     return 0;
 }
 
-/* The address of the master of u's Sentinel set into u->host/port, from the
- * first Sentinel that knows it and whose answer calls itself master. */
-static int sentinel_master(struct rm_url *u, struct timeval tv, struct err *e)
+/* Asks Sentinel i of u for the address of its set's master, into
+ * u->host/port. Returns 0, or -1 with why (cap bytes) saying what failed. */
+static int sentinel_ask(struct rm_url *u, int i, struct timeval tv, char *why, size_t cap)
 {
-    char why[300] = "";
-    for (int i = 0; i < u->nhosts; i++) {
-        redisContext *s = redisConnectWithTimeout(u->hosts[i].host, u->hosts[i].port, tv);
-        if (!s || s->err) {
-            snprintf(why, sizeof why, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
-                     s ? s->errstr : "out of memory");
-            if (s)
-                redisFree(s);
-            continue;
-        }
-        redisSetTimeout(s, tv);
-        redisReply *r = redisCommand(s, "SENTINEL GET-MASTER-ADDR-BY-NAME %s", u->master);
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
-            snprintf(u->host, sizeof u->host, "%s", r->element[0]->str);
-            u->port = atoi(r->element[1]->str);
-            freeReplyObject(r);
+    redisContext *s = redisConnectWithTimeout(u->hosts[i].host, u->hosts[i].port, tv);
+    if (!s || s->err) {
+        snprintf(why, cap, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
+                 s ? s->errstr : "out of memory");
+        if (s)
             redisFree(s);
-            return 0;
-        }
-        snprintf(why, sizeof why, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
-                 !r ? s->errstr
+        return -1;
+    }
+    redisSetTimeout(s, tv);
+    redisReply *r = redisCommand(s, "SENTINEL GET-MASTER-ADDR-BY-NAME %s", u->master);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        snprintf(u->host, sizeof u->host, "%s", r->element[0]->str);
+        u->port = atoi(r->element[1]->str);
+        rc = 0;
+    } else {
+        snprintf(why, cap, "Sentinel %s:%d: %s", u->hosts[i].host, u->hosts[i].port,
+                 !r                             ? s->errstr
                  : r->type == REDIS_REPLY_ERROR ? r->str
                                                 : "it knows no master of that name");
-        if (r)
-            freeReplyObject(r);
-        redisFree(s);
     }
-    return err_set(e, ERR_UNAVAILABLE, "no Sentinel of REDIS_URL named the master of \"%s\" (%s)",
-                   u->master, why);
+    if (r)
+        freeReplyObject(r);
+    redisFree(s);
+    return rc;
 }
 
-/* 1 when the node rc reaches is a master (ROLE), as a Sentinel's answer may
- * lag a failover by a moment. */
+/* 0 when the node rc reaches says by ROLE that it is not a master (a
+ * replica, or a Sentinel), as a Sentinel's answer may lag a failover by a
+ * moment; 1 otherwise. A node that refuses ROLE (NOPERM: an ACL user without
+ * it) counts as a master: a replica's READONLY on the first write is
+ * transient (rm_error_transient), so the writer comes back through the
+ * Sentinels. */
 static int is_master(redisContext *rc)
 {
     redisReply *r = redisCommand(rc, "ROLE");
-    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-             r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
+    int ok = !r                              ? 0
+             : r->type == REDIS_REPLY_ERROR  ? 1
+             : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                 r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
     if (r)
         freeReplyObject(r);
     return ok;
+}
+
+/* A connection to u->host:port, authenticated with u's credentials (kept:
+ * the caller wipes them). NULL with e set when it fails. */
+static redisContext *node_open(const struct rm_url *u, struct timeval tv, struct err *e)
+{
+    redisContext *rc = redisConnectWithTimeout(u->host, u->port, tv);
+    if (!rc || rc->err) {
+        err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", u->host, u->port,
+                rc ? rc->errstr : "out of memory");
+        if (rc)
+            redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    redisEnableKeepAlive(rc);
+    if (u->has_password) {
+        redisReply *r = *u->user ? redisCommand(rc, "AUTH %s %s", u->user, u->password)
+                                 : redisCommand(rc, "AUTH %s", u->password);
+        if (!r || r->type != REDIS_REPLY_STATUS) {
+            err_set(e, ERR_UNAVAILABLE,
+                    "Redis at %s:%d refused the credentials of REDIS_URL: %.200s", u->host,
+                    u->port, r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            redisFree(rc);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
 }
 
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
@@ -328,41 +361,38 @@ redisContext *rm_connect(const char *url, int timeout_ms, struct err *e)
     if (rm_url_parse(url, &u, e))
         return NULL;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    if (u.sentinel && sentinel_master(&u, tv, e))
-        return NULL;
-    redisContext *rc = redisConnectWithTimeout(u.host, u.port, tv);
-    if (!rc || rc->err) {
-        err_set(e, ERR_UNAVAILABLE, "could not connect to Redis at %s:%d: %s", u.host, u.port,
-                rc ? rc->errstr : "out of memory");
-        if (rc)
-            redisFree(rc);
-        return NULL;
-    }
-    redisSetTimeout(rc, tv);
-    redisEnableKeepAlive(rc);
-    if (u.has_password) {
-        redisReply *r = *u.user ? redisCommand(rc, "AUTH %s %s", u.user, u.password)
-                                : redisCommand(rc, "AUTH %s", u.password);
-        memset(u.password, 0, sizeof u.password);
-        if (!r || r->type != REDIS_REPLY_STATUS) {
-            err_set(e, ERR_UNAVAILABLE,
-                    "Redis at %s:%d refused the credentials of REDIS_URL: %.200s", u.host, u.port,
-                    r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
-            if (r)
-                freeReplyObject(r);
-            redisFree(rc);
-            return NULL;
+    redisContext *rc = NULL;
+    if (!u.sentinel) {
+        rc = node_open(&u, tv, e);
+    } else {
+        /* each Sentinel in turn, until one names a master that is one: a
+         * Sentinel cut off from the others may name the old master */
+        char why[1024] = "";
+        for (int i = 0; i < u.nhosts && !rc; i++) {
+            if (sentinel_ask(&u, i, tv, why, sizeof why))
+                continue;
+            struct err ne = {0};
+            rc = node_open(&u, tv, &ne);
+            if (!rc) {
+                snprintf(why, sizeof why, "Sentinel %s:%d named %s:%d: %.200s", u.hosts[i].host,
+                         u.hosts[i].port, u.host, u.port, ne.msg);
+            } else if (!is_master(rc)) {
+                snprintf(why, sizeof why,
+                         "Sentinel %s:%d named %s:%d, which is not a master (yet): a failover "
+                         "is under way",
+                         u.hosts[i].host, u.hosts[i].port, u.host, u.port);
+                redisFree(rc);
+                rc = NULL;
+            }
         }
-        freeReplyObject(r);
+        if (!rc)
+            err_set(e, ERR_UNAVAILABLE,
+                    "no Sentinel of REDIS_URL named a master of \"%s\" that answers as one (%s)",
+                    u.master, why);
     }
-    if (u.sentinel && !is_master(rc)) {
-        err_set(e, ERR_UNAVAILABLE,
-                "Redis at %s:%d, named by the Sentinels as the master of \"%s\", is not a "
-                "master (yet): a failover is under way",
-                u.host, u.port, u.master);
-        redisFree(rc);
+    memset(u.password, 0, sizeof u.password);
+    if (!rc)
         return NULL;
-    }
     if (u.db) {
         redisReply *r = redisCommand(rc, "SELECT %d", u.db);
         int ok = r && r->type == REDIS_REPLY_STATUS;

@@ -67,8 +67,9 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e);
  * timeout_ms, authenticates (AUTH [user] password) when it has a password,
  * and selects its database. With a Sentinel set: asks each Sentinel in turn
  * for the set's master (SENTINEL GET-MASTER-ADDR-BY-NAME) and takes the first
- * answer whose node calls itself master (ROLE), so a connection made after a
- * failover goes to the promoted replica. Returns NULL and sets e
+ * answer whose node calls itself master (ROLE; one refusing ROLE counts as
+ * one), so a connection made after a failover goes to the promoted replica;
+ * each Sentinel and node tried may take timeout_ms. Returns NULL and sets e
  * (ERR_INVALID for a bad URL, ERR_UNAVAILABLE otherwise, with Redis's reply
  * when AUTH is refused). Caller frees with redisFree. */
 redisContext *rm_connect(const char *url, int timeout_ms, struct err *e);
