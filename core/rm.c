@@ -204,6 +204,9 @@ int rm_url_parse(const char *url, struct rm_url *u, struct err *e)
                        "redis-sentinel://host:port[,host:port...][/db]#master",
                        shown);
     char rest[1024]; /* after the scheme, without the #master of a Sentinel set */
+    if (strlen(url + (sentinel ? 17 : 8)) >= sizeof rest)
+        return err_set(e, ERR_INVALID, "REDIS_URL \"%s\" is longer than %zu bytes", shown,
+                       sizeof rest - 1);
     snprintf(rest, sizeof rest, "%s", url + (sentinel ? 17 : 8));
     if (sentinel) {
         u->sentinel = 1;

@@ -35,11 +35,21 @@ fi
 
 passed=0; failed=0; failures=()
 server=
-cleanup() {
+# SIGTERM drains (up to CQRSD_SHUTDOWN_TIMEOUT, slower under valgrind); one
+# still running after 60 s is killed, so that no server outlives its run and
+# answers the next one's tests
+stop_server() {
   if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
     kill -TERM "$server"
-    for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 600); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$server" 2>/dev/null; then
+      echo "the server (pid $server) did not stop 60 s after SIGTERM: killed" >&2
+      kill -KILL "$server" 2>/dev/null
+    fi
   fi
+}
+cleanup() {
+  stop_server
   bash tools/services.sh stop "$DIR" "$PGPORT" "$REDISPORT"
 }
 trap cleanup EXIT
@@ -64,10 +74,18 @@ export CQRSD_API_RECORD="$PWD/$DIR/api_record.jsonl"   # test_api writes, test_o
 #   bash "$CQRSD_SERVICES" stop-pg|start-pg|stop-redis|start-redis $CQRSD_SERVICES_ARGS
 export CQRSD_SERVICES="$PWD/tools/services.sh" CQRSD_SERVICES_ARGS="$PWD/$DIR $PGPORT $REDISPORT"
 start_server() {
+  # a server left over from an earlier run (one that outlived its stop) would
+  # answer in place of this run's, on its own state: refuse to test it
+  if curl -fsS -m 1 "$CQRSD_URL/healthz" >/dev/null 2>&1; then
+    echo "something already answers at $CQRSD_URL before the server starts (a server left" \
+         "over from an earlier run?): $(ss -ltnp 2>/dev/null | grep ":${CQRSD_HTTP_ADDR##*:} " || true)" >&2
+    return 1
+  fi
   "${VG[@]}" "$CQRSD_BIN" serve 2>>"$DIR/server.log" &
   server=$!
   echo "$server" > "$CQRSD_SERVER_PIDFILE"
   for _ in $(seq 300); do
+    kill -0 "$server" 2>/dev/null || break
     curl -fsS -m 1 "$CQRSD_URL/healthz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
@@ -94,10 +112,7 @@ else
 fi
 
 # stop the server now, so that a sanitizer build reports leaks at its exit
-if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-  kill -TERM "$server"
-  for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-fi
+stop_server
 if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|definitely lost in|Invalid (read|write)|uninitialised' "$DIR/server.log" 2>/dev/null; then
   echo "=== the server's own sanitizer or valgrind report (from $DIR/server.log):"
   grep -E -B2 -A20 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|definitely lost in|Invalid (read|write)|uninitialised' "$DIR/server.log" | head -80

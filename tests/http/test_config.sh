@@ -39,6 +39,7 @@ refused REDIS_URL=redis://user@127.0.0.1:6379 'REDIS_URL has a user but no passw
 refused REDIS_URL=redis-sentinel://127.0.0.1:26379/0 'names no master: end it with #'
 refused REDIS_URL=redis://a:6379,b:6379/0 'names several hosts: that is a Sentinel set'
 refused REDIS_URL=redis-sentinel://:pw@a,b,c,d,e,f,g,h,i/0#m 'names more than 8 Sentinels'
+refused REDIS_URL="redis-sentinel://$(printf 'h%.0s,' {1..600})h/0#m" 'is longer than 1023 bytes'
 refused CQRSD_WORKERS=0 'CQRSD_WORKERS must be an integer from 1 to 256, got "0"'
 refused CQRSD_ACCESS_LOG=yes 'CQRSD_ACCESS_LOG must be an integer from 0 to 1'
 
