@@ -286,10 +286,11 @@ int fn_exists(struct fn_query_ctx *q, const char *projection, const char *key, i
  * round trip to Redis for all of them. Inside a pipeline a read returns 0 at
  * once (or ERR_INVALID for an unknown projection, ERR_UNAVAILABLE when Redis
  * is unreachable) and its outputs are filled when fn_pipeline_end returns 0;
- * they must stay valid until then. fn_pipeline_end returns the first error of
- * any read in the pipeline, met when it was sent or in its reply, as that read
- * would have returned it (all replies are read; on an error the outputs are
- * unspecified), or ERR_INTERNAL without a begin.
+ * they must stay valid until then. fn_pipeline_end returns an error of a read
+ * in the pipeline as that read would have returned it: the first read refused
+ * when it was sent, else the first reply (in the order sent) that is an
+ * error; all replies are read, and on an error the outputs are unspecified.
+ * ERR_INTERNAL without a begin.
  * Pipelines nest: only the outermost end sends. A query that returns with a
  * pipeline open has its replies dropped. A read cannot depend on another's
  * result in the same pipeline. So the reads' own returns may be ignored:

@@ -62,19 +62,19 @@ done
 [ "$(rcli $SENTINEL sentinel get-master-addr-by-name cqrsd | tail -1)" = $MASTER ] \
   || fail "the Sentinel does not name the master"
 
-# a database of its own: projections are leased per database, and the
-# shared one's server writes another Redis
-db="${DATABASE_URL%/*}/cqrsd_sentinel"
-fresh_db() { # NAME: a new database beside DATABASE_URL's
-  psql -X -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1 \
-    || fail "could not create database $1"
-}
-fresh_db cqrsd_sentinel
+# a database of its own for each server: projections are leased per
+# database, and the shared one's server writes another Redis
 base_url=$DATABASE_URL
-export DATABASE_URL="$db" REDIS_URL="redis-sentinel://127.0.0.1:$SENTINEL/0#cqrsd"
-"$CQRSD_BIN" migrate >"$dir/migrate.log" 2>&1 || fail "migrate failed: $(tail -3 "$dir/migrate.log")"
-CQRSD_HTTP_ADDR=$ADDR CQRSD_AUTH=off "$CQRSD_BIN" serve 2>"$dir/server.log" &
-server=$!
+serve() { # DB ADDR REDIS_URL LOG: migrate a new database DB, serve it on ADDR
+  psql -X -q "$base_url" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1 \
+    || fail "could not create database $1"
+  export DATABASE_URL="${base_url%/*}/$1" REDIS_URL=$3
+  "$CQRSD_BIN" migrate >"$dir/$4.migrate" 2>&1 || fail "migrate failed: $(tail -3 "$dir/$4.migrate")"
+  CQRSD_HTTP_ADDR=$2 CQRSD_AUTH=off "$CQRSD_BIN" serve 2>"$dir/$4" &
+  server=$!
+  for _ in $(seq 100); do curl -fsS -m 1 "http://$2/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+serve cqrsd_sentinel $ADDR "redis-sentinel://127.0.0.1:$SENTINEL/0#cqrsd" server.log
 for _ in $(seq 100); do curl -fsS -m 1 "http://$ADDR/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS -m 1 "http://$ADDR/readyz" >/dev/null || fail "the server is not ready"
 
@@ -147,12 +147,7 @@ kill "$server"; wait "$server"; server=
 # moment; a plain redis:// URL may name one): the projections wait for a
 # master and reconnect; they do not take READONLY for a bad event and park it
 start_redis 18123 --replicaof 127.0.0.1 $REPLICA
-DATABASE_URL=$base_url fresh_db cqrsd_sentinel2
-export DATABASE_URL="${base_url%/*}/cqrsd_sentinel2" REDIS_URL="redis://127.0.0.1:18123/0"
-"$CQRSD_BIN" migrate >"$dir/migrate2.log" 2>&1 || fail "migrate failed: $(tail -3 "$dir/migrate2.log")"
-CQRSD_HTTP_ADDR=127.0.0.1:18124 CQRSD_AUTH=off "$CQRSD_BIN" serve 2>"$dir/server2.log" &
-server=$!
-for _ in $(seq 100); do curl -fsS -m 1 "http://127.0.0.1:18124/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+serve cqrsd_sentinel2 127.0.0.1:18124 redis://127.0.0.1:18123/0 server2.log
 code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:18124/carts" \
          -H 'Content-Type: application/json' -d '{"cart_id":"ro-1"}')
 [ "$code" = 201 ] || fail "a command answered $code with Redis read-only (it needs PostgreSQL only)"
@@ -187,13 +182,8 @@ for _ in $(seq 50); do
 done
 [ "$(rcli 18125 sentinel get-master-addr-by-name cqrsd | tail -1)" = 18127 ] \
   || fail "the stale Sentinel does not name the replica 18127"
-DATABASE_URL=$base_url fresh_db cqrsd_sentinel3
-export DATABASE_URL="${base_url%/*}/cqrsd_sentinel3" \
-  REDIS_URL="redis-sentinel://127.0.0.1:18125,127.0.0.1:$SENTINEL/0#cqrsd"
-"$CQRSD_BIN" migrate >"$dir/migrate3.log" 2>&1 || fail "migrate failed: $(tail -3 "$dir/migrate3.log")"
-CQRSD_HTTP_ADDR=127.0.0.1:18126 CQRSD_AUTH=off "$CQRSD_BIN" serve 2>"$dir/server3.log" &
-server=$!
-for _ in $(seq 100); do curl -fsS -m 1 "http://127.0.0.1:18126/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+serve cqrsd_sentinel3 127.0.0.1:18126 "redis-sentinel://127.0.0.1:18125,127.0.0.1:$SENTINEL/0#cqrsd" \
+  server3.log
 code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:18126/carts" \
          -H 'Content-Type: application/json' -d '{"cart_id":"st-1"}')
 [ "$code" = 201 ] || fail "opening cart st-1 answered $code"

@@ -1065,15 +1065,15 @@ static void test_transient_errors(void **state)
         "NOREPLICAS Not enough good replicas to write.",
         "TRYAGAIN Multiple keys request during rehashing of slot",
         "OOM command not allowed when used memory > 'maxmemory'.",
-        "ERR Error running script (call to f_1a2b): @user_script:12: -READONLY You can't write "
-        "against a read only replica.",
+        ("ERR Error running script (call to f_1a2b): @user_script:12: -READONLY You can't write "
+         "against a read only replica."),
     };
     static const char *const refuse[] = {
         "REFUSED HINCRBY on notes:v1:note:x-BUSY-wrong, a string",
         "REFUSED HINCRBY on c:v1:BUSY LOADING, not an integer",
         "CHECKPOINT c:v1 is \"OOM 3\", batch expected \"2\"",
-        "ERR Error running script (call to f_1a2b): @user_script:3: Script attempted to access "
-        "nonexistent global variable 'BUSY'",
+        ("ERR Error running script (call to f_1a2b): @user_script:3: Script attempted to access "
+         "nonexistent global variable 'BUSY'"),
         "BUSYKEY Target key name already exists.",
         "ERR unknown command 'READONLY'",
         "",
